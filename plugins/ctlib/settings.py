@@ -1,0 +1,152 @@
+"""Every setting of ct-airflow, read from the environment in this one place.
+
+Each setting is an environment variable with a documented default (README, "Settings").
+`Settings.from_env()` is cheap and pure given its mapping, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# plugins/ctlib/settings.py -> the project root (also right for the docker layout,
+# where plugins/ and include/ sit side by side under the Airflow home).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_LOG_LIST = PROJECT_ROOT / "include" / "log_list.json"
+DEFAULT_LAKE = PROJECT_ROOT / "data"
+DEFAULT_LOG_LIST_SNAPSHOT = PROJECT_ROOT / ".cache" / "log_list.json"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below its minimum {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={value} must be positive")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    log_list: str
+    """CT_LOG_LIST: path or http(s) URL of a Google log list v3 JSON."""
+    log_list_snapshot: Path
+    """CT_LOG_LIST_SNAPSHOT: local copy the DAG factory reads when CT_LOG_LIST is a URL."""
+    lake: str
+    """CT_LAKE: root of the Parquet lake, a local path or a pyarrow filesystem URI."""
+    start_at: str
+    """CT_START_AT: `latest` or `beginning`, for a log with no stored state."""
+    schedule: str
+    """CT_SCHEDULE: cron expression of the per-log ingest DAGs."""
+    entries_per_run: int
+    """CT_ENTRIES_PER_RUN: most entries one run fetches; a backlog drains over several runs."""
+    entries_per_task: int
+    """CT_ENTRIES_PER_TASK: entries per mapped fetch task (one Parquet file per range and day)."""
+    max_tasks_per_run: int
+    """CT_MAX_TASKS_PER_RUN: most mapped fetch tasks in one run."""
+    fetch_parallelism: int
+    """CT_FETCH_PARALLELISM: fetch tasks of one run that run at the same time."""
+    http_timeout: float
+    """CT_HTTP_TIMEOUT: seconds to wait for a log's answer (read timeout)."""
+    http_connect_timeout: float
+    """CT_HTTP_CONNECT_TIMEOUT: seconds to wait for a connection."""
+    http_retries: int
+    """CT_HTTP_RETRIES: attempts per request before the task fails."""
+    http_backoff: float
+    """CT_HTTP_BACKOFF: first back-off in seconds; doubles per attempt, with jitter."""
+    http_max_backoff: float
+    """CT_HTTP_MAX_BACKOFF: cap on one back-off or Retry-After wait, in seconds."""
+    http_in_flight: int
+    """CT_HTTP_IN_FLIGHT: most requests in flight to one log from one fetch task."""
+    get_entries_batch: int
+    """CT_GET_ENTRIES_BATCH: entries asked per get-entries request until the log's cap is learnt."""
+    user_agent: str
+    """CT_USER_AGENT: User-Agent header sent to logs."""
+    kafka_conn_id: str
+    """CT_KAFKA_CONN_ID: Airflow connection of the Kafka cluster; empty turns publishing off."""
+    kafka_topic: str
+    """CT_KAFKA_TOPIC: topic of the certificate messages."""
+    kafka_flush_timeout: float
+    """CT_KAFKA_FLUSH_TIMEOUT: seconds to wait for every delivery report of a range."""
+    store_der: bool
+    """CT_STORE_DER: also store each certificate's DER in the `certs` table."""
+
+    @property
+    def kafka_enabled(self) -> bool:
+        return bool(self.kafka_conn_id)
+
+    @property
+    def log_list_is_url(self) -> bool:
+        return self.log_list.startswith(("http://", "https://"))
+
+    @property
+    def log_list_path(self) -> Path:
+        """The local file the DAG factory reads: the list itself, or its downloaded snapshot."""
+        return self.log_list_snapshot if self.log_list_is_url else Path(self.log_list)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        start_at = env.get("CT_START_AT", "latest").strip().lower() or "latest"
+        if start_at not in {"latest", "beginning"}:
+            raise SettingsError(f"CT_START_AT={start_at!r}: use latest or beginning")
+        lake = env.get("CT_LAKE", "").strip() or str(DEFAULT_LAKE)
+        return cls(
+            log_list=env.get("CT_LOG_LIST", "").strip() or str(DEFAULT_LOG_LIST),
+            log_list_snapshot=Path(
+                env.get("CT_LOG_LIST_SNAPSHOT", "").strip() or DEFAULT_LOG_LIST_SNAPSHOT
+            ),
+            lake=lake,
+            start_at=start_at,
+            schedule=env.get("CT_SCHEDULE", "").strip() or "* * * * *",
+            entries_per_run=_int(env, "CT_ENTRIES_PER_RUN", 50_000),
+            entries_per_task=_int(env, "CT_ENTRIES_PER_TASK", 10_000),
+            max_tasks_per_run=_int(env, "CT_MAX_TASKS_PER_RUN", 8),
+            fetch_parallelism=_int(env, "CT_FETCH_PARALLELISM", 2),
+            http_timeout=_float(env, "CT_HTTP_TIMEOUT", 30.0),
+            http_connect_timeout=_float(env, "CT_HTTP_CONNECT_TIMEOUT", 10.0),
+            http_retries=_int(env, "CT_HTTP_RETRIES", 8),
+            http_backoff=_float(env, "CT_HTTP_BACKOFF", 0.5),
+            http_max_backoff=_float(env, "CT_HTTP_MAX_BACKOFF", 60.0),
+            http_in_flight=_int(env, "CT_HTTP_IN_FLIGHT", 4),
+            get_entries_batch=_int(env, "CT_GET_ENTRIES_BATCH", 1024),
+            user_agent=env.get("CT_USER_AGENT", "").strip() or "ct-airflow/0.1 (CT monitor)",
+            kafka_conn_id=env.get("CT_KAFKA_CONN_ID", "kafka_default").strip(),
+            kafka_topic=env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs",
+            kafka_flush_timeout=_float(env, "CT_KAFKA_FLUSH_TIMEOUT", 60.0),
+            store_der=_bool(env, "CT_STORE_DER", False),
+        )
