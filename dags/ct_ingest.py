@@ -1,0 +1,99 @@
+"""One ingest DAG per CT log of the log list: plan -> fetch (mapped over ranges) -> commit.
+
+Wiring only; the work is in ctlib.ingest. Parsed every ~30 s and by every task, so it
+imports nothing heavy at top level and, inside a task, builds only the DAG it runs for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import Asset, dag, get_parsing_context, task
+
+from ctlib.loglist import CTLog, LogListError, load_log_list
+from ctlib.settings import Settings
+
+CERTS_ASSET = Asset(uri="ct://certs", name="ct_certs")
+
+DOC = """
+### Ingest `{description}`
+
+Operator **{operator}**, state **{state}**, {kind} API at `{url}`.
+
+Every run: **plan** reads the watermark (Variable `ct_state__{slug}`) and the log's tree
+head, and splits the missing entries into ranges; **fetch** (one task per range) downloads,
+decodes and writes each range to Parquet (`certs/log={slug}/...`, undecodable entries to
+`errors/`) and to Kafka; **commit** advances the watermark only when every range is stored,
+then announces the new files on the `ct://certs` asset. A run with nothing new skips fetch
+and commit. A failed or cleared run is safe to re-run: files are rewritten, never doubled.
+"""
+
+
+def build_ingest_dag(ctlog: CTLog, settings: Settings):
+    log_json = ctlog.to_dict()
+
+    @dag(
+        dag_id=f"ct_ingest__{ctlog.slug}",
+        description=f"Ingest CT log {ctlog.description}",
+        doc_md=DOC.format(**log_json),
+        schedule=settings.schedule,
+        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,  # Variables have no compare-and-set: one writer per log
+        dagrun_timeout=timedelta(minutes=30),
+        tags=["ct", "ingest", ctlog.kind, ctlog.operator],
+        default_args={
+            "owner": "ct-airflow",
+            "retries": 3,
+            "retry_delay": timedelta(seconds=20),
+            "retry_exponential_backoff": True,
+        },
+    )
+    def ingest():
+        @task
+        def plan() -> list[dict]:
+            from ctlib.dagtasks import plan_task
+
+            return plan_task(log_json)
+
+        @task(max_active_tis_per_dagrun=settings.fetch_parallelism)
+        def fetch(work: dict) -> dict:
+            from ctlib.dagtasks import fetch_task
+
+            return fetch_task(log_json, work)
+
+        @task(outlets=[CERTS_ASSET])
+        def commit(work: list[dict], summaries: list[dict], *, outlet_events=None) -> dict:
+            from ctlib.dagtasks import commit_task
+
+            return commit_task(log_json, work, summaries, outlet_events[CERTS_ASSET])
+
+        # One work item per range; none when the log has nothing new, which skips the rest.
+        work = plan()
+        commit(work, fetch.expand(work=work))
+
+    return ingest()
+
+
+def _selected_logs() -> list[CTLog]:
+    settings = Settings.from_env()
+    path = settings.log_list_path
+    if not path.exists() and settings.log_list_is_url:
+        return []  # no snapshot downloaded yet: the log-list refresh DAG makes one
+    return load_log_list(path).monitored(kinds=frozenset({"rfc6962"}))
+
+
+def _register() -> None:
+    settings = Settings.from_env()
+    wanted = get_parsing_context().dag_id
+    try:
+        logs = _selected_logs()
+    except LogListError as err:
+        raise RuntimeError(f"cannot build ingest DAGs from {settings.log_list}: {err}") from None
+    for ctlog in logs:
+        dag_id = f"ct_ingest__{ctlog.slug}"
+        if wanted is None or wanted == dag_id:
+            globals()[dag_id] = build_ingest_dag(ctlog, settings)
+
+
+_register()

@@ -1,0 +1,53 @@
+"""Task bodies of the ingest DAG: build settings, state store, lake and Kafka producer from
+the environment and Airflow, then call ctlib.ingest. Kept out of the DAG file so parsing it
+stays cheap; imported only when a task runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctlib.ingest import RangeSummary, RunPlan, commit_run, fetch_range, plan_run
+from ctlib.loglist import CTLog
+from ctlib.settings import Settings
+from ctlib.sinks.parquet import Lake
+from ctlib.state import VariableStateStore
+
+
+def plan_task(log_json: dict[str, Any]) -> list[dict[str, Any]]:
+    """One work item per planned range, each carrying the run's plan for commit."""
+    plan = plan_run(CTLog.from_dict(log_json), Settings.from_env(), VariableStateStore())
+    return [{"start": start, "end": end, "plan": plan.to_json()} for start, end in plan.ranges]
+
+
+def fetch_task(log_json: dict[str, Any], work: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings.from_env()
+    producer_factory = None
+    if settings.kafka_enabled:
+        from ctlib.sinks.kafka import producer_from_connection
+
+        # Fail before downloading anything when the connection is missing.
+        producer = producer_from_connection(settings.kafka_conn_id)
+        producer_factory = lambda: producer  # noqa: E731
+    summary = fetch_range(
+        CTLog.from_dict(log_json), work["start"], work["end"], settings, Lake.open(settings.lake), producer_factory
+    )
+    return summary.to_json()
+
+
+def commit_task(
+    log_json: dict[str, Any], work: list[dict[str, Any]], summaries: list[dict[str, Any]], outlet_event: Any
+) -> dict[str, Any]:
+    ctlog = CTLog.from_dict(log_json)
+    plan = RunPlan.from_json(work[0]["plan"])
+    summaries_ = [RangeSummary.from_json(s) for s in summaries]
+    state = commit_run(ctlog, plan, summaries_, VariableStateStore())
+    outlet_event.extra = {
+        "log": ctlog.slug,
+        "log_id": ctlog.log_id,
+        "start": plan.start,
+        "end": state.next_index,
+        "files": [f for s in summaries_ for f in s.cert_files],
+        "error_files": [f for s in summaries_ for f in s.error_files],
+    }
+    return state.to_json()

@@ -1,0 +1,195 @@
+"""Google's CT log list (v3): parse it, check it, pick the logs a monitor reads, name them.
+
+Pure and cheap (json + hashlib only): the DAG factory calls it at every parse.
+`parse_log_list` raises LogListError if and only if the list is unusable; the message
+names the operator and log at fault.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+LogKind = Literal["rfc6962", "static"]
+
+# States whose logs hold certificates worth reading. `pending` logs are not trusted yet,
+# `rejected` ones never were, and `retired` ones are frozen and no longer trusted.
+MONITORED_STATES = frozenset({"usable", "qualified", "readonly"})
+KNOWN_STATES = MONITORED_STATES | {"pending", "rejected", "retired"}
+
+
+class LogListError(ValueError):
+    """The log list cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CTLog:
+    """One log of the list, as the pipeline needs it. Serialisable with to_dict/from_dict."""
+
+    description: str
+    slug: str
+    operator: str
+    log_id: str  # base64 of SHA-256(key), as in the list
+    key: str  # base64 DER SubjectPublicKeyInfo
+    kind: LogKind
+    url: str  # RFC 6962 base URL, or the static-ct-api monitoring prefix; ends with "/"
+    state: str
+    mmd: int
+
+    @property
+    def key_der(self) -> bytes:
+        return base64.b64decode(self.key)
+
+    @property
+    def log_id_bytes(self) -> bytes:
+        return base64.b64decode(self.log_id)
+
+    @property
+    def monitored(self) -> bool:
+        return self.state in MONITORED_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> CTLog:
+        return cls(**{name: obj[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class LogList:
+    version: str
+    timestamp: str
+    logs: tuple[CTLog, ...]
+
+    def monitored(self, kinds: frozenset[LogKind] = frozenset({"rfc6962", "static"})) -> list[CTLog]:
+        """The logs a monitor reads, in list order."""
+        return [log for log in self.logs if log.monitored and log.kind in kinds]
+
+    def by_slug(self, slug: str) -> CTLog:
+        for log in self.logs:
+            if log.slug == slug:
+                return log
+        raise LogListError(f"no log with slug {slug!r} in log list version {self.version}")
+
+
+def slugify(description: str) -> str:
+    """`Google 'Argon2026h1' log` -> `google_argon2026h1_log`."""
+    return re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
+
+
+def _check_url(url: Any, where: str) -> str:
+    """https, or plain http to a loopback address (local test logs); always ends with '/'."""
+    if not isinstance(url, str) or not url:
+        raise LogListError(f"{where}: missing URL")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "http":
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise LogListError(f"{where}: refusing plain-http URL {url!r} (https required)")
+    elif parts.scheme != "https":
+        raise LogListError(f"{where}: URL {url!r} is not http(s)")
+    if not host or parts.query or parts.fragment or parts.username or parts.password:
+        raise LogListError(f"{where}: malformed URL {url!r}")
+    return url if url.endswith("/") else url + "/"
+
+
+def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
+    where = f"operator {operator!r}, {kind} log #{position}"
+    if not isinstance(raw, Mapping):
+        raise LogListError(f"{where}: expected an object, got {type(raw).__name__}")
+    description = raw.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise LogListError(f"{where}: missing description")
+    where = f"operator {operator!r}, log {description!r}"
+    slug = slugify(description)
+    if not slug:
+        raise LogListError(f"{where}: description gives an empty slug")
+    try:
+        key_der = base64.b64decode(raw["key"], validate=True)
+        log_id = base64.b64decode(raw["log_id"], validate=True)
+    except KeyError as missing:
+        raise LogListError(f"{where}: missing {missing.args[0]}") from None
+    except (binascii.Error, TypeError, ValueError):
+        raise LogListError(f"{where}: key or log_id is not valid base64") from None
+    if hashlib.sha256(key_der).digest() != log_id:
+        raise LogListError(f"{where}: log_id is not the SHA-256 of its key")
+    states = raw.get("state") or {}
+    if not isinstance(states, Mapping) or len(states) != 1:
+        raise LogListError(f"{where}: state must hold exactly one of {sorted(KNOWN_STATES)}")
+    (state,) = states
+    if state not in KNOWN_STATES:
+        raise LogListError(f"{where}: unknown state {state!r}")
+    url = _check_url(raw.get("url") if kind == "rfc6962" else raw.get("monitoring_url"), where)
+    mmd = raw.get("mmd", 86400)
+    if not isinstance(mmd, int) or mmd < 0:
+        raise LogListError(f"{where}: mmd must be a non-negative integer")
+    return CTLog(
+        description=description,
+        slug=slug,
+        operator=operator,
+        log_id=raw["log_id"],
+        key=raw["key"],
+        kind=kind,
+        url=url,
+        state=state,
+        mmd=mmd,
+    )
+
+
+def parse_log_list(data: bytes | str | Mapping[str, Any]) -> LogList:
+    """Parse a v3 list (`logs` and `tiled_logs` of every operator). Raises LogListError."""
+    if isinstance(data, (bytes, str)):
+        try:
+            data = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise LogListError(f"log list is not valid JSON: {err}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("operators"), list):
+        raise LogListError("log list has no 'operators' array (is it a v3 list?)")
+    logs: list[CTLog] = []
+    seen: dict[str, CTLog] = {}
+    for op_position, operator in enumerate(data["operators"]):
+        if not isinstance(operator, Mapping):
+            raise LogListError(f"operator #{op_position} is not an object")
+        name = str(operator.get("name") or f"#{op_position}")
+        for field, kind in (("logs", "rfc6962"), ("tiled_logs", "static")):
+            entries = operator.get(field, [])
+            if not isinstance(entries, list):
+                raise LogListError(f"operator {name!r}: {field} is not an array")
+            for position, raw in enumerate(entries):
+                log = _parse_log(raw, name, kind, position)
+                if log.slug in seen:
+                    # Slugs name DAGs, Variables and lake folders: two logs must never share one.
+                    raise LogListError(
+                        f"logs {seen[log.slug].description!r} and {log.description!r} "
+                        f"both give the slug {log.slug!r}"
+                    )
+                seen[log.slug] = log
+                logs.append(log)
+    return LogList(
+        version=str(data.get("version", "")),
+        timestamp=str(data.get("log_list_timestamp", "")),
+        logs=tuple(logs),
+    )
+
+
+def load_log_list(path: str | Path) -> LogList:
+    """Read and parse a local log list file. Raises LogListError (never OSError) on failure."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise LogListError(f"cannot read log list {path}: {err.strerror}") from None
+    return parse_log_list(raw)

@@ -1,0 +1,129 @@
+"""Client of the classic RFC 6962 log API: get-sth, get-entries, get-sth-consistency.
+
+`fetch_range` returns every entry of [start, end) in index order or raises: logs answer
+get-entries with fewer entries than asked (their cap), so it learns the cap from the first
+answer and asks for the rest in cap-sized windows, several in flight at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ctlib.decode import RawEntry
+from ctlib.http import LogSession
+from ctlib.loglist import CTLog
+from ctlib.sth import SignedTreeHead
+
+
+class LogResponseError(RuntimeError):
+    """A log answered something that breaks the protocol; names the log and index range."""
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is missing or not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+
+
+class RFC6962Client:
+    """Reads one RFC 6962 log. Thread-safe: the session is."""
+
+    def __init__(self, log: CTLog, session: LogSession) -> None:
+        self.log = log
+        self.session = session
+        self.learned_cap: int | None = None
+
+    def _url(self, endpoint: str) -> str:
+        return f"{self.log.url}ct/v1/{endpoint}"
+
+    def get_sth(self) -> SignedTreeHead:
+        body = self.session.get_json(self._url("get-sth"))
+        try:
+            return SignedTreeHead.from_json(body)
+        except (ValueError, TypeError, KeyError) as err:
+            raise LogResponseError(f"{self.log.slug}: malformed get-sth answer: {err}") from None
+
+    def get_sth_consistency(self, first: int, second: int) -> list[bytes]:
+        body = self.session.get_json(
+            self._url("get-sth-consistency"), {"first": first, "second": second}
+        )
+        try:
+            return [_b64(h, "consistency hash") for h in body["consistency"]]
+        except (ValueError, TypeError, KeyError) as err:
+            raise LogResponseError(
+                f"{self.log.slug}: malformed get-sth-consistency {first}->{second}: {err}"
+            ) from None
+
+    def get_entries(self, start: int, end: int) -> list[RawEntry]:
+        """One get-entries request for [start, end) (exclusive end). May return fewer."""
+        body = self.session.get_json(self._url("get-entries"), {"start": start, "end": end - 1})
+        raw_entries = body.get("entries") if isinstance(body, dict) else None
+        if not isinstance(raw_entries, list):
+            raise LogResponseError(
+                f"{self.log.slug}: get-entries [{start}, {end}) answer has no 'entries' array"
+            )
+        if not raw_entries:
+            raise LogResponseError(f"{self.log.slug}: get-entries [{start}, {end}) returned no entry")
+        if len(raw_entries) > end - start:
+            raise LogResponseError(
+                f"{self.log.slug}: get-entries [{start}, {end}) returned {len(raw_entries)} "
+                f"entries, more than the {end - start} asked"
+            )
+        entries = []
+        for offset, raw in enumerate(raw_entries):
+            index = start + offset
+            # Without the bytes there is no leaf hash, so the tree cannot be checked and the
+            # entry cannot be kept: the range fails loudly rather than skipping the index.
+            try:
+                if not isinstance(raw, dict):
+                    raise ValueError("entry is not an object")
+                leaf = _b64(raw.get("leaf_input"), "leaf_input")
+                extra = _b64(raw.get("extra_data"), "extra_data")
+            except ValueError as err:
+                raise LogResponseError(f"{self.log.slug}: index {index}: {err}") from None
+            entries.append(RawEntry(index=index, leaf_input=leaf, extra_data=extra))
+        return entries
+
+    def _fill_window(self, start: int, end: int) -> list[RawEntry]:
+        """All of [start, end), asking again for the remainder of short answers."""
+        out: list[RawEntry] = []
+        while start + len(out) < end:
+            out.extend(self.get_entries(start + len(out), end))
+        return out
+
+    def fetch_range(self, start: int, end: int, *, batch: int, in_flight: int) -> Iterator[list[RawEntry]]:
+        """Yield the entries of [start, end) in order, window by window.
+
+        The first request asks `batch` entries; the size of its answer is the log's cap.
+        Up to `in_flight` windows are requested at once while the caller decodes earlier ones.
+        """
+        if start >= end:
+            return
+        first = self._fill_window(start, min(end, start + batch)) if self.learned_cap else None
+        if first is None:
+            first = self.get_entries(start, min(end, start + batch))
+            self.learned_cap = len(first)
+        yield first
+        position = start + len(first)
+        window = max(1, self.learned_cap)
+        with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="get-entries") as pool:
+            pending: deque[Future[list[RawEntry]]] = deque()
+            while position < end or pending:
+                while position < end and len(pending) < 2 * in_flight:
+                    window_end = min(end, position + window)
+                    pending.append(pool.submit(self._fill_window, position, window_end))
+                    position = window_end
+                try:
+                    yield pending.popleft().result()
+                except BaseException:
+                    for future in pending:
+                        future.cancel()
+                    raise

@@ -1,0 +1,1 @@
+"""Where decoded entries go: the Parquet lake and Kafka."""

@@ -1,0 +1,107 @@
+"""Kafka sink: one JSON message per entry, key `<log_id>:<index>`, every delivery checked.
+
+The provider's ProduceToTopicOperator only logs delivery errors, so this module drives a
+producer from `KafkaProducerHook` itself: idempotent, acks=all, and `publish` raises
+KafkaDeliveryError unless every message was acknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+import pyarrow as pa
+
+
+class KafkaDeliveryError(RuntimeError):
+    """Some messages were not acknowledged by the broker; nothing may be committed."""
+
+
+class KafkaConfigError(RuntimeError):
+    """The Kafka connection is missing or unusable."""
+
+
+# Settings that make delivery safe whatever the connection says: the broker acknowledges
+# only fully replicated writes, and retries cannot duplicate or reorder within a partition.
+SAFE_PRODUCER_CONFIG = {"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "zstd"}
+
+
+def producer_from_connection(conn_id: str, overrides: dict[str, Any] | None = None):
+    """A confluent-kafka Producer built by the Airflow Kafka provider from connection `conn_id`."""
+    from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
+    from confluent_kafka import Producer
+
+    class _SafeProducerHook(KafkaProducerHook):
+        def _get_client(self, config: dict[str, Any]) -> Producer:
+            return Producer({**config, **SAFE_PRODUCER_CONFIG, **(overrides or {})})
+
+    try:
+        return _SafeProducerHook(kafka_config_id=conn_id).get_producer()
+    except Exception as err:  # the hook raises AirflowNotFoundException, ValueError, KafkaException
+        if type(err).__name__ == "AirflowNotFoundException":
+            raise KafkaConfigError(
+                f"Kafka connection {conn_id!r} (CT_KAFKA_CONN_ID) is not configured: add it, "
+                f"or set CT_KAFKA_CONN_ID to an empty value to turn Kafka publishing off"
+            ) from err
+        raise KafkaConfigError(f"Kafka connection {conn_id!r} is unusable: {err}") from err
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def rows_as_messages(table: pa.Table, *, key_columns: tuple[str, str] = ("log_id", "index")) -> Iterable[tuple[bytes, bytes]]:
+    """(key, value) per row: key `<log_id>:<index>`, value the row as JSON with Parquet column names."""
+    first, second = key_columns
+    for row in table.to_pylist():
+        key = f"{row[first]}:{row[second]}".encode()
+        yield key, json.dumps(row, default=_json_default, separators=(",", ":")).encode()
+
+
+def publish(producer, topic: str, messages: Iterable[tuple[bytes, bytes]], *, timeout: float, what: str) -> int:
+    """Send every message and wait for all delivery reports. Returns the count delivered.
+
+    Raises KafkaDeliveryError (naming `what`, e.g. the log and range) if any message failed
+    or was not acknowledged within `timeout` seconds.
+    """
+    failures: list[str] = []
+    delivered = 0
+
+    def on_delivery(err, msg) -> None:
+        nonlocal delivered
+        if err is not None:
+            failures.append(f"{msg.key().decode(errors='replace') if msg.key() else '?'}: {err}")
+        else:
+            delivered += 1
+
+    sent = 0
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.5)  # local queue full: let deliveries drain
+        sent += 1
+        producer.poll(0)
+    deadline = time.monotonic() + timeout
+    remaining = producer.flush(timeout)
+    while remaining and time.monotonic() < deadline:
+        remaining = producer.flush(max(0.1, deadline - time.monotonic()))
+    if failures or remaining or delivered != sent:
+        sample = "; ".join(failures[:3])
+        raise KafkaDeliveryError(
+            f"{what}: {sent - delivered} of {sent} messages to {topic!r} not acknowledged "
+            f"({len(failures)} failed, {remaining} still queued after {timeout:.0f}s){': ' + sample if sample else ''}"
+        )
+    return delivered

@@ -1,0 +1,89 @@
+"""The Parquet lake: `<table>/log=<slug>/date=<YYYY-MM-DD>/<start:012d>-<end:012d>.parquet`.
+
+File names depend only on the log, the range and the day, so a retried task rewrites the
+same files (exactly-once in the lake). Each file is written under a hidden temporary name
+and renamed into place, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+# Rows without a usable entry timestamp (an unparseable leaf) still need a stable home.
+UNKNOWN_DATE = date(1970, 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Lake:
+    filesystem: pafs.FileSystem
+    root: str
+
+    @classmethod
+    def open(cls, location: str) -> Lake:
+        """A local path or any pyarrow filesystem URI (s3://bucket/prefix, gs://..., file://...)."""
+        if "://" in location:
+            filesystem, root = pafs.FileSystem.from_uri(location)
+        else:
+            filesystem, root = pafs.LocalFileSystem(), os.path.abspath(location)
+        return cls(filesystem, root.rstrip("/"))
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    def uri(self, path: str) -> str:
+        """What downstream readers get in asset events: a path they can open."""
+        if isinstance(self.filesystem, pafs.LocalFileSystem):
+            return path
+        return f"{self.filesystem.type_name}://{path}"
+
+
+def range_file_name(start: int, end: int) -> str:
+    return f"{start:012d}-{end:012d}.parquet"
+
+
+def partition_dir(lake: Lake, table: str, slug: str, day: date) -> str:
+    return lake.path(table, f"log={slug}", f"date={day.isoformat()}")
+
+
+def _split_by_day(table: pa.Table, column: str) -> list[tuple[date, pa.Table]]:
+    days = pc.cast(table[column], pa.date32()) if table.num_rows else pa.array([], pa.date32())
+    days = pc.fill_null(days, pa.scalar(UNKNOWN_DATE, pa.date32()))
+    out = []
+    for day in sorted(set(days.to_pylist())):
+        out.append((day, table.filter(pc.equal(days, pa.scalar(day, pa.date32())))))
+    return out
+
+
+def write_range(
+    lake: Lake, table_name: str, slug: str, start: int, end: int, table: pa.Table, *, day_column: str = "timestamp"
+) -> list[str]:
+    """Write `table`'s rows of range [start, end) as one file per UTC day. Returns the paths.
+
+    Idempotent: the same range always maps to the same paths, which are replaced whole.
+    """
+    written = []
+    name = range_file_name(start, end)
+    for day, rows in _split_by_day(table, day_column):
+        directory = partition_dir(lake, table_name, slug, day)
+        lake.filesystem.create_dir(directory, recursive=True)
+        final = f"{directory}/{name}"
+        temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(rows, temporary, filesystem=lake.filesystem, compression="zstd")
+            lake.filesystem.move(temporary, final)
+        except BaseException:
+            try:
+                lake.filesystem.delete_file(temporary)
+            except OSError:
+                pass
+            raise
+        written.append(final)
+    return written
