@@ -44,8 +44,8 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
         tags=["ct", "ingest", ctlog.kind, ctlog.operator],
         default_args={
             "owner": "ct-airflow",
-            "retries": 3,
-            "retry_delay": timedelta(seconds=20),
+            "retries": settings.task_retries,
+            "retry_delay": timedelta(seconds=settings.task_retry_delay),
             "retry_exponential_backoff": True,
         },
     )

@@ -20,12 +20,11 @@ from ctlib.schema import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.x509 import (
     CertError,
     cert_fields_and_tbs_sha256,
-    certificate_tbs,
+    certificate_serial,
     format_serial,
     is_precert_signing_certificate,
     load_certificate,
     spki_sha256,
-    split_tbs,
     tbs_fields,
 )
 
@@ -93,9 +92,12 @@ class _Inconsistent(ValueError):
     """The precert leaf and its PrecertChainEntry disagree."""
 
 
-def _check_precert(leaf: MerkleTreeLeaf, extra: ExtraData, cache: ChainCache) -> None:
-    """RFC 6962 §3.1: issuer_key_hash names the final issuer; serials must agree."""
-    assert leaf.tbs_der is not None and leaf.issuer_key_hash is not None and extra.pre_certificate
+def _check_precert(leaf: MerkleTreeLeaf, extra: ExtraData, tbs_serial: str, cache: ChainCache) -> None:
+    """RFC 6962 §3.1: issuer_key_hash names the final issuer; the serials must agree.
+
+    `tbs_serial` is the leaf TBS's serial as formatted in CertFields.
+    """
+    assert leaf.issuer_key_hash is not None and extra.pre_certificate is not None
     if not extra.chain:
         raise _Inconsistent("precert entry has an empty precertificate_chain")
     problems = []
@@ -111,12 +113,9 @@ def _check_precert(leaf: MerkleTreeLeaf, extra: ExtraData, cache: ChainCache) ->
             f"issuer_key_hash {leaf.issuer_key_hash.hex()} does not match "
             f"SHA-256 of chain[{issuer_at}] SPKI {key_hash.hex()}"
         )
-    pre_serial = split_tbs(certificate_tbs(extra.pre_certificate)).serial
-    tbs_serial = split_tbs(leaf.tbs_der).serial
+    pre_serial = format_serial(certificate_serial(extra.pre_certificate))
     if pre_serial != tbs_serial:
-        problems.append(
-            f"pre_certificate serial {format_serial(pre_serial)} does not match TBS serial {format_serial(tbs_serial)}"
-        )
+        problems.append(f"pre_certificate serial {pre_serial} does not match TBS serial {tbs_serial}")
     if problems:
         raise _Inconsistent("precert entry inconsistent with its extra_data: " + "; ".join(problems))
 
@@ -133,9 +132,9 @@ def _cert_row(
         fields, tbs_sha256 = cert_fields_and_tbs_sha256(der)
     else:
         assert leaf.tbs_der is not None and extra.pre_certificate is not None
-        _check_precert(leaf, extra, cache)
-        der = extra.pre_certificate
         fields = tbs_fields(leaf.tbs_der)
+        _check_precert(leaf, extra, fields.serial, cache)
+        der = extra.pre_certificate
         tbs_sha256 = hashlib.sha256(leaf.tbs_der).hexdigest()
     return (
         log.log_id,

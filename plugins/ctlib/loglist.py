@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import ipaddress
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -20,11 +21,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 LogKind = Literal["rfc6962", "static"]
+log = logging.getLogger(__name__)
 
 # States whose logs hold certificates worth reading. `pending` logs are not trusted yet,
 # `rejected` ones never were, and `retired` ones are frozen and no longer trusted.
 MONITORED_STATES = frozenset({"usable", "qualified", "readonly"})
-KNOWN_STATES = MONITORED_STATES | {"pending", "rejected", "retired"}
+KNOWN_STATES = MONITORED_STATES | {"pending", "rejected", "retired", "none"}
 
 
 class LogListError(ValueError):
@@ -53,9 +55,12 @@ class CTLog:
     def log_id_bytes(self) -> bytes:
         return base64.b64decode(self.log_id)
 
+    log_type: str = ""  # "test" logs are never monitored
+    problem: str = ""  # why a log that looks monitorable is left out (e.g. a plain-http URL)
+
     @property
     def monitored(self) -> bool:
-        return self.state in MONITORED_STATES
+        return self.state in MONITORED_STATES and self.log_type != "test" and not self.problem
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,8 +92,14 @@ def slugify(description: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
 
 
+class InsecureURL(LogListError):
+    """A plain-http URL to a non-loopback host: the log is listed but never read."""
+
+
 def _check_url(url: Any, where: str) -> str:
-    """https, or plain http to a loopback address (local test logs); always ends with '/'."""
+    """https, or plain http to a loopback address (local test logs); always ends with '/'.
+
+    Raises InsecureURL for other plain-http URLs, LogListError for anything malformed."""
     if not isinstance(url, str) or not url:
         raise LogListError(f"{where}: missing URL")
     parts = urlsplit(url)
@@ -99,7 +110,7 @@ def _check_url(url: Any, where: str) -> str:
         except ValueError:
             loopback = False
         if not loopback:
-            raise LogListError(f"{where}: refusing plain-http URL {url!r} (https required)")
+            raise InsecureURL(f"{where}: refusing plain-http URL {url!r} (https required)")
     elif parts.scheme != "https":
         raise LogListError(f"{where}: URL {url!r} is not http(s)")
     if not host or parts.query or parts.fragment or parts.username or parts.password:
@@ -127,13 +138,21 @@ def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
         raise LogListError(f"{where}: key or log_id is not valid base64") from None
     if hashlib.sha256(key_der).digest() != log_id:
         raise LogListError(f"{where}: log_id is not the SHA-256 of its key")
-    states = raw.get("state") or {}
+    states = raw.get("state")
+    if states is None:
+        states = {"none": {}}  # real lists carry test and special logs with no state
     if not isinstance(states, Mapping) or len(states) != 1:
         raise LogListError(f"{where}: state must hold exactly one of {sorted(KNOWN_STATES)}")
     (state,) = states
     if state not in KNOWN_STATES:
         raise LogListError(f"{where}: unknown state {state!r}")
-    url = _check_url(raw.get("url") if kind == "rfc6962" else raw.get("monitoring_url"), where)
+    url_field = raw.get("url") if kind == "rfc6962" else raw.get("monitoring_url")
+    problem = ""
+    try:
+        url = _check_url(url_field, where)
+    except InsecureURL as err:
+        url, problem = str(url_field), str(err)
+        log.warning("%s; the log will not be read", err)
     mmd = raw.get("mmd", 86400)
     if not isinstance(mmd, int) or mmd < 0:
         raise LogListError(f"{where}: mmd must be a non-negative integer")
@@ -147,6 +166,8 @@ def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
         url=url,
         state=state,
         mmd=mmd,
+        log_type=str(raw.get("log_type", "")),
+        problem=problem,
     )
 
 

@@ -186,6 +186,8 @@ def verify_consistency(
             raise MerkleError(
                 f"consistency proof between equal sizes {size1} has {len(proof)} nodes, want 0"
             )
+        if not isinstance(root1, (bytes, bytearray)) or not isinstance(root2, (bytes, bytearray)):
+            raise MerkleError(f"roots for size {size1} must be bytes")
         if bytes(root1) != bytes(root2):
             raise MerkleError(f"roots differ for equal sizes {size1}")
         return
@@ -434,7 +436,7 @@ def _push(stack: list[tuple[int, int, bytes]], level: int, index: int, h: bytes)
     stack.append((level, index, h))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompactRange:
     """The hashes of the maximal perfect subtrees covering leaves [begin, end), left to right.
 

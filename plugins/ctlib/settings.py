@@ -104,6 +104,10 @@ class Settings:
     """CT_KAFKA_FLUSH_TIMEOUT: seconds to wait for every delivery report of a range."""
     store_der: bool
     """CT_STORE_DER: also store each certificate's DER in the `certs` table."""
+    task_retries: int
+    """CT_TASK_RETRIES: Airflow retries of a failed ingest task."""
+    task_retry_delay: float
+    """CT_TASK_RETRY_DELAY: seconds before the first retry (doubling after)."""
 
     @property
     def kafka_enabled(self) -> bool:
@@ -149,4 +153,6 @@ class Settings:
             kafka_topic=env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs",
             kafka_flush_timeout=_float(env, "CT_KAFKA_FLUSH_TIMEOUT", 60.0),
             store_der=_bool(env, "CT_STORE_DER", False),
+            task_retries=_int(env, "CT_TASK_RETRIES", 3, minimum=0),
+            task_retry_delay=_float(env, "CT_TASK_RETRY_DELAY", 20.0),
         )

@@ -367,10 +367,14 @@ def verify_checkpoint(text: bytes, origin: str, public_key_der: bytes) -> Checkp
 
     Returns the checkpoint, with the timestamp of its signature. Raises
     SignatureError if and only if: the note is malformed; its origin line is not
-    `origin`; the key cannot be loaded; no signature line carries name `origin`
+    `origin`; it has extension lines (forbidden by static-ct-api because the
+    signature does not cover them); the key cannot be loaded; no signature line carries name `origin`
     and this key's RFC 6962 key ID, or more than one does; or that signature is
     not key ID || uint64 timestamp || DigitallySigned that verifies over the
     TreeHeadSignature(timestamp, size, root).
+
+    The signature covers neither the origin line nor the note text: the origin is
+    bound only through the key ID and the caller's choice of `origin` and key.
     """
     try:
         parsed = parse_checkpoint(text)
@@ -380,6 +384,9 @@ def verify_checkpoint(text: bytes, origin: str, public_key_der: bytes) -> Checkp
     what = f"checkpoint {origin} size {cp.tree_size}"
     if cp.origin != origin:
         raise SignatureError(f"{what}: origin line is {cp.origin!r}")
+    if parsed.extensions:
+        # The TreeHeadSignature does not cover them, so static-ct-api forbids them.
+        raise SignatureError(f"{what}: {len(parsed.extensions)} extension lines in an RFC 6962-signed checkpoint")
     try:
         key = _load_public_key(public_key_der)
     except SignatureError as err:

@@ -105,8 +105,8 @@ def certificate_tbs(cert_der: bytes) -> bytes:
     return cert_der[start:end]
 
 
-def split_tbs(tbs_der: bytes) -> TbsParts:
-    """Find serial, signature algorithm, issuer and SPKI in a DER TBSCertificate."""
+def _tbs_serial(tbs_der: bytes) -> tuple[int, int]:
+    """The serial of a DER TBSCertificate and the offset just past it."""
     tag, pos, end = _element(tbs_der, 0, "TBSCertificate")
     if tag != _SEQUENCE or end != len(tbs_der):
         raise CertError("TBSCertificate is not exactly one DER SEQUENCE")
@@ -115,7 +115,17 @@ def split_tbs(tbs_der: bytes) -> TbsParts:
         tag, start, stop = _element(tbs_der, stop, "serialNumber")
     if tag != _INTEGER or stop == start:
         raise CertError(f"TBSCertificate serialNumber is not an INTEGER (tag 0x{tag:02x})")
-    serial = int.from_bytes(tbs_der[start:stop], "big", signed=True)
+    return int.from_bytes(tbs_der[start:stop], "big", signed=True), stop
+
+
+def certificate_serial(cert_der: bytes) -> int:
+    """The serial number of a DER Certificate, read without cryptography (which warns on negatives)."""
+    return _tbs_serial(certificate_tbs(cert_der))[0]
+
+
+def split_tbs(tbs_der: bytes) -> TbsParts:
+    """Find serial, signature algorithm, issuer and SPKI in a DER TBSCertificate."""
+    serial, stop = _tbs_serial(tbs_der)
     spans: list[bytes] = []
     for what in ("signature", "issuer", "validity", "subject", "subjectPublicKeyInfo"):
         tag, _, end = _element(tbs_der, stop, what)
@@ -126,12 +136,14 @@ def split_tbs(tbs_der: bytes) -> TbsParts:
     return TbsParts(serial, spans[0], spans[1], spans[4])
 
 
-def wrap_tbs(tbs_der: bytes) -> bytes:
+def wrap_tbs(tbs_der: bytes, parts: TbsParts | None = None) -> bytes:
     """A DER Certificate around a bare TBS: its own signature AlgorithmIdentifier, empty signature.
 
-    Only for reading fields: the result carries no valid signature.
+    Only for reading fields: the result carries no valid signature. `parts`, when given,
+    must be `split_tbs(tbs_der)` (saves splitting twice).
     """
-    body = tbs_der + split_tbs(tbs_der).signature_algorithm + _EMPTY_BIT_STRING
+    algorithm = (parts or split_tbs(tbs_der)).signature_algorithm
+    body = tbs_der + algorithm + _EMPTY_BIT_STRING
     return b"\x30" + _der_length(len(body)) + body
 
 
@@ -148,10 +160,25 @@ def format_serial(serial: int) -> str:
 # --- cryptography -----------------------------------------------------------------------
 
 
+class _QuietSerialWarnings(warnings.catch_warnings):
+    """Silence cryptography's deprecation warnings while it parses a certificate.
+
+    It warns about non-positive serials, in the certificate or inside an AKI (old test
+    CAs use authorityCertSerialNumber 0): the data's quirk, not our API use; serials are
+    read from the DER here anyway. catch_warnings is process-global state, which is fine
+    for the single-threaded decoder.
+    """
+
+    def __enter__(self) -> None:
+        super().__enter__()
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+
+
 def load_certificate(der: bytes) -> x509.Certificate:
     """Load a DER certificate; CertError when cryptography rejects it."""
     try:
-        return x509.load_der_x509_certificate(der)
+        with _QuietSerialWarnings():
+            return x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise CertError(f"cannot load certificate: {exc}") from None
 
@@ -188,15 +215,6 @@ def _signature_algorithm(cert: x509.Certificate) -> str:
     return oid.dotted_string if name == "Unknown OID" else name
 
 
-def _extensions(cert: x509.Certificate) -> x509.Extensions:
-    # Old test CAs put authorityCertSerialNumber 0 in their AKI and cryptography warns about
-    # the non-positive serial: the data's quirk, not our API use. catch_warnings is
-    # process-global state, fine for the single-threaded decoder.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return cert.extensions
-
-
 # Issuers repeat in nearly every entry of a log, and rendering a Name is one of the most
 # expensive accessors, so cache the rendered strings by the issuer's raw DER.
 _issuer_cache: dict[bytes, tuple[str, str | None, str | None]] = {}
@@ -213,14 +231,13 @@ def _issuer_strings(raw_issuer: bytes, cert: x509.Certificate) -> tuple[str, str
     return hit
 
 
-def _fields(cert: x509.Certificate, tbs_der: bytes) -> tuple[CertFields, bool]:
+def _fields(cert: x509.Certificate, parts: TbsParts) -> tuple[CertFields, bool]:
     """The fields, and whether the certificate carries an SCT list extension."""
-    parts = split_tbs(tbs_der)
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
     is_ca: bool | None = None
     has_sct_list = False
-    for ext in _extensions(cert):
+    for ext in cert.extensions:
         oid = ext.oid
         if oid == _SAN:
             san = ext.value
@@ -262,8 +279,9 @@ def cert_fields_and_tbs_sha256(der: bytes) -> tuple[CertFields, str]:
     """`cert_fields(der)` and `tbs_sha256_of_certificate` of it, from a single parse."""
     try:
         tbs_der = certificate_tbs(der)
-        cert = x509.load_der_x509_certificate(der)
-        fields, has_sct_list = _fields(cert, tbs_der)
+        with _QuietSerialWarnings():
+            cert = x509.load_der_x509_certificate(der)
+            fields, has_sct_list = _fields(cert, split_tbs(tbs_der))
         # Without an SCT list the precert TBS is the TBS itself: hash the bytes we have
         # instead of asking cryptography to re-encode them.
         tbs = cert.tbs_precertificate_bytes if has_sct_list else tbs_der
@@ -280,7 +298,9 @@ def cert_fields(der: bytes) -> CertFields:
 def tbs_fields(tbs_der: bytes) -> CertFields:
     """Fields of a precert entry's bare TBSCertificate (loaded through `wrap_tbs`)."""
     try:
-        return _fields(x509.load_der_x509_certificate(wrap_tbs(tbs_der)), tbs_der)[0]
+        parts = split_tbs(tbs_der)
+        with _QuietSerialWarnings():
+            return _fields(x509.load_der_x509_certificate(wrap_tbs(tbs_der, parts)), parts)[0]
     except Exception as exc:
         raise _guard(exc, "precert TBSCertificate") from None
 
@@ -301,7 +321,8 @@ def tbs_sha256_of_certificate(cert: x509.Certificate) -> str:
 def is_precert_signing_certificate(cert: x509.Certificate) -> bool:
     """True when the certificate carries the CT Precertificate Signing EKU (RFC 6962 §3.1)."""
     try:
-        eku = _extensions(cert).get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value
+        with _QuietSerialWarnings():
+            eku = cert.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value
     except x509.ExtensionNotFound:
         return False
     except Exception as exc:  # lazily rejected extensions

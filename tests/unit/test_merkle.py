@@ -142,7 +142,8 @@ def _icarus_roots() -> tuple[bytes, bytes]:
 
 def test_icarus_consistency_proof():
     root1, root2 = _icarus_roots()
-    proof = [b64(h) for h in load(RFC6962 / "icarus_get-sth-consistency_129596132_129721434.json")["consistency"]]
+    body = load(RFC6962 / "icarus_get-sth-consistency_129596132_129721434.json")
+    proof = [b64(h) for h in body["consistency"]]
     assert len(proof) == 24
     verify_consistency(129596132, 129721434, proof, root1, root2)
 
@@ -218,8 +219,11 @@ def test_tree_roots_and_proofs_exhaustive():
             proof = tree.consistency_proof(size1, size)
             verify_consistency(size1, size, proof, roots[size1], roots[size])
             if size1 < size:
+                wrong = bytes([roots[size][0] ^ 1]) + roots[size][1:]
                 with pytest.raises(MerkleError):
-                    verify_consistency(size1, size, proof, roots[size1], roots[size - 1] if size1 < size - 1 else roots[0])
+                    verify_consistency(size1, size, proof, roots[size1], wrong)
+                with pytest.raises(MerkleError):
+                    verify_consistency(size1, size, proof, wrong, roots[size])
 
 
 def test_tree_append_extend_and_init_agree():

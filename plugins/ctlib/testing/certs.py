@@ -42,6 +42,8 @@ from ctlib.leaf import (
 
 EntryType = Literal["x509", "precert"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_DER = serialization.Encoding.DER
 
 SCT_LIST_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
@@ -49,6 +51,7 @@ OV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.2")
 VALIDITY = dt.timedelta(days=90)
 BACKDATE = dt.timedelta(hours=1)  # as CAs do, against clients with slow clocks
 _PKI_ORG = "ct-airflow Test PKI"
+_TRUST_ORG = "ct-airflow Test Trust Services"  # a second operator, for issuer_org variety
 
 # Share of new certificates issued as precertificates, and share of those whose final
 # certificate (with embedded SCT) is logged too; a few entries later, as a CA would.
@@ -145,7 +148,7 @@ class NameGenerator:
             return [domain] + [self.registered_domain() for _ in range(rng.randrange(2, 6))]
         return [domain]
 
-    def ip_addresses(self) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    def ip_addresses(self) -> list[IPAddress]:
         """Documentation-range addresses (RFC 5737 / RFC 3849): never anyone's real host."""
         rng = self._rng
         if rng.random() < 0.7:
@@ -165,7 +168,7 @@ def _new_key(kind: str) -> PrivateKey:
 
 def _spki_der(key: PrivateKey) -> bytes:
     return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        _DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
@@ -206,7 +209,9 @@ def _ca(cn: str, org: str, country: str, key: PrivateKey, parent: Issuer | None)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=365))
         .not_valid_after(now + dt.timedelta(days=(20 if parent is None else 5) * 365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None if parent is None else 0), critical=True)
+        .add_extension(
+            x509.BasicConstraints(ca=True, path_length=None if parent is None else 0), critical=True
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -220,7 +225,7 @@ def _ca(cn: str, org: str, country: str, key: PrivateKey, parent: Issuer | None)
     if parent is not None:
         builder = builder.add_extension(parent.aki, critical=False)
     cert = builder.sign(parent.key if parent else key, hashes.SHA256())
-    der = cert.public_bytes(serialization.Encoding.DER)
+    der = cert.public_bytes(_DER)
     chain = (der, *(parent.chain if parent else ()))
     return Issuer(
         name=name,
@@ -237,7 +242,8 @@ def _ca(cn: str, org: str, country: str, key: PrivateKey, parent: Issuer | None)
 
 @dataclass(frozen=True, slots=True)
 class LeafKey:
-    key: PrivateKey
+    """A subscriber key of the reusable pool (only its public half is needed)."""
+
     public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
     ski: x509.SubjectKeyIdentifier
 
@@ -257,19 +263,18 @@ class TestPKI:
     def generate(cls) -> TestPKI:
         """Fresh keys throughout (a few RSA keys: tens of milliseconds)."""
         root1 = _ca("ct-airflow Test Root X1", _PKI_ORG, "US", _new_key("rsa"), None)
-        root2 = _ca("ct-airflow Test Root X2", _PKI_ORG, "US", _new_key("p256"), None)
+        root2 = _ca("ct-airflow Test Root X2", _TRUST_ORG, "DE", _new_key("p256"), None)
         intermediates = (
             _ca("Local Test RSA CA R1", _PKI_ORG, "US", _new_key("rsa"), root1),
             _ca("Local Test ECC CA E1", _PKI_ORG, "US", _new_key("p256"), root1),
-            _ca("Local Test ECC CA E2", "ct-airflow Test Trust Services", "DE", _new_key("p256"), root2),
+            _ca("Local Test ECC CA E2", _TRUST_ORG, "DE", _new_key("p256"), root2),
         )
         # Leaf keys: mostly P-256, some RSA-2048, a P-384; reused across certificates.
         kinds = ["p256"] * 6 + ["rsa"] * 3 + ["p384"]
         keys = []
         for kind in kinds:
-            key = _new_key(kind)
-            ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-            keys.append(LeafKey(key, key.public_key(), ski))
+            public = _new_key(kind).public_key()
+            keys.append(LeafKey(public, x509.SubjectKeyIdentifier.from_public_key(public)))
         return cls((root1, root2), intermediates, (25, 45, 30), tuple(keys))
 
 
@@ -368,12 +373,14 @@ class CertFactory:
     ) -> GeneratedEntry:
         """The next entry, logged at `timestamp_ms`.
 
-        With `names`, a new certificate for exactly those DNS names (IP literals become
-        iPAddress SANs) is issued now, as `entry_type` if given, else as the mix decides.
+        With `names`, a new certificate for exactly those DNS names (A-labels: IDNs in
+        punycode; IP literals become iPAddress SANs) is issued now, as `entry_type` if
+        given, else as the mix decides. Raises ValueError if `names` is empty.
         Without, a due final certificate is emitted first, else a new certificate.
         """
         self._count += 1
-        if names is None and entry_type is None and self._pending and self._pending[0].due <= self._count:
+        forced = names is not None or entry_type is not None
+        if not forced and self._pending and self._pending[0].due <= self._count:
             return self._final(self._pending.popleft(), timestamp_ms)
         rng = self._rng
         if entry_type is None:
@@ -386,7 +393,7 @@ class CertFactory:
             dns, ips = _split_names(names)
         builder, names_out = self._builder(issuer, timestamp_ms, dns, ips)
         if entry_type == "x509":
-            cert_der = builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+            cert_der = builder.sign(issuer.key, hashes.SHA256()).public_bytes(_DER)
             leaf = encode_x509_leaf(timestamp_ms, cert_der)
             extra = issuer.x509_extra_data
             return GeneratedEntry(leaf, extra, "x509", names_out, timestamp_ms, cert_der, None)
@@ -397,7 +404,7 @@ class CertFactory:
         issuer: Issuer,
         timestamp_ms: int,
         dns: list[str],
-        ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+        ips: list[IPAddress],
     ) -> tuple[x509.CertificateBuilder, tuple[str, ...]]:
         rng = self._rng
         leaf_key = rng.choice(self.pki.leaf_keys)
@@ -413,7 +420,8 @@ class CertFactory:
         ov = roll < 0.12
         if ov:
             country, state, city = rng.choice(_CITIES)
-            org = f"{rng.choice(_WORDS).title()} {rng.choice(('Inc.', 'GmbH', 'Ltd', 'S.A.', 'LLC'))}"
+            suffix = rng.choice(("Inc.", "GmbH", "Ltd", "S.A.", "LLC"))
+            org = f"{rng.choice(_WORDS).title()} {suffix}"
             attrs += [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, country),
                 x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, state),
@@ -452,13 +460,17 @@ class CertFactory:
         return builder, tuple(dns) + tuple(str(ip) for ip in ips)
 
     def _precert(
-        self, builder: x509.CertificateBuilder, issuer: Issuer, names: tuple[str, ...], timestamp_ms: int
+        self,
+        builder: x509.CertificateBuilder,
+        issuer: Issuer,
+        names: tuple[str, ...],
+        timestamp_ms: int,
     ) -> GeneratedEntry:
         # The leaf's TBS is the final certificate's TBS minus the SCT list: the same
         # builder signed without poison. The poison goes last, where the SCT list will.
         tbs_der = builder.sign(issuer.key, hashes.SHA256()).tbs_certificate_bytes
-        precert = builder.add_extension(x509.PrecertPoison(), critical=True).sign(issuer.key, hashes.SHA256())
-        precert_der = precert.public_bytes(serialization.Encoding.DER)
+        poisoned = builder.add_extension(x509.PrecertPoison(), critical=True)
+        precert_der = poisoned.sign(issuer.key, hashes.SHA256()).public_bytes(_DER)
         leaf = encode_precert_leaf(timestamp_ms, issuer.key_hash, tbs_der)
         extra = encode_precert_chain_entry(precert_der, issuer.chain)
         if self._rng.random() < FINAL_SHARE:
@@ -467,17 +479,19 @@ class CertFactory:
         return GeneratedEntry(leaf, extra, "precert", names, timestamp_ms, precert_der, tbs_der)
 
     def _final(self, pending: _PendingFinal, timestamp_ms: int) -> GeneratedEntry:
-        sct = sct_list_extension(self._sct_log_id, pending.precert_timestamp_ms, pending.precert_leaf, self._sct_key)
-        cert = pending.builder.add_extension(sct, critical=False).sign(pending.issuer.key, hashes.SHA256())
-        cert_der = cert.public_bytes(serialization.Encoding.DER)
+        sct = sct_list_extension(
+            self._sct_log_id, pending.precert_timestamp_ms, pending.precert_leaf, self._sct_key
+        )
+        final = pending.builder.add_extension(sct, critical=False)
+        cert_der = final.sign(pending.issuer.key, hashes.SHA256()).public_bytes(_DER)
         leaf = encode_x509_leaf(timestamp_ms, cert_der)
         extra = pending.issuer.x509_extra_data
         return GeneratedEntry(leaf, extra, "x509", pending.names, timestamp_ms, cert_der, None)
 
 
-def _split_names(names: Sequence[str]) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+def _split_names(names: Sequence[str]) -> tuple[list[str], list[IPAddress]]:
     dns: list[str] = []
-    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    ips: list[IPAddress] = []
     for name in names:
         try:
             ips.append(ipaddress.ip_address(name))

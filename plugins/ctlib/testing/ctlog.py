@@ -8,7 +8,7 @@ each log lives under `/<slug>/` and answers the RFC 6962 section 4 read API
 Like a real log, entries appended by `grow` are served only once `publish` has signed
 an STH covering them. Faults (`Faults`) are changeable while serving.
 
-    python -m ctlib.testing.ctlog --logs 3 --port 8800 --log-list /tmp/logs.json --rate 20
+    python -m ctlib.testing.ctlog --logs 3 --port 8800 --log-list .run/log_list.json --rate 20
 
 Everything here is safe to call from several threads at once.
 """
@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -48,7 +47,14 @@ _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _GROW_CHUNK = 64  # entries generated per state-lock acquisition: keeps serving responsive
 _MAX_BACKLOG_S = 5.0  # a growth thread that fell behind catches up at most this many seconds
 ENDPOINTS = frozenset(
-    {"get-sth", "get-entries", "get-roots", "get-sth-consistency", "get-proof-by-hash", "get-entry-and-proof"}
+    {
+        "get-sth",
+        "get-entries",
+        "get-roots",
+        "get-sth-consistency",
+        "get-proof-by-hash",
+        "get-entry-and-proof",
+    }
 )
 
 
@@ -122,6 +128,10 @@ def _json(obj: Any) -> Answer:
     return Answer(200, json.dumps(obj, separators=(",", ":")).encode())
 
 
+def _text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Answer:
+    return Answer(status, f"{message}\n".encode(), headers, "text/plain")
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -133,7 +143,8 @@ def _now_ms() -> int:
 def derive_log_key(seed: int, description: str) -> ec.EllipticCurvePrivateKey:
     """A P-256 key fixed by (seed, description): a restarted log keeps its log_id."""
     digest = hashlib.sha256(f"ctlib.testing.ctlog:{seed}:{description}".encode()).digest()
-    return ec.derive_private_key(int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1, ec.SECP256R1())
+    secret = int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1
+    return ec.derive_private_key(secret, ec.SECP256R1())
 
 
 def corrupt_malformed(leaf_input: bytes, index: int) -> bytes:
@@ -161,7 +172,8 @@ def _tamper(leaf_input: bytes) -> bytes:
 class LocalCTLog:
     """One log: its key, entries, Merkle tree, published STH, faults and request counters.
 
-    `grow`, `submit`, `publish`, `tick` and `answer` are safe to call concurrently.
+    `grow`, `submit`, `publish` and `answer` are safe to call concurrently; `tick` belongs
+    to the one growth thread of the server hosting the log.
     """
 
     def __init__(
@@ -192,10 +204,11 @@ class LocalCTLog:
         self._gen_lock = threading.Lock()  # factory and entry timestamps; taken before _lock
         self._lock = threading.Lock()  # entries, tree, STH, counters
         self._last_entry_ms = 0
+        self._last_sth_ms = 0
         self._carry = 0.0
         self._last_tick: float | None = None
         self._counters = _Counters()
-        self._sth = sign_sth(0, _now_ms(), self._tree.root(0), self.key)
+        self._sth = self.publish()  # the empty tree's STH
 
     # ----------------------------------------------------------------- state
 
@@ -268,7 +281,8 @@ class LocalCTLog:
         with self._gen_lock:
             done = 0
             while done < n:
-                batch = [self._factory.next_entry(self._timestamp()) for _ in range(min(_GROW_CHUNK, n - done))]
+                count = min(_GROW_CHUNK, n - done)
+                batch = [self._factory.next_entry(self._timestamp()) for _ in range(count)]
                 self._append(batch)
                 done += len(batch)
         return self.size
@@ -276,14 +290,17 @@ class LocalCTLog:
     def submit(self, names: Sequence[str], *, entry_type: EntryType | None = None) -> int:
         """Append one certificate for exactly `names` (not yet published); return its index."""
         with self._gen_lock:
-            return self._append([self._factory.next_entry(self._timestamp(), names=names, entry_type=entry_type)])
+            entry = self._factory.next_entry(self._timestamp(), names=names, entry_type=entry_type)
+            return self._append([entry])
 
     def publish(self) -> SignedTreeHead:
         """Sign and publish an STH over every entry appended so far."""
         with self._gen_lock, self._lock:
             size = len(self._leaves)
-            timestamp = max(_now_ms(), self._last_entry_ms, self._sth.timestamp + 1)
+            # STH timestamps strictly increase and are never older than an entry they cover.
+            timestamp = max(_now_ms(), self._last_entry_ms, self._last_sth_ms + 1)
             self._sth = sign_sth(size, timestamp, self._tree.root(size), self.key)
+            self._last_sth_ms = timestamp
             return self._sth
 
     def tick(self, now: float | None = None) -> None:
@@ -303,7 +320,8 @@ class LocalCTLog:
     def answer(self, endpoint: str, query: Mapping[str, str]) -> Answer:
         """The answer to `GET ct/v1/<endpoint>?<query>`, faults included (may sleep)."""
         faults = self.faults
-        faultable = endpoint in ENDPOINTS and (faults.endpoints is None or endpoint in faults.endpoints)
+        scope = ENDPOINTS if faults.endpoints is None else faults.endpoints
+        faultable = endpoint in ENDPOINTS and endpoint in scope
         with self._lock:
             self._counters.endpoints[endpoint] += 1
             if faultable:
@@ -312,18 +330,18 @@ class LocalCTLog:
         if faultable and faults.delay > 0:
             time.sleep(faults.delay)
         if faultable and faults.http_429_every and n % faults.http_429_every == 0:
-            return self._outcome("throttled", Answer(
-                429, b"rate limited\n", (("Retry-After", str(faults.retry_after)),), "text/plain"
-            ))  # fmt: skip
+            retry_after = (("Retry-After", str(faults.retry_after)),)
+            return self._outcome("throttled", _text(429, "rate limited", retry_after))
         if faultable and faults.http_5xx_every and n % faults.http_5xx_every == 0:
             status = 503 if (n // faults.http_5xx_every) % 2 else 500
-            return self._outcome("server_errors", Answer(status, b"unavailable\n", (), "text/plain"))
+            return self._outcome("server_errors", _text(status, "unavailable"))
         try:
             result, served = self._dispatch(endpoint, query)
         except BadRequest as err:
-            return self._outcome("client_errors", Answer(err.status, f"{err}\n".encode(), (), "text/plain"))
+            return self._outcome("client_errors", _text(err.status, str(err)))
         if faultable and faults.invalid_json_every and n % faults.invalid_json_every == 0:
-            return self._outcome("invalid_json", Answer(200, result.body[: max(1, len(result.body) // 2)]))
+            half = result.body[: max(1, len(result.body) // 2)]
+            return self._outcome("invalid_json", Answer(200, half))
         with self._lock:
             self._counters.entries_served += served
         return self._outcome("ok", result)
@@ -351,14 +369,19 @@ class LocalCTLog:
                 extras = self._extras[start : end + 1]
             tampered = self.faults.tampered
             entries = [
-                {"leaf_input": _b64(_tamper(leaf) if i in tampered else leaf), "extra_data": _b64(extra)}
+                {
+                    "leaf_input": _b64(_tamper(leaf) if i in tampered else leaf),
+                    "extra_data": _b64(extra),
+                }
                 for i, (leaf, extra) in enumerate(zip(leaves, extras), start)
             ]
             return _json({"entries": entries}), len(entries)
         if endpoint == "get-sth-consistency":
             first, second = _int(q, "first"), _int(q, "second")
             if not first <= second <= sth.tree_size:
-                raise BadRequest(f"need first <= second <= {sth.tree_size}, got {first} and {second}")
+                raise BadRequest(
+                    f"need first <= second <= {sth.tree_size}, got {first} and {second}"
+                )
             with self._lock:
                 proof = self._tree.consistency_proof(first, second)
             return _json({"consistency": [_b64(h) for h in proof]}), 0
@@ -384,7 +407,11 @@ class LocalCTLog:
                 proof = self._tree.inclusion_proof(index, size)
             if index in self.faults.tampered:
                 leaf = _tamper(leaf)
-            body = {"leaf_input": _b64(leaf), "extra_data": _b64(extra), "audit_path": [_b64(h) for h in proof]}
+            body = {
+                "leaf_input": _b64(leaf),
+                "extra_data": _b64(extra),
+                "audit_path": [_b64(h) for h in proof],
+            }
             return _json(body), 1
         raise BadRequest(f"unknown endpoint {endpoint!r}", 404)
 
@@ -410,6 +437,7 @@ def _int(q: Mapping[str, str], name: str) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+    disable_nagle_algorithm = True  # else headers and body wait ~40 ms on delayed ACKs
     server: _HTTPServer
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
@@ -417,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
         slug, sep, rest = parts.path.lstrip("/").partition("/ct/v1/")
         log = self.server.logs.get(slug) if sep else None
         if log is None or "/" in rest:
-            self._send(Answer(404, b"not found\n", (), "text/plain"))
+            self._send(_text(404, "not found"))
             return
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         self._send(log.answer(rest, query))
@@ -460,6 +488,7 @@ class LogServer:
         self._interval = publish_interval
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._closed = False
 
     @property
     def port(self) -> int:
@@ -502,12 +531,19 @@ class LogServer:
         return f"http://{HOST}:{self.port}/{log.slug}/"
 
     def start(self) -> LogServer:
-        """Serve and grow in background threads; idempotent."""
+        """Serve and grow in background threads; idempotent. Raises RuntimeError after stop()."""
         if self._threads:
             return self
+        if self._closed:
+            raise RuntimeError("this LogServer was stopped; make a new one")
         self._stop.clear()
         self._threads = [
-            threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="ctlog-http", daemon=True),
+            threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="ctlog-http",
+                daemon=True,
+            ),
             threading.Thread(target=self._grow_forever, name="ctlog-growth", daemon=True),
         ]
         for thread in self._threads:
@@ -515,33 +551,45 @@ class LogServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and growing, and close the socket; idempotent."""
+        """Stop serving and growing, and close the socket (for good); idempotent."""
         self._stop.set()
         if self._threads:
             self._httpd.shutdown()
             for thread in self._threads:
                 thread.join()
             self._threads = []
-        self._httpd.server_close()
+        if not self._closed:
+            self._closed = True
+            self._httpd.server_close()
 
     def __enter__(self) -> LogServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
     def _grow_forever(self) -> None:
-        for log in self.logs:
-            log.tick()  # starts each log's clock
-        while not self._stop.wait(self._interval):
+        # A log's first tick starts its clock; later ticks grow it by rate x elapsed time.
+        next_tick = time.monotonic()
+        while True:
             for log in self.logs:
                 log.tick()
+            # Keep the cadence even when growing took a good part of the interval.
+            next_tick = max(next_tick + self._interval, time.monotonic())
+            if self._stop.wait(next_tick - time.monotonic()):
+                return
 
     def log_list(self) -> dict[str, Any]:
         """A Google log list v3 describing this server's logs, all `usable`."""
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        # Generous: certificates expire 90 days after issuance, whatever the clock says.
+        start = dt.datetime(now.year - 1, 1, 1, tzinfo=dt.timezone.utc)
+        end = dt.datetime(now.year + 2, 1, 1, tzinfo=dt.timezone.utc)
         logs = [
             {
                 "description": log.description,
@@ -550,10 +598,7 @@ class LogServer:
                 "url": self.url_of(log),
                 "mmd": 86400,
                 "state": {"usable": {"timestamp": _iso(log.created)}},
-                "temporal_interval": {
-                    "start_inclusive": _iso(dt.datetime(now.year - 1, 1, 1, tzinfo=dt.timezone.utc)),
-                    "end_exclusive": _iso(dt.datetime(now.year + 2, 1, 1, tzinfo=dt.timezone.utc)),
-                },
+                "temporal_interval": {"start_inclusive": _iso(start), "end_exclusive": _iso(end)},
             }
             for log in self.logs
         ]
@@ -561,7 +606,12 @@ class LogServer:
             "version": "1.0",
             "log_list_timestamp": _iso(now),
             "operators": [
-                {"name": OPERATOR, "email": ["ct-airflow-local@example.org"], "logs": logs, "tiled_logs": []}
+                {
+                    "name": OPERATOR,
+                    "email": ["ct-airflow-local@example.org"],
+                    "logs": logs,
+                    "tiled_logs": [],
+                }
             ],
         }
 
@@ -583,14 +633,17 @@ def _iso(moment: dt.datetime) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctlib.testing.ctlog", description=__doc__.split("\n")[0])
-    parser.add_argument("--logs", type=int, default=1, help="number of logs (default 1)")
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--log-list", type=Path, required=True, help="where to write the log list JSON")
-    parser.add_argument("--initial-size", type=int, default=0, help="entries per log at start")
-    parser.add_argument("--rate", type=float, default=0.0, help="entries per second per log")
-    parser.add_argument("--cap", type=int, default=Faults.cap, help="most entries per get-entries answer")
-    parser.add_argument("--seed", type=int, default=0, help="log i uses seed + i")
+    parser = argparse.ArgumentParser(
+        prog="python -m ctlib.testing.ctlog", description=(__doc__ or "").split("\n")[0]
+    )
+    add = parser.add_argument
+    add("--logs", type=int, default=1, help="number of logs (default 1)")
+    add("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    add("--log-list", type=Path, required=True, help="where to write the log list JSON")
+    add("--initial-size", type=int, default=0, help="entries per log at start")
+    add("--rate", type=float, default=0.0, help="entries per second per log")
+    add("--cap", type=int, default=Faults.cap, help="most entries per get-entries answer")
+    add("--seed", type=int, default=0, help="log i (from 1) uses seed + i")
     args = parser.parse_args(argv)
     if args.logs < 1 or args.initial_size < 0 or args.rate < 0 or args.cap < 1:
         parser.error("--logs and --cap must be >= 1, --initial-size and --rate >= 0")
@@ -612,7 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with server:
         for log in server.logs:
             print(f"{log.description} {server.url_of(log)}", flush=True)
-        stop.wait()
+        while not stop.wait(0.5):
+            pass
     return 0
 
 

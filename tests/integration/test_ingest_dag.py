@@ -1,0 +1,199 @@
+"""The ingest DAG end to end with `dag.test()`: a real local CT log over HTTP (capped, with
+429 and 5xx answers), a real Kafka-compatible broker, Parquet read back with DuckDB."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ctlib.localsvc.broker import consume_all
+from ctlib.testing.ctlog import Faults, LogServer
+from tests.integration.conftest import load_dag_module
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ct_server():
+    with LogServer() as server:
+        yield server
+
+
+def configure(monkeypatch, tmp_path: Path, server: LogServer, broker, **overrides) -> Path:
+    log_list = server.write_log_list(tmp_path / "log_list.json")
+    lake = tmp_path / "lake"
+    env = {
+        "CT_LOG_LIST": str(log_list),
+        "CT_LAKE": str(lake),
+        "CT_START_AT": "beginning",
+        "CT_ENTRIES_PER_TASK": "70",
+        "CT_ENTRIES_PER_RUN": "160",
+        "CT_GET_ENTRIES_BATCH": "100",
+        "CT_HTTP_BACKOFF": "0.05",
+        "CT_TASK_RETRIES": "2",
+        "CT_TASK_RETRY_DELAY": "1",
+        "CT_KAFKA_CONN_ID": "kafka_default",
+        **(broker.airflow_env() if broker else {}),
+        **overrides,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return lake
+
+
+def state_of(slug: str) -> dict:
+    from airflow.models import Variable
+
+    return json.loads(Variable.get(f"ct_state__{slug}"))
+
+
+def lake_rows(lake: Path, table: str, slug: str) -> list[tuple]:
+    files = list((lake / table / f"log={slug}").rglob("*.parquet"))
+    if not files:
+        return []
+    return duckdb.sql(
+        f"select index, leaf_hash from read_parquet({[str(f) for f in files]}, hive_partitioning=true) order by index"
+        if table == "certs"
+        else f"select index, reason from read_parquet({[str(f) for f in files]}, hive_partitioning=true) order by index"
+    ).fetchall()
+
+
+def run_until_caught_up(dag, log, slug: str, max_runs: int = 10) -> int:
+    runs = 0
+    while runs < max_runs:
+        result = dag.test()
+        runs += 1
+        assert result.state == "success", f"run {runs} ended {result.state}"
+        if state_of(slug)["next_index"] >= log.sth.tree_size:
+            return runs
+    raise AssertionError(f"{slug} not caught up after {max_runs} runs")
+
+
+def test_exactly_once_in_lake_and_kafka_across_growing_runs(airflow_db, kafka_broker, ct_server, tmp_path, monkeypatch):
+    topic = "ct-certs-growing"
+    log = ct_server.add_log(
+        "Local Growing Log", initial_size=230,
+        faults=Faults(cap=31, http_429_every=9, retry_after=1, http_5xx_every=7),
+    )
+    lake = configure(monkeypatch, tmp_path, ct_server, kafka_broker, CT_KAFKA_TOPIC=topic)
+    dag = load_dag_module("ct_ingest").ct_ingest__local_growing_log
+
+    first_runs = run_until_caught_up(dag, log, log.slug)
+    assert first_runs >= 2, "a backlog larger than CT_ENTRIES_PER_RUN drains over several runs"
+    log.grow(190)
+    log.publish()
+    run_until_caught_up(dag, log, log.slug)
+    result = dag.test()  # idle run: nothing new
+    assert result.state == "success"
+
+    size = log.sth.tree_size
+    state = state_of(log.slug)
+    assert (state["next_index"], state["first_index"], state["entries_ingested"]) == (size, 0, size)
+
+    rows = lake_rows(lake, "certs", log.slug)
+    assert [index for index, _ in rows] == list(range(size)), "every index exactly once"
+    for index, leaf_hash in rows:
+        leaf_input, _ = log.entry(index)
+        assert leaf_hash == hashlib.sha256(b"\x00" + leaf_input).hexdigest()
+
+    counts = log.counts()
+    assert counts.throttled > 0 and counts.server_errors > 0, "the faults were exercised"
+    assert counts.entries_served >= size
+
+    records = consume_all(kafka_broker.bootstrap_servers, topic, timeout=30)
+    keys = {record.key.decode() for record in records}
+    assert keys == {f"{log.log_id_b64}:{i}" for i in range(size)}
+    sample = records[0].json()
+    assert {"log_id", "index", "cert_sha256", "tbs_sha256", "dns_names", "timestamp"} <= sample.keys()
+    assert sample["log_slug"] == log.slug
+
+
+def test_failure_after_parquet_before_kafka_ack_leaves_one_copy(airflow_db, kafka_broker, ct_server, tmp_path, monkeypatch):
+    import ctlib.sinks.kafka as kafka_sink
+    from ctlib.sinks.kafka import KafkaDeliveryError
+
+    topic = "ct-certs-retry"
+    log = ct_server.add_log("Local Retry Log", initial_size=120, faults=Faults(cap=40))
+    lake = configure(monkeypatch, tmp_path, ct_server, kafka_broker, CT_KAFKA_TOPIC=topic,
+                     CT_ENTRIES_PER_TASK="120", CT_ENTRIES_PER_RUN="120", CT_TASK_RETRIES="0")
+    real_publish = kafka_sink.publish
+    calls = []
+
+    def publish_then_lose_the_ack(producer, topic_, messages, **kwargs):
+        calls.append(kwargs["what"])
+        if len(calls) == 1:
+            parquet = list((lake / "certs").rglob("*.parquet"))
+            assert parquet, "Parquet is written before Kafka"
+            messages = list(messages)
+            real_publish(producer, topic_, messages[:50], **kwargs)  # half delivered, then the ack is lost
+            raise KafkaDeliveryError("simulated: broker acknowledgement lost")
+        return real_publish(producer, topic_, messages, **kwargs)
+
+    monkeypatch.setattr(kafka_sink, "publish", publish_then_lose_the_ack)
+    dag = load_dag_module("ct_ingest").ct_ingest__local_retry_log
+
+    failed = dag.test()
+    assert failed.state == "failed"
+    state = state_of(log.slug)
+    assert state["next_index"] == 0, "state does not advance past an unacknowledged range"
+    files_after_failure = sorted(p.name for p in (lake / "certs").rglob("*.parquet"))
+
+    rerun = dag.test()
+    assert rerun.state == "success"
+    state = state_of(log.slug)
+    assert (state["next_index"], state["entries_ingested"]) == (120, 120), "advanced exactly once"
+    assert sorted(p.name for p in (lake / "certs").rglob("*.parquet")) == files_after_failure, "same file rewritten"
+    assert [i for i, _ in lake_rows(lake, "certs", log.slug)] == list(range(120))
+
+    records = consume_all(kafka_broker.bootstrap_servers, topic, timeout=30)
+    keys = [record.key.decode() for record in records]
+    assert set(keys) == {f"{log.log_id_b64}:{i}" for i in range(120)}
+    assert len(keys) == 170, "at-least-once: the 50 sent before the failure are sent again, same keys"
+
+
+def test_undecodable_entries_land_in_errors_and_never_stop_the_range(airflow_db, ct_server, tmp_path, monkeypatch):
+    log = ct_server.add_log("Local Malformed Log", initial_size=60, faults=Faults(cap=25, malformed=frozenset({5, 17, 40})))
+    lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="")
+    dag = load_dag_module("ct_ingest").ct_ingest__local_malformed_log
+    assert dag.test().state == "success"
+    certs = [i for i, _ in lake_rows(lake, "certs", log.slug)]
+    errors = lake_rows(lake, "errors", log.slug)
+    assert [i for i, _ in errors] == [5, 17, 40]
+    assert certs == [i for i in range(60) if i not in {5, 17, 40}]
+    for index, reason in errors:
+        assert log.slug in reason and f"index {index}" in reason
+    state = state_of(log.slug)
+    assert (state["next_index"], state["entries_ingested"], state["errors_ingested"]) == (60, 57, 3)
+
+
+def test_start_at_latest_skips_history_and_idle_runs_skip_fetch(airflow_db, ct_server, tmp_path, monkeypatch):
+    log = ct_server.add_log("Local Latest Log", initial_size=80)
+    lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_START_AT="latest")
+    dag = load_dag_module("ct_ingest").ct_ingest__local_latest_log
+    run = dag.test()
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["plan"] == "success" and states["fetch"] == "skipped"
+    assert state_of(log.slug)["next_index"] == 80
+    assert not (lake / "certs").exists()
+    log.grow(15)
+    log.publish()
+    assert dag.test().state == "success"
+    assert [i for i, _ in lake_rows(lake, "certs", log.slug)] == list(range(80, 95))
+
+
+def test_missing_kafka_connection_fails_the_task_clearly(airflow_db, ct_server, tmp_path, monkeypatch):
+    from ctlib.sinks.kafka import KafkaConfigError, producer_from_connection
+
+    monkeypatch.delenv("AIRFLOW_CONN_KAFKA_NOWHERE", raising=False)
+    with pytest.raises(KafkaConfigError, match=r"'kafka_nowhere' \(CT_KAFKA_CONN_ID\) is not configured"):
+        producer_from_connection("kafka_nowhere")
+    log = ct_server.add_log("Local No Kafka Log", initial_size=10)
+    configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="kafka_nowhere", CT_TASK_RETRIES="0")
+    dag = load_dag_module("ct_ingest").ct_ingest__local_no_kafka_log
+    assert dag.test().state == "failed"
+    assert state_of(log.slug)["next_index"] == 0
