@@ -31,6 +31,7 @@ from ctlib.x509 import (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _S = timedelta(seconds=1)
+_MAX_TIMESTAMP_MS = 2**63 - 1  # the wire has uint64, Arrow timestamps are int64
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,13 @@ class _Inconsistent(ValueError):
     """The precert leaf and its PrecertChainEntry disagree."""
 
 
+def _issuer_info(cache: ChainCache, chain: tuple[bytes, ...], at: int) -> tuple[bytes, bool]:
+    try:
+        return cache.issuer_info(chain[at])
+    except CertError as exc:
+        raise CertError(f"cannot decode chain[{at}]: {exc}") from None
+
+
 def _check_precert(leaf: MerkleTreeLeaf, extra: ExtraData, tbs_serial: str, cache: ChainCache) -> None:
     """RFC 6962 §3.1: issuer_key_hash names the final issuer; the serials must agree.
 
@@ -102,18 +110,21 @@ def _check_precert(leaf: MerkleTreeLeaf, extra: ExtraData, tbs_serial: str, cach
         raise _Inconsistent("precert entry has an empty precertificate_chain")
     problems = []
     issuer_at = 0
-    key_hash, is_psc = cache.issuer_info(extra.chain[0])
+    key_hash, is_psc = _issuer_info(cache, extra.chain, 0)
     if is_psc:  # chain[0] signed the precert on the CA's behalf; the real issuer is next
         if len(extra.chain) < 2:
             raise _Inconsistent("chain[0] is a Precertificate Signing Certificate but chain[1] is missing")
         issuer_at = 1
-        key_hash, _ = cache.issuer_info(extra.chain[1])
+        key_hash, _ = _issuer_info(cache, extra.chain, 1)
     if key_hash != leaf.issuer_key_hash:
         problems.append(
             f"issuer_key_hash {leaf.issuer_key_hash.hex()} does not match "
             f"SHA-256 of chain[{issuer_at}] SPKI {key_hash.hex()}"
         )
-    pre_serial = format_serial(certificate_serial(extra.pre_certificate))
+    try:
+        pre_serial = format_serial(certificate_serial(extra.pre_certificate))
+    except CertError as exc:
+        raise CertError(f"cannot decode pre_certificate: {exc}") from None
     if pre_serial != tbs_serial:
         problems.append(f"pre_certificate serial {pre_serial} does not match TBS serial {tbs_serial}")
     if problems:
@@ -207,6 +218,8 @@ def decode_entries(
         timestamp_ms = None
         try:
             leaf = parse_merkle_tree_leaf(entry.leaf_input)
+            if leaf.timestamp_ms > _MAX_TIMESTAMP_MS:
+                raise LeafError(f"timestamp {leaf.timestamp_ms} is out of range")
             timestamp_ms = leaf.timestamp_ms
             rows.append(_cert_row(log, entry, leaf_hash, leaf, cache, ingested_ms, store_der))
         except Exception as exc:  # one bad entry must never stop the batch

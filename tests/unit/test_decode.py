@@ -122,12 +122,15 @@ def test_broken_entries_never_stop_the_batch() -> None:
         RawEntry(12, good.leaf_input, good.extra_data[:-1]),  # truncated chain
         RawEntry(13, encode_x509_leaf(5, b"\x30\x03\x02\x01\x01"), encode_x509_chain([])),  # not a certificate
         RawEntry(14, b"", b""),
+        RawEntry(16, encode_x509_leaf(2**64 - 1, x509_leaf.cert_der), good.extra_data),  # uint64, not int64
         RawEntry(15, good.leaf_input, good.extra_data),
     ]
     batch = decode(entries)
-    assert batch.certs["index"].to_pylist() == [10, 15]
+    assert batch.certs["index"].to_pylist() == [10, 15]  # input order, 16 comes after 15
     errors = {r["index"]: r for r in rows(batch.errors)}
-    assert sorted(errors) == [11, 12, 13, 14]
+    assert sorted(errors) == [11, 12, 13, 14, 16]
+    assert errors[16]["reason"] == f"pilot index 16: malformed entry: timestamp {2**64 - 1} is out of range"
+    assert errors[16]["timestamp"] is None
     assert errors[11]["reason"].startswith("pilot index 11: malformed entry: truncated ASN.1Cert at byte 15")
     assert errors[11]["timestamp"] is None  # the leaf itself did not parse
     assert "certificate_chain" in errors[12]["reason"]
@@ -196,6 +199,12 @@ def test_precert_signing_certificate_chains() -> None:
     assert "does not match SHA-256 of chain[0] SPKI" in reasons[4] and "serial" not in reasons[4]
 
 
+def test_undecodable_chain_certificate_of_a_precert() -> None:
+    pair = make_precert_pair()
+    (error,) = rows(decode([_precert_entry(pair, 5, [b"\x30\x80junk"])]).errors)
+    assert error["reason"].startswith("pilot index 5: cannot decode chain[0]: ")
+
+
 def test_precert_serial_mismatch_alone() -> None:
     ca = make_ca()
     pair = make_precert_pair(ca, serial=0x1111)
@@ -234,7 +243,7 @@ def test_chain_cache_is_shared_and_bounded() -> None:
     distinct = {c for e in good for c in parse_extra_data(e.entry_type, e.extra_data).chain}  # type: ignore[arg-type]
     assert len(unbounded) == len(distinct) + 1  # + the ctgo precert's issuer, also validated
     der = next(iter(distinct))
-    assert unbounded.sha256_hex(der) is unbounded.sha256_hex(bytes(der))  # one str per certificate
+    assert unbounded.sha256_hex(der) is unbounded.sha256_hex(bytes(bytearray(der)))  # one str per certificate
 
 
 def test_empty_batch_and_timestamps() -> None:

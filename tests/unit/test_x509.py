@@ -306,6 +306,17 @@ def test_key_types(key, key_type: str, key_bits: int) -> None:
     assert fields.signature_algorithm == "ecdsa-with-SHA256"
 
 
+def test_key_size_cache_keeps_curves_apart() -> None:
+    ca = make_ca()
+    curves = [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1(), ec.SECP256R1(), ec.SECP384R1()]
+    bits = []
+    for curve in curves:
+        key = ec.generate_private_key(curve).public_key()
+        builder = leaf_builder(ca, serial=6, cn="c.example", dns=[], key=key)
+        bits.append(cert_fields(builder.sign(ca.key, hashes.SHA256()).public_bytes(DER)).key_bits)
+    assert bits == [256, 384, 521, 256, 384]
+
+
 def test_san_ip_addresses_idn_and_ca_flags() -> None:
     ca = make_ca()
     cert = (

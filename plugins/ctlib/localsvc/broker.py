@@ -33,6 +33,7 @@ the connection from `airflow_env()`. Limitations seen:
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.resources
 import json
 import os
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ctlib.localsvc import free_port, port_accepts
+from ctlib.localsvc import free_port, port_accepts, port_is_free
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 19092
@@ -336,6 +337,9 @@ class LocalBroker:
     def start(self) -> LocalBroker:
         if self.running:
             return self
+        if not port_is_free(self.port, self.host):
+            # tansu would exit, but another server on the port would answer for it
+            raise BrokerError(f"port {self.bootstrap_servers} is taken")
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")
@@ -353,6 +357,8 @@ class LocalBroker:
         try:
             wait_until_ready(self.bootstrap_servers, self.startup_timeout, self.proc)
             create_topics(self.bootstrap_servers, self.topics, self.partitions)
+            if self.proc.poll() is not None:
+                raise BrokerError(f"tansu exited with status {self.proc.returncode}")
         except BaseException as exc:
             output = self._output_tail()
             self.stop()
@@ -362,6 +368,7 @@ class LocalBroker:
         if self.pid_file:
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
             self.pid_file.write_text(f"{self.proc.pid}\n")
+        atexit.register(self.stop)  # its own session: nothing else would stop it
         return self
 
     def _output_tail(self, limit: int = 4000) -> str:
@@ -382,6 +389,7 @@ class LocalBroker:
         its clients to disconnect.
         """
         proc, self.proc = self.proc, None
+        atexit.unregister(self.stop)
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:

@@ -1,0 +1,523 @@
+"""`make run`, `make demo` and `make stop`: ct-airflow on one machine with `airflow standalone`.
+
+    python -m ctlib.localsvc.run            # make run
+    python -m ctlib.localsvc.run --demo     # make demo: the same against 3 local CT logs
+    python -m ctlib.localsvc.run stop       # make stop, from any shell
+    python -m ctlib.localsvc.run status
+
+`run` starts, in this order, each only when needed:
+
+1. the embedded PostgreSQL of `<project>/.run/postgres` (`ctlib.localsvc.postgres`), unless
+   AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is set;
+2. the tansu broker (`ctlib.localsvc.broker`, memory-only, 127.0.0.1:19092 or a free port)
+   exported as AIRFLOW_CONN_KAFKA_DEFAULT, unless that connection (or the one CT_KAFKA_CONN_ID
+   names) is set already, or CT_KAFKA_CONN_ID is empty (publishing off);
+3. with --demo, the local CT log server (`ctlib.testing.ctlog`: 3 logs growing 5 entries/s),
+   with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=beginning, CT_LAKE=<project>/data/demo;
+4. `airflow db migrate` once per Airflow version (the marker bin/airflow uses too);
+5. `airflow standalone` (LocalExecutor, the simple auth manager) with the project's DAGs and
+   plugins, examples off, DAGs unpaused at creation, parallelism 8, new DAG files seen within
+   30 s, the UI on http://127.0.0.1:8080 (AIRFLOW__API__PORT), user `admin`, password `admin`
+   (CT_ADMIN_PASSWORD, or the one already in the passwords file).
+
+Every variable the environment already sets wins over these defaults. Ctrl-C, SIGTERM or
+`make stop` stop what `run` started, in reverse order; pid files under .run/ let `stop` do it
+from another shell (and clean up after a `run` that was killed). `stop` also stops the
+project's embedded PostgreSQL when `bin/airflow` started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+
+from ctlib.localsvc import RUN_DIR, ensure_run_dir, free_port, port_accepts, port_is_free
+from ctlib.settings import PROJECT_ROOT
+
+PID_RUN = "run.pid"
+PID_AIRFLOW = "airflow.pid"  # pid of `airflow standalone`, also its process group
+PID_BROKER = "broker.pid"
+PID_CTLOG = "ctlog.pid"
+STATE_FILE = "run.json"  # addresses of what runs, for `status` and other shells
+DEMO_LOG_LIST = "demo_log_list.json"
+DEFAULT_UI_PORT = 8080
+ADMIN_USER = "admin"
+
+# What each pid file's process must have in its command line (a reused pid is left alone).
+_PID_FILES = {
+    PID_RUN: "ctlib.localsvc.run",
+    PID_AIRFLOW: "standalone",
+    PID_BROKER: "tansu",
+    PID_CTLOG: "ctlib.testing.ctlog",
+}
+
+
+def say(message: str) -> None:
+    """Print a line; a closed stdout (e.g. `make run | tee` after Ctrl-C) must not stop us."""
+    try:
+        print(f"ct-airflow | {message}", flush=True)
+    except OSError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def airflow_env(env: MutableMapping[str, str], venv_bin: Path | None = None) -> None:
+    """Set the project's Airflow defaults (those of bin/airflow) into `env`, keeping its values."""
+    venv_bin = venv_bin or Path(sys.executable).parent
+    env.setdefault("AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))
+    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+    env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
+    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    path = env.get("PATH", "")
+    if not path.startswith(f"{venv_bin}{os.pathsep}"):
+        env["PATH"] = f"{venv_bin}{os.pathsep}{path}" if path else str(venv_bin)
+
+
+def standalone_env(env: MutableMapping[str, str], ui_port: int) -> None:
+    """Defaults for `airflow standalone` on a small machine (2 cores)."""
+    host = env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
+    env.setdefault("AIRFLOW__API__PORT", str(ui_port))
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    env.setdefault("AIRFLOW__API__BASE_URL", f"http://{shown_host}:{ui_port}")
+    env.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    env.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False")
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", "8")
+    env.setdefault("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "30")
+    env.setdefault("AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", "30")
+    env.setdefault("AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES", "1")
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{ADMIN_USER}:admin")
+
+
+def passwords_file(env: MutableMapping[str, str]) -> Path:
+    configured = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "").strip()
+    if configured:
+        return Path(configured)
+    return Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+
+
+def ensure_admin_password(env: MutableMapping[str, str]) -> tuple[str, str] | None:
+    """The UI login: writes CT_ADMIN_PASSWORD (default `admin`) for `admin` into the simple
+    auth manager's passwords file unless it has a password for it already."""
+    users = [u.split(":")[0] for u in env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")]
+    if ADMIN_USER not in users:
+        return None
+    path = passwords_file(env)
+    try:
+        passwords = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        passwords = {}
+    except json.JSONDecodeError:
+        say(f"{path} is not JSON: leaving it as it is")
+        return None
+    if ADMIN_USER not in passwords or env.get("CT_ADMIN_PASSWORD"):
+        passwords[ADMIN_USER] = env.get("CT_ADMIN_PASSWORD") or "admin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(passwords))
+        path.chmod(0o600)
+    return ADMIN_USER, passwords[ADMIN_USER]
+
+
+def airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow-core")
+
+
+def ensure_migrated(env: MutableMapping[str, str], marker: Path) -> None:
+    """`airflow db migrate` unless `marker` holds the installed Airflow version (as bin/airflow)."""
+    version = airflow_version()
+    try:
+        if marker.read_text().strip() == version:
+            return
+    except FileNotFoundError:
+        pass
+    say("migrating the Airflow database (first run with this Airflow version)...")
+    log = Path(env["AIRFLOW_HOME"]) / "db-migrate.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+            env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    if proc.returncode != 0:
+        sys.stdout.write(log.read_text()[-4000:])
+        raise SystemExit(f"airflow db migrate failed; see {log}")
+    marker.write_text(f"{version}\n")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def _alive_with(pid: int, needle: str) -> bool:
+    """True when `pid` runs and its command line contains `needle` (pid files can go stale)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True  # no /proc (macOS): trust the pid
+    return needle in cmdline
+
+
+def _wait_gone(
+    pid: int, timeout: float, group: bool = False, proc: subprocess.Popen | None = None
+) -> bool:
+    """Wait until process (or group) `pid` is gone; `proc`: our child leading it, to reap."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()  # reap our child, else its zombie keeps the group alive
+        try:
+            if group:
+                os.killpg(pid, 0)
+            else:
+                os.kill(pid, 0)
+                # a zombie child of ours counts as gone
+                with open(f"/proc/{pid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return True
+        except (OSError, IndexError):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def stop_group(
+    pgid: int, proc: subprocess.Popen | None = None, grace: float = 15.0
+) -> None:
+    """Stop a process group as Ctrl-C would (SIGINT), then SIGTERM, then SIGKILL.
+
+    The grace is short: on SIGINT the scheduler's LocalExecutor waits for its running tasks,
+    which cannot finish anyway once the api-server (their Execution API) has stopped.
+    """
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_gone(pgid, wait, group=True, proc=proc):
+            return
+
+
+def stop_pid(pid: int, proc: subprocess.Popen | None = None, grace: float = 10.0) -> None:
+    """Stop one process: SIGINT, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_gone(pid, wait, proc=proc):
+            return
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM / SIGHUP: stop like Ctrl-C."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _ignore_while_stopping(signum: int, frame: object) -> None:
+    say("stopping; please wait")
+
+
+class Orchestrator:
+    def __init__(self, demo: bool = False, ui_port: int | None = None) -> None:
+        self.demo = demo
+        self.run_dir = ensure_run_dir(RUN_DIR)
+        self.env: dict[str, str] = dict(os.environ)
+        self.ui_port = ui_port
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self.state: dict[str, str] = {}
+        self.airflow: subprocess.Popen | None = None
+        self.marker: Path | None = None  # migration marker of the embedded PostgreSQL
+
+    # -- services ----------------------------------------------------------------------------
+
+    def start_postgres(self) -> None:
+        from ctlib.localsvc.postgres import EmbeddedPostgres
+
+        if self.env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+            say("database: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN from the environment")
+            return  # `airflow standalone` migrates it itself
+        pg = EmbeddedPostgres(self.run_dir / "postgres")
+        was_running = pg.running_port() is not None
+        url = pg.ensure_running()
+        self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
+        self.marker = pg.marker
+        self.state["postgres"] = url
+        if was_running:
+            say(f"database: embedded PostgreSQL already running, {url} (make stop stops it)")
+        else:
+            say(f"database: embedded PostgreSQL {url} (data in {pg.data_dir})")
+            self._stops.append(("PostgreSQL", pg.stop))
+
+    def start_broker(self) -> None:
+        from ctlib.localsvc.broker import DEFAULT_PORT, LocalBroker, conn_env_var
+        from ctlib.settings import Settings
+
+        settings = Settings.from_env(self.env)
+        if not settings.kafka_enabled:
+            say("kafka: publishing off (CT_KAFKA_CONN_ID is empty)")
+            return
+        var = conn_env_var(settings.kafka_conn_id)
+        if self.env.get(var):
+            say(f"kafka: connection {settings.kafka_conn_id!r} from {var}")
+            return
+        wanted = self.env.get("CT_LOCAL_KAFKA_PORT", "").strip()
+        port = int(wanted) if wanted else (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else None)
+        broker = LocalBroker(
+            port,
+            topics=[settings.kafka_topic],
+            log_path=self.run_dir / "broker.log",
+            pid_file=self.run_dir / PID_BROKER,
+        ).start()
+        self._stops.append(("tansu broker", broker.stop))
+        self.env.update(broker.airflow_env(settings.kafka_conn_id))
+        self.state["kafka"] = broker.bootstrap_servers
+        say(
+            f"kafka: tansu broker (memory-only) at {broker.bootstrap_servers}, "
+            f"topic {settings.kafka_topic!r}, exported as {var}"
+        )
+
+    def start_ctlog(self) -> None:
+        log_list = self.run_dir / DEMO_LOG_LIST
+        log_list.unlink(missing_ok=True)
+        port = free_port()
+        out = open(self.run_dir / "ctlog.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ctlib.testing.ctlog", "--logs", "3", "--port", str(port),
+             "--log-list", str(log_list), "--rate", "5"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=PROJECT_ROOT,
+        )  # fmt: skip
+        out.close()
+        (self.run_dir / PID_CTLOG).write_text(f"{proc.pid}\n")
+
+        def stop() -> None:
+            stop_pid(proc.pid, proc)
+            proc.wait()
+            (self.run_dir / PID_CTLOG).unlink(missing_ok=True)
+
+        self._stops.append(("CT log server", stop))
+        deadline = time.monotonic() + 60
+        while not (log_list.exists() and port_accepts(port)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (self.run_dir / "ctlog.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"the local CT log server did not start:\n{tail}")
+            time.sleep(0.2)
+        self.env["CT_LOG_LIST"] = str(log_list)
+        self.env["CT_START_AT"] = "beginning"
+        self.env["CT_LAKE"] = str(PROJECT_ROOT / "data" / "demo")
+        self.state["ctlog"] = f"http://127.0.0.1:{port}/"
+        say(f"demo: 3 local CT logs at http://127.0.0.1:{port}/ growing 5 entries/s each")
+        say(f"demo: CT_LOG_LIST={log_list} CT_START_AT=beginning CT_LAKE={self.env['CT_LAKE']}")
+
+    def start_airflow(self) -> None:
+        cmd = [str(Path(sys.executable).parent / "airflow"), "standalone"]
+        # Its own process group: stopping sends SIGINT to standalone and all its components,
+        # exactly what a Ctrl-C in its terminal would do, also when `make stop` asks.
+        self.airflow = subprocess.Popen(
+            cmd, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        (self.run_dir / PID_AIRFLOW).write_text(f"{self.airflow.pid}\n")
+
+        def stop() -> None:
+            assert self.airflow is not None
+            stop_group(self.airflow.pid, self.airflow)
+            self.airflow.wait()
+            (self.run_dir / PID_AIRFLOW).unlink(missing_ok=True)
+
+        self._stops.append(("Airflow", stop))
+
+    # -- banner ------------------------------------------------------------------------------
+
+    def banner(self, login: tuple[str, str] | None) -> list[str]:
+        url = self.env["AIRFLOW__API__BASE_URL"]
+        lines = [f"UI: {url}"]
+        if login:
+            lines.append(f"login: {login[0]} / {login[1]}")
+        else:
+            lines.append(f"login: users of [core] simple_auth_manager_users, passwords in "
+                         f"{passwords_file(self.env)}")  # fmt: skip
+        if "kafka" in self.state:
+            lines.append(f"Kafka bootstrap: {self.state['kafka']} (memory-only: gone at stop)")
+        if "postgres" in self.state:
+            lines.append(f"metadata DB: {self.state['postgres']}")
+        lines.append(f"lake: {self.env.get('CT_LAKE') or PROJECT_ROOT / 'data'}")
+        lines.append("stop: Ctrl-C here, or `make stop` from another shell")
+        return lines
+
+    def _announce_when_up(self, lines: list[str]) -> None:
+        port = int(self.env["AIRFLOW__API__PORT"])
+        host = self.env["AIRFLOW__API__HOST"]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        while self.airflow is not None and self.airflow.poll() is None:
+            if port_accepts(port, host):
+                time.sleep(1.0)
+                say("=" * 60)
+                say("ct-airflow is up")
+                for line in lines:
+                    say(line)
+                say("=" * 60)
+                return
+            time.sleep(1.0)
+
+    # -- main --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        pid_file = self.run_dir / PID_RUN
+        other = _read_pid(pid_file)
+        if other and other != os.getpid() and _alive_with(other, _PID_FILES[PID_RUN]):
+            say(f"already running (pid {other}): `make stop` first")
+            return 1
+        pid_file.write_text(f"{os.getpid()}\n")
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _raise_stop)
+        status = 0
+        try:
+            airflow_env(self.env)
+            Path(self.env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+            ui_port = self.ui_port or int(self.env.get("AIRFLOW__API__PORT") or DEFAULT_UI_PORT)
+            standalone_env(self.env, ui_port)
+            if not port_is_free(ui_port, self.env["AIRFLOW__API__HOST"].replace("0.0.0.0", "")):
+                say(f"port {ui_port} is taken: free it or set AIRFLOW__API__PORT")
+                return 1
+            self.start_postgres()
+            self.start_broker()
+            if self.demo:
+                self.start_ctlog()
+            if self.marker is not None:
+                ensure_migrated(self.env, self.marker)
+            login = ensure_admin_password(self.env)
+            lines = self.banner(login)
+            for line in lines[:2]:
+                say(line)
+            self.state["ui"] = self.env["AIRFLOW__API__BASE_URL"]
+            (self.run_dir / STATE_FILE).write_text(json.dumps(self.state, indent=1) + "\n")
+            say("starting airflow standalone (first start takes a minute)...")
+            self.start_airflow()
+            threading.Thread(target=self._announce_when_up, args=(lines,), daemon=True).start()
+            assert self.airflow is not None
+            status = self.airflow.wait()
+            say(f"airflow standalone exited with status {status}")
+        except (KeyboardInterrupt, _Stop):
+            say("stopping...")
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                say(str(exc.code))
+            status = 1
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, _ignore_while_stopping)
+            for name, stop in reversed(self._stops):
+                try:
+                    stop()
+                    say(f"stopped {name}")
+                except Exception as exc:  # keep stopping the others
+                    say(f"could not stop {name}: {exc}")
+            (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+            if _read_pid(pid_file) == os.getpid():
+                pid_file.unlink(missing_ok=True)
+        return status
+
+
+# --------------------------------------------------------------------------- stop / status
+
+
+def stop_all(run_dir: Path = RUN_DIR, timeout: float = 120.0) -> int:
+    """Stop a `run` from another shell, then anything its pid files still name, then the
+    project's embedded PostgreSQL."""
+    from ctlib.localsvc.postgres import EmbeddedPostgres
+
+    stopped = []
+    pid = _read_pid(run_dir / PID_RUN)
+    if pid and _alive_with(pid, _PID_FILES[PID_RUN]):
+        say(f"asking the running `make run` (pid {pid}) to stop...")
+        os.kill(pid, signal.SIGTERM)
+        if _wait_gone(pid, timeout):
+            stopped.append("make run")
+        else:
+            say(f"pid {pid} did not stop within {timeout:.0f}s: stopping its services directly")
+    for name in (PID_AIRFLOW, PID_CTLOG, PID_BROKER):  # leftovers of a killed `run`
+        path = run_dir / name
+        pid = _read_pid(path)
+        if pid and _alive_with(pid, _PID_FILES[name]):
+            if name == PID_AIRFLOW:
+                stop_group(pid)
+            else:
+                stop_pid(pid)
+            stopped.append(f"{name.removesuffix('.pid')} (pid {pid})")
+        path.unlink(missing_ok=True)
+    (run_dir / PID_RUN).unlink(missing_ok=True)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    if (run_dir / "postgres").is_dir() and EmbeddedPostgres(run_dir / "postgres").stop():
+        stopped.append("embedded PostgreSQL")
+    say("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+def status(run_dir: Path = RUN_DIR) -> int:
+    from ctlib.localsvc.postgres import EmbeddedPostgres
+
+    running = False
+    for name, needle in _PID_FILES.items():
+        pid = _read_pid(run_dir / name)
+        if pid and _alive_with(pid, needle):
+            running = True
+            say(f"{name.removesuffix('.pid')}: pid {pid}")
+    try:
+        for key, value in json.loads((run_dir / STATE_FILE).read_text()).items():
+            say(f"{key}: {value}")
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    port = EmbeddedPostgres(run_dir / "postgres").running_port()
+    if port:
+        running = True
+        say(f"embedded PostgreSQL: 127.0.0.1:{port}")
+    if not running:
+        say("nothing is running")
+    return 0 if running else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ctlib.localsvc.run",
+        description="Run ct-airflow locally with airflow standalone (make run / demo / stop).",
+    )
+    parser.add_argument("action", nargs="?", default="run", choices=["run", "stop", "status"])
+    parser.add_argument("--demo", action="store_true", help="ingest from 3 local CT logs")
+    parser.add_argument("--port", type=int, default=None, help="UI port (default 8080)")
+    args = parser.parse_args(argv)
+    if args.action == "stop":
+        return stop_all()
+    if args.action == "status":
+        return status()
+    return Orchestrator(demo=args.demo, ui_port=args.port).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
