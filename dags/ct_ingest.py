@@ -80,7 +80,7 @@ def _selected_logs() -> list[CTLog]:
     path = settings.log_list_path
     if not path.exists() and settings.log_list_is_url:
         return []  # no snapshot downloaded yet: the log-list refresh DAG makes one
-    return load_log_list(path).monitored(kinds=frozenset({"rfc6962"}))
+    return load_log_list(path).monitored()
 
 
 def _register() -> None:

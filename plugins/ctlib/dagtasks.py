@@ -5,8 +5,10 @@ stays cheap; imported only when a task runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from ctlib.client import VerificationError
 from ctlib.ingest import RangeSummary, RunPlan, commit_run, fetch_range, plan_run
 from ctlib.loglist import CTLog
 from ctlib.settings import Settings
@@ -14,9 +16,22 @@ from ctlib.sinks.parquet import Lake
 from ctlib.state import VariableStateStore
 
 
+def _fail_on_incident(step: Callable[[], Any]) -> Any:
+    """A log that misbehaves fails the run at once: retrying would only repeat the incident."""
+    try:
+        return step()
+    except VerificationError as err:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"INCIDENT {err.kind}: {err}") from err
+
+
 def plan_task(log_json: dict[str, Any]) -> list[dict[str, Any]]:
     """One work item per planned range, each carrying the run's plan for commit."""
-    plan = plan_run(CTLog.from_dict(log_json), Settings.from_env(), VariableStateStore())
+    settings = Settings.from_env()
+    plan = _fail_on_incident(
+        lambda: plan_run(CTLog.from_dict(log_json), settings, VariableStateStore(), Lake.open(settings.lake))
+    )
     return [{"start": start, "end": end, "plan": plan.to_json()} for start, end in plan.ranges]
 
 
@@ -30,7 +45,8 @@ def fetch_task(log_json: dict[str, Any], work: dict[str, Any]) -> dict[str, Any]
         producer = producer_from_connection(settings.kafka_conn_id)
         producer_factory = lambda: producer  # noqa: E731
     summary = fetch_range(
-        CTLog.from_dict(log_json), work["start"], work["end"], settings, Lake.open(settings.lake), producer_factory
+        CTLog.from_dict(log_json), work["start"], work["end"], settings,
+        Lake.open(settings.lake), producer_factory,
     )
     return summary.to_json()
 
@@ -38,10 +54,13 @@ def fetch_task(log_json: dict[str, Any], work: dict[str, Any]) -> dict[str, Any]
 def commit_task(
     log_json: dict[str, Any], work: list[dict[str, Any]], summaries: list[dict[str, Any]], outlet_event: Any
 ) -> dict[str, Any]:
+    settings = Settings.from_env()
     ctlog = CTLog.from_dict(log_json)
     plan = RunPlan.from_json(work[0]["plan"])
     summaries_ = [RangeSummary.from_json(s) for s in summaries]
-    state = commit_run(ctlog, plan, summaries_, VariableStateStore())
+    state = _fail_on_incident(
+        lambda: commit_run(ctlog, plan, summaries_, VariableStateStore(), Lake.open(settings.lake), settings)
+    )
     outlet_event.extra = {
         "log": ctlog.slug,
         "log_id": ctlog.log_id,
@@ -50,4 +69,4 @@ def commit_task(
         "files": [f for s in summaries_ for f in s.cert_files],
         "error_files": [f for s in summaries_ for f in s.error_files],
     }
-    return state.to_json()
+    return {k: v for k, v in state.to_json().items() if k != "compact_range"}

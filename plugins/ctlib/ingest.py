@@ -1,9 +1,13 @@
 """The three steps of one ingest run of one log: plan, fetch (per range), commit.
 
 Plain functions of (log, settings, store, lake): the DAG's tasks only call them. Their
-inputs and outputs are small JSON-able records (XComs). Invariant kept here: the stored
-watermark moves only in `commit_run`, after every planned range reported back from
-`fetch_range`, which returns only once its rows are in the lake and acknowledged by Kafka.
+inputs and outputs are small JSON-able records (XComs). Invariants kept here:
+- the stored watermark moves only in `commit_run`, after every planned range reported back
+  from `fetch_range`, which returns only once its rows are in the lake and acknowledged by Kafka;
+- nothing is believed unverified: `plan_run` checks the tree head's signature and its
+  consistency with the last verified one; `commit_run` checks that the entries hash to a
+  signed root. Any mismatch is an incident: recorded in the lake, the run fails loudly, the
+  watermark stays, and the run's files are removed.
 """
 
 from __future__ import annotations
@@ -18,21 +22,27 @@ from typing import Any
 
 import pyarrow as pa
 
+from ctlib.client import LogClient, TreeHead, VerificationError, open_client
 from ctlib.decode import ChainCache, LogRef, decode_entries
-from ctlib.http import HttpPolicy, LogSession
 from ctlib.loglist import CTLog
+from ctlib.merkle import CompactRange, MerkleError, verify_consistency
 from ctlib.plan import check_coverage, plan_ranges
-from ctlib.rfc6962 import RFC6962Client
 from ctlib.schema import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.settings import Settings
-from ctlib.sinks.parquet import Lake, write_range
+from ctlib.sinks.parquet import Lake, delete_files, write_incident, write_range
 from ctlib.state import LogState, PendingPlan, StateError, StateStore
 
 log = logging.getLogger(__name__)
 
+TILE_WIDTH = 256  # static-ct-api data tiles hold 256 entries
+
 
 class IngestError(RuntimeError):
     """A run cannot go on; the message names the log and the index range."""
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +51,7 @@ class RunPlan:
     start: int
     tree_size: int
     sth_timestamp: int
-    root_hash: str
+    root_hash: str  # base64, of the verified tree head of size tree_size
     ranges: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -62,6 +72,7 @@ class RangeSummary:
     error_files: list[str]
     kafka_messages: int
     seconds: float
+    compact_range: dict[str, Any]  # CompactRange.to_json() of [start, end)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,55 +82,107 @@ class RangeSummary:
         return cls(**obj)
 
 
-def open_client(ctlog: CTLog, settings: Settings) -> RFC6962Client:
-    if ctlog.kind != "rfc6962":
-        raise IngestError(f"{ctlog.slug}: {ctlog.kind} logs are not readable by this version")
-    return RFC6962Client(ctlog, LogSession(ctlog.slug, HttpPolicy.from_settings(settings)))
+def record_incident(lake: Lake, ctlog: CTLog, err: VerificationError, *, served: TreeHead | None,
+                    verified_size: int | None) -> None:
+    path = write_incident(lake, {
+        "log_id": ctlog.log_id, "log_slug": ctlog.slug, "timestamp": datetime.now(UTC),
+        "kind": err.kind, "details": str(err),
+        "tree_size": served.size if served else None, "verified_size": verified_size,
+        "signed": served.signed if served else None,
+    })
+    log.error("%s: INCIDENT %s: %s (recorded in %s)", ctlog.slug, err.kind, err, path)
 
 
-def plan_run(ctlog: CTLog, settings: Settings, store: StateStore) -> RunPlan:
-    """Read state and the log's tree head; choose this run's ranges (empty when idle)."""
-    client = open_client(ctlog, settings)
-    try:
-        sth = client.get_sth()
-    finally:
-        client.session.close()
-    state = store.load(ctlog.slug)
-    if state is None:
-        # The first state of a new log: where it starts, not an advance of a watermark.
-        first = 0 if settings.start_at == "beginning" else sth.tree_size
-        state = LogState(next_index=first, first_index=first, tree_size=sth.tree_size,
-                         sth_timestamp=sth.timestamp, root_hash=_b64(sth.root_hash))
-        store.save(ctlog.slug, state)
-        log.info("%s: no stored state; starting at index %d (CT_START_AT=%s)", ctlog.slug, first, settings.start_at)
-    if sth.tree_size < state.next_index:
-        raise IngestError(
-            f"{ctlog.slug}: tree head size {sth.tree_size} is below the stored next_index "
-            f"{state.next_index}: the log went back in time"
+def check_tree_head(client: LogClient, state: LogState, head: TreeHead) -> None:
+    """Raise VerificationError unless `head` extends the last verified tree head of `state`."""
+    slug = client.log.slug
+    old_root = base64.b64decode(state.root_hash) if state.root_hash else None
+    if head.size < state.tree_size:
+        raise VerificationError(
+            "rollback", f"{slug}: tree head of size {head.size} is smaller than the verified size {state.tree_size}"
         )
+    if old_root is None or state.tree_size == 0:
+        return
+    if head.size == state.tree_size:
+        if head.root_hash != old_root:
+            raise VerificationError(
+                "fork", f"{slug}: two different signed roots for tree size {head.size}: "
+                f"{state.root_hash} (verified) and {_b64(head.root_hash)}"
+            )
+        return
+    proof = client.consistency_proof(state.tree_size, head.size)
+    try:
+        verify_consistency(state.tree_size, head.size, proof, old_root, head.root_hash)
+    except MerkleError as err:
+        raise VerificationError(
+            "inconsistent", f"{slug}: tree head of size {head.size} is not consistent with the "
+            f"verified one of size {state.tree_size}: {err}"
+        ) from None
+
+
+def _end_for_tiles(ctlog: CTLog, state: LogState, head: TreeHead, pending: PendingPlan | None,
+                   settings: Settings) -> tuple[int, PendingPlan | None]:
+    """Where this run may read up to. Tiled logs: whole tiles first; the last, partial tile
+    only once it has stayed partial for CT_PARTIAL_TILE_WAIT (returns the hint to remember)."""
+    if ctlog.kind != "static" or head.size % TILE_WIDTH == 0 or state.next_index >= head.size:
+        return head.size, None
+    full_end = head.size - head.size % TILE_WIDTH
+    if full_end > state.next_index:
+        return full_end, None
+    tile = head.size // TILE_WIDTH
+    now_ms = int(time.time() * 1000)
+    since = pending.partial_since_ms if pending and pending.partial_tile == tile else now_ms
+    if now_ms - since >= settings.partial_tile_wait * 1000:
+        return head.size, None
+    return state.next_index, PendingPlan(state.next_index, (), partial_tile=tile, partial_since_ms=since)
+
+
+def plan_run(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake) -> RunPlan:
+    """Verify the log's tree head, then choose this run's ranges (empty when idle)."""
+    client = open_client(ctlog, settings)
+    state = store.load(ctlog.slug)
+    head = None
+    try:
+        head = client.tree_head()
+        if state is None:
+            state = _first_state(client, head, settings)
+            store.save(ctlog.slug, state)  # the starting point of a new log, not an advance
+        check_tree_head(client, state, head)
+    except VerificationError as err:
+        record_incident(lake, ctlog, err, served=head, verified_size=state.tree_size if state else None)
+        raise
+    finally:
+        client.close()
     pending = store.load_plan(ctlog.slug)
+    end, waiting = _end_for_tiles(ctlog, state, head, pending, settings)
     reuse = pending.ranges if pending and pending.start == state.next_index else ()
     ranges = plan_ranges(
-        state.next_index, sth.tree_size,
+        state.next_index, end,
         per_run=settings.entries_per_run, per_task=settings.entries_per_task,
         max_tasks=settings.max_tasks_per_run, pending=reuse,
     )
     if ranges:
         store.save_plan(ctlog.slug, PendingPlan(state.next_index, tuple(ranges)))
-    backlog = sth.tree_size - state.next_index
+    elif waiting is not None and waiting != pending:
+        store.save_plan(ctlog.slug, waiting)
     log.info(
-        "%s: tree size %d, next index %d, backlog %d; this run fetches %d entries in %d range(s)%s",
-        ctlog.slug, sth.tree_size, state.next_index, backlog,
-        sum(e - s for s, e in ranges), len(ranges), " (reusing an unfinished run's ranges)" if reuse else "",
+        "%s: verified tree size %d (was %d), next index %d, backlog %d; this run fetches %d entries in %d range(s)%s",
+        ctlog.slug, head.size, state.tree_size, state.next_index, head.size - state.next_index,
+        sum(e - s for s, e in ranges), len(ranges),
+        " (reusing an unfinished run's ranges)" if reuse else (" (waiting for a partial tile to fill)" if waiting else ""),
     )
-    return RunPlan(
-        slug=ctlog.slug, start=state.next_index, tree_size=sth.tree_size,
-        sth_timestamp=sth.timestamp, root_hash=_b64(sth.root_hash), ranges=ranges,
-    )
+    return RunPlan(slug=ctlog.slug, start=state.next_index, tree_size=head.size,
+                   sth_timestamp=head.timestamp, root_hash=_b64(head.root_hash), ranges=ranges)
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
+def _first_state(client: LogClient, head: TreeHead, settings: Settings) -> LogState:
+    first = 0 if settings.start_at == "beginning" else head.size
+    anchor = client.compact_range_at(head) if first else CompactRange.empty()
+    log.info("%s: no stored state; starting at index %d (CT_START_AT=%s)", client.log.slug, first, settings.start_at)
+    return LogState(next_index=first, first_index=first, tree_size=head.size if first else 0,
+                    sth_timestamp=head.timestamp if first else 0,
+                    root_hash=_b64(head.root_hash) if first else "",
+                    compact_range=tuple(h.hex() for h in anchor.hashes))
 
 
 def fetch_range(
@@ -137,26 +200,24 @@ def fetch_range(
     cache = ChainCache()
     cert_tables: list[pa.Table] = []
     error_tables: list[pa.Table] = []
-    received = 0
+    leaf_hashes: list[bytes] = []
     client = open_client(ctlog, settings)
     try:
-        windows = client.fetch_range(
-            start, end, batch=settings.get_entries_batch, in_flight=settings.http_in_flight
-        )
-        for window in windows:
-            if window[0].index != start + received:
-                raise IngestError(f"{ctlog.slug}: expected index {start + received}, got {window[0].index}")
+        for window in client.fetch_range(start, end, batch=settings.get_entries_batch, in_flight=settings.http_in_flight):
+            if window[0].index != start + len(leaf_hashes):
+                raise IngestError(f"{ctlog.slug}: expected index {start + len(leaf_hashes)}, got {window[0].index}")
             batch = decode_entries(ref, window, ingested_at, store_der=settings.store_der, chain_cache=cache)
             cert_tables.append(batch.certs)
             error_tables.append(batch.errors)
-            received += len(window)
-        log.info("%s: downloaded [%d, %d) in %.1fs; %d requests, %d retries, cap %s",
-                 ctlog.slug, start, end, time.monotonic() - began, client.session.requests_made,
-                 client.session.retries_made, client.learned_cap)
+            leaf_hashes.extend(batch.leaf_hashes)
+        log.info("%s: downloaded [%d, %d) in %.1fs; %d requests, %d retries",
+                 ctlog.slug, start, end, time.monotonic() - began,
+                 client.session.requests_made, client.session.retries_made)
     finally:
-        client.session.close()
-    if received != end - start:
-        raise IngestError(f"{ctlog.slug}: [{start}, {end}) gave {received} entries")
+        client.close()
+    if len(leaf_hashes) != end - start:
+        raise IngestError(f"{ctlog.slug}: [{start}, {end}) gave {len(leaf_hashes)} entries")
+    compact = CompactRange.from_leaf_hashes(start, leaf_hashes)
     certs = pa.concat_tables(cert_tables) if cert_tables else CERTS_SCHEMA.empty_table()
     errors = pa.concat_tables(error_tables) if error_tables else ERRORS_SCHEMA.empty_table()
     if errors.num_rows:
@@ -176,18 +237,40 @@ def fetch_range(
         start=start, end=end, certs=certs.num_rows, errors=errors.num_rows,
         cert_files=[lake.uri(path) for path in cert_files],
         error_files=[lake.uri(path) for path in error_files],
-        kafka_messages=delivered,
-        seconds=round(time.monotonic() - began, 3),
+        kafka_messages=delivered, seconds=round(time.monotonic() - began, 3),
+        compact_range=compact.to_json(),
     )
-    log.info("%s: [%d, %d) stored: %d certs, %d errors, %d files, %d Kafka messages, %.1f entries/s",
-             ctlog.slug, start, end, summary.certs, summary.errors,
-             len(cert_files) + len(error_files), delivered,
-             (end - start) / max(summary.seconds, 1e-9))
+    log.info("%s: [%d, %d) stored: %d certs, %d errors, %d files, %d Kafka messages, %.0f entries/s",
+             ctlog.slug, start, end, summary.certs, summary.errors, len(cert_files) + len(error_files),
+             delivered, (end - start) / max(summary.seconds, 1e-9))
     return summary
 
 
-def commit_run(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], store: StateStore) -> LogState:
-    """Advance the watermark over the planned ranges, once all of them are stored."""
+def verify_entries(client: LogClient, plan: RunPlan, compact: CompactRange) -> None:
+    """Raise VerificationError unless [0, compact.end) hashes to the plan's signed root, or
+    (when the run stopped short of it) is provably a prefix of that signed tree."""
+    signed_root = base64.b64decode(plan.root_hash)
+    root = compact.root()
+    where = f"{plan.slug}: entries [{plan.start}, {compact.end})"
+    if compact.end == plan.tree_size:
+        if root != signed_root:
+            raise VerificationError(
+                "root_mismatch", f"{where} do not hash to the signed root of tree size {plan.tree_size}: "
+                f"computed {_b64(root)}, signed {plan.root_hash}"
+            )
+        return
+    proof = client.consistency_proof(compact.end, plan.tree_size)
+    try:
+        verify_consistency(compact.end, plan.tree_size, proof, root, signed_root)
+    except MerkleError as err:
+        raise VerificationError(
+            "root_mismatch", f"{where} are not a prefix of the signed tree of size {plan.tree_size}: {err}"
+        ) from None
+
+
+def commit_run(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], store: StateStore,
+               lake: Lake, settings: Settings) -> LogState:
+    """Verify the run's entries against the signed root, then advance the watermark."""
     state = store.load(ctlog.slug)
     if state is None or state.next_index != plan.start:
         raise StateError(
@@ -198,12 +281,25 @@ def commit_run(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], store
         check_coverage(plan.ranges, [(s.start, s.end) for s in summaries], ctlog.slug)
     except ValueError as err:
         raise IngestError(str(err)) from None
-    new_next = max(end for _, end in plan.ranges)
-    advanced = state.advanced(
-        new_next, entries=sum(s.certs for s in summaries), errors=sum(s.errors for s in summaries)
+    compact = CompactRange(0, state.next_index, tuple(bytes.fromhex(h) for h in state.compact_range))
+    for summary in sorted(summaries, key=lambda s: s.start):
+        compact = compact.merge(CompactRange.from_json(summary.compact_range))
+    client = open_client(ctlog, settings)
+    try:
+        verify_entries(client, plan, compact)
+    except VerificationError as err:
+        record_incident(lake, ctlog, err, served=None, verified_size=state.tree_size)
+        # Unverified rows must not stay in the lake; the watermark has not moved past them.
+        delete_files(lake, [f for s in summaries for f in s.cert_files + s.error_files])
+        raise
+    finally:
+        client.close()
+    advanced = replace(
+        state.advanced(compact.end, entries=sum(s.certs for s in summaries), errors=sum(s.errors for s in summaries)),
+        tree_size=plan.tree_size, sth_timestamp=plan.sth_timestamp, root_hash=plan.root_hash,
+        compact_range=tuple(h.hex() for h in compact.hashes),
     )
-    advanced = replace(advanced, tree_size=plan.tree_size, sth_timestamp=plan.sth_timestamp, root_hash=plan.root_hash)
     store.save(ctlog.slug, advanced)
-    log.info("%s: committed [%d, %d): next_index %d of tree size %d (%d behind)",
-             ctlog.slug, plan.start, new_next, new_next, plan.tree_size, plan.tree_size - new_next)
+    log.info("%s: verified and committed [%d, %d): next_index %d of tree size %d (%d behind)",
+             ctlog.slug, plan.start, compact.end, compact.end, plan.tree_size, plan.tree_size - compact.end)
     return advanced

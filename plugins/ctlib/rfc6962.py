@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ctlib.client import TreeHead, VerificationError
 from ctlib.decode import RawEntry
 from ctlib.http import LogSession
 from ctlib.loglist import CTLog
-from ctlib.sth import SignedTreeHead
+from ctlib.merkle import CompactRange, leaf_hash, verify_inclusion
+from ctlib.sth import SignatureError, SignedTreeHead, verify_sth
 
 
 class LogResponseError(RuntimeError):
@@ -34,7 +37,7 @@ def _b64(value: Any, what: str) -> bytes:
 
 
 class RFC6962Client:
-    """Reads one RFC 6962 log. Thread-safe: the session is."""
+    """Reads one RFC 6962 log (a ctlib.client.LogClient). Thread-safe: the session is."""
 
     def __init__(self, log: CTLog, session: LogSession) -> None:
         self.log = log
@@ -50,6 +53,42 @@ class RFC6962Client:
             return SignedTreeHead.from_json(body)
         except (ValueError, TypeError, KeyError) as err:
             raise LogResponseError(f"{self.log.slug}: malformed get-sth answer: {err}") from None
+
+    def close(self) -> None:
+        self.session.close()
+
+    def tree_head(self) -> TreeHead:
+        sth = self.get_sth()
+        try:
+            verify_sth(sth, self.log.key_der)
+        except SignatureError as err:
+            raise VerificationError(
+                "bad_signature", f"{self.log.slug}: tree head of size {sth.tree_size} at {sth.timestamp}: {err}"
+            ) from None
+        return TreeHead(sth.tree_size, sth.timestamp, sth.root_hash, json.dumps(sth.to_json()))
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self.get_sth_consistency(first, second)
+
+    def compact_range_at(self, head: TreeHead) -> CompactRange:
+        """[0, head.size) from the audit path of the last leaf: for the rightmost leaf every
+        sibling is a left one, and they are exactly the subtrees covering [0, size - 1)."""
+        if head.size == 0:
+            return CompactRange.empty()
+        last = head.size - 1
+        body = self.session.get_json(
+            self._url("get-entry-and-proof"), {"leaf_index": last, "tree_size": head.size}
+        )
+        try:
+            leaf = leaf_hash(_b64(body["leaf_input"], "leaf_input"))
+            path = [_b64(h, "audit_path hash") for h in body["audit_path"]]
+            verify_inclusion(leaf, last, head.size, path, head.root_hash)
+            left = CompactRange(0, last, tuple(reversed(path)))
+            return left.merge(CompactRange.from_leaf_hashes(last, [leaf]))
+        except (ValueError, TypeError, KeyError) as err:
+            raise VerificationError(
+                "root_mismatch", f"{self.log.slug}: cannot anchor at size {head.size}: {err}"
+            ) from None
 
     def get_sth_consistency(self, first: int, second: int) -> list[bytes]:
         body = self.session.get_json(

@@ -53,3 +53,17 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("ingested_at", _TS_MS, nullable=False),
     ]
 )
+
+# One row per detected misbehaviour of a log (bad signature, fork, rollback, root mismatch).
+INCIDENTS_SCHEMA = pa.schema(
+    [
+        pa.field("log_id", pa.string(), nullable=False),
+        pa.field("log_slug", pa.string(), nullable=False),
+        pa.field("timestamp", _TS_MS, nullable=False),  # when it was detected
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("details", pa.string(), nullable=False),
+        pa.field("tree_size", pa.int64()),  # the size the log served, when known
+        pa.field("verified_size", pa.int64()),  # the size last verified, when known
+        pa.field("signed", pa.string()),  # the signed tree head or checkpoint as served
+    ]
+)

@@ -36,7 +36,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -44,8 +44,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={value} must be positive")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise SettingsError(f"{name}={value} must be {'non-negative' if allow_zero else 'positive'}")
     return value
 
 
@@ -104,6 +104,9 @@ class Settings:
     """CT_KAFKA_FLUSH_TIMEOUT: seconds to wait for every delivery report of a range."""
     store_der: bool
     """CT_STORE_DER: also store each certificate's DER in the `certs` table."""
+    partial_tile_wait: float
+    """CT_PARTIAL_TILE_WAIT: seconds a tiled log's last tile may stay partial before it is read
+    as a partial tile (full tiles are cheaper; waiting bounds the freshness lag)."""
     task_retries: int
     """CT_TASK_RETRIES: Airflow retries of a failed ingest task."""
     task_retry_delay: float
@@ -153,6 +156,7 @@ class Settings:
             kafka_topic=env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs",
             kafka_flush_timeout=_float(env, "CT_KAFKA_FLUSH_TIMEOUT", 60.0),
             store_der=_bool(env, "CT_STORE_DER", False),
+            partial_tile_wait=_float(env, "CT_PARTIAL_TILE_WAIT", 60.0, allow_zero=True),
             task_retries=_int(env, "CT_TASK_RETRIES", 3, minimum=0),
             task_retry_delay=_float(env, "CT_TASK_RETRY_DELAY", 20.0),
         )

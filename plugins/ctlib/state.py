@@ -40,7 +40,10 @@ class LogState:
     """Where ingestion of this log began (audits check [first_index, next_index))."""
     sth_timestamp: int = 0
     root_hash: str = ""
-    """Base64 root of the newest tree head seen."""
+    """Base64 root of the newest verified tree head (of size `tree_size`)."""
+    compact_range: tuple[str, ...] = ()
+    """Hex hashes of the compact range [0, next_index): with it, every commit checks the new
+    entries against a signed root without keeping the tree."""
     entries_ingested: int = 0
     errors_ingested: int = 0
     updated_at: str = field(default_factory=_now)
@@ -50,7 +53,7 @@ class LogState:
             raise StateError(f"first_index {self.first_index} > next_index {self.next_index}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "compact_range": list(self.compact_range)}
 
     @classmethod
     def from_json(cls, obj: Any, slug: str = "?") -> LogState:
@@ -62,6 +65,7 @@ class LogState:
         if not isinstance(obj, dict) or "next_index" not in obj:
             raise StateError(f"{state_key(slug)} has no next_index: {obj!r:.200}")
         known = {name: obj[name] for name in cls.__dataclass_fields__ if name in obj}
+        known["compact_range"] = tuple(known.get("compact_range", ()))
         known.setdefault("tree_size", obj["next_index"])
         known.setdefault("first_index", 0)
         try:
@@ -88,16 +92,22 @@ class PendingPlan:
 
     start: int
     ranges: tuple[tuple[int, int], ...]
+    partial_tile: int = -1
+    """Tiled logs: the partial tile seen waiting at the end of the tree, and since when (ms)."""
+    partial_since_ms: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"start": self.start, "ranges": [list(r) for r in self.ranges]}
+        return {"start": self.start, "ranges": [list(r) for r in self.ranges],
+                "partial_tile": self.partial_tile, "partial_since_ms": self.partial_since_ms}
 
     @classmethod
     def from_json(cls, obj: Any) -> PendingPlan | None:
         try:
             if isinstance(obj, str):
                 obj = json.loads(obj)
-            return cls(start=int(obj["start"]), ranges=tuple((int(s), int(e)) for s, e in obj["ranges"]))
+            return cls(start=int(obj["start"]), ranges=tuple((int(s), int(e)) for s, e in obj["ranges"]),
+                       partial_tile=int(obj.get("partial_tile", -1)),
+                       partial_since_ms=int(obj.get("partial_since_ms", 0)))
         except (TypeError, ValueError, KeyError, json.JSONDecodeError):
             return None  # a damaged hint is ignored: planning afresh is always safe to read
 

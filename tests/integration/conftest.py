@@ -42,11 +42,3 @@ def load_dag_module(name: str):
     spec.loader.exec_module(module)
     return module
 
-
-@pytest.fixture(scope="session")
-def kafka_broker():
-    """TEMPORARY until tests/conftest.py provides it."""
-    from ctlib.localsvc.broker import LocalBroker
-
-    with LocalBroker() as broker:
-        yield broker

@@ -19,8 +19,8 @@ def test_one_dag_per_selected_log_and_no_import_errors(airflow_db, monkeypatch):
 
     bag = DagBag(str(PROJECT_ROOT / "dags"))
     assert bag.import_errors == {}
-    expected = {f"ct_ingest__{log.slug}" for log in load_log_list(DEFAULT_LOG_LIST).monitored(kinds=frozenset({"rfc6962"}))}
-    assert len(expected) == 45
+    expected = {f"ct_ingest__{log.slug}" for log in load_log_list(DEFAULT_LOG_LIST).monitored()}
+    assert len(expected) == 45 + 26, "every usable, qualified and read-only log, classic and tiled"
     ingest = {dag_id for dag_id in bag.dags if dag_id.startswith("ct_ingest__")}
     assert ingest == expected
     dag = bag.dags["ct_ingest__google_argon2026h1_log"]

@@ -29,6 +29,7 @@ project's embedded PostgreSQL when `bin/airflow` started it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -43,7 +44,7 @@ from ctlib.localsvc import RUN_DIR, ensure_run_dir, free_port, port_accepts, por
 from ctlib.settings import PROJECT_ROOT
 
 PID_RUN = "run.pid"
-PID_AIRFLOW = "airflow.pid"  # pid of `airflow standalone`, also its process group
+PID_AIRFLOW = "airflow.pid"  # pid of `airflow standalone`, also its session id
 PID_BROKER = "broker.pid"
 PID_CTLOG = "ctlog.pid"
 STATE_FILE = "run.json"  # addresses of what runs, for `status` and other shells
@@ -181,44 +182,85 @@ def _alive_with(pid: int, needle: str) -> bool:
     return needle in cmdline
 
 
-def _wait_gone(
-    pid: int, timeout: float, group: bool = False, proc: subprocess.Popen | None = None
-) -> bool:
-    """Wait until process (or group) `pid` is gone; `proc`: our child leading it, to reap."""
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_gone(pid: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Wait until process `pid` is gone (a zombie counts as gone); `proc`: ours, to reap."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None:
-            proc.poll()  # reap our child, else its zombie keeps the group alive
-        try:
-            if group:
-                os.killpg(pid, 0)
-            else:
-                os.kill(pid, 0)
-                # a zombie child of ours counts as gone
-                with open(f"/proc/{pid}/stat") as fh:
-                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        return True
-        except (OSError, IndexError):
+    while True:
+        if proc is not None and proc.poll() is not None:
             return True
-        time.sleep(0.2)
-    return False
-
-
-def stop_group(
-    pgid: int, proc: subprocess.Popen | None = None, grace: float = 15.0
-) -> None:
-    """Stop a process group as Ctrl-C would (SIGINT), then SIGTERM, then SIGKILL.
-
-    The grace is short: on SIGINT the scheduler's LocalExecutor waits for its running tasks,
-    which cannot finish anyway once the api-server (their Execution API) has stopped.
-    """
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        if _wait_gone(pgid, wait, group=True, proc=proc):
-            return
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        if _zombie(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session `sid` (Linux /proc; elsewhere just `sid` if it runs)."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        entries = []
+    if not entries:
+        return [sid] if _wait_gone(sid, 0) is False else []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields: state ppid pgrp session ...
+        if len(fields) > 3 and fields[3] == str(sid) and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def stop_session(
+    sid: int, proc: subprocess.Popen | None = None, grace: float = 10.0
+) -> None:
+    """Stop `airflow standalone` (started as leader of session `sid`) and everything under it.
+
+    First what a Ctrl-C in its terminal does: SIGINT to its process group (standalone and its
+    components). The grace is short: on SIGINT the scheduler's LocalExecutor waits for running
+    and queued tasks, which fail anyway once the api-server (their Execution API) has stopped.
+    Then SIGTERM, then SIGKILL, to every process left in the session, which includes the task
+    processes (each in a process group of its own).
+    """
+    try:
+        os.killpg(sid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    else:
+        _wait_gone(sid, grace, proc)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        members = session_members(sid)
+        if not members:
+            break
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and session_members(sid):
+            if proc is not None:
+                proc.poll()
+            time.sleep(0.2)
+    if proc is not None:
+        proc.poll()
 
 
 def stop_pid(pid: int, proc: subprocess.Popen | None = None, grace: float = 10.0) -> None:
@@ -347,7 +389,7 @@ class Orchestrator:
 
         def stop() -> None:
             assert self.airflow is not None
-            stop_group(self.airflow.pid, self.airflow)
+            stop_session(self.airflow.pid, self.airflow)
             self.airflow.wait()
             (self.run_dir / PID_AIRFLOW).unlink(missing_ok=True)
 
@@ -465,11 +507,13 @@ def stop_all(run_dir: Path = RUN_DIR, timeout: float = 120.0) -> int:
     for name in (PID_AIRFLOW, PID_CTLOG, PID_BROKER):  # leftovers of a killed `run`
         path = run_dir / name
         pid = _read_pid(path)
-        if pid and _alive_with(pid, _PID_FILES[name]):
-            if name == PID_AIRFLOW:
-                stop_group(pid)
-            else:
-                stop_pid(pid)
+        if pid and name == PID_AIRFLOW:
+            # standalone may be gone while its components and tasks (its session) still run
+            if any(_alive_with(p, "airflow") for p in session_members(pid)):
+                stop_session(pid)
+                stopped.append(f"airflow (session {pid})")
+        elif pid and _alive_with(pid, _PID_FILES[name]):
+            stop_pid(pid)
             stopped.append(f"{name.removesuffix('.pid')} (pid {pid})")
         path.unlink(missing_ok=True)
     (run_dir / PID_RUN).unlink(missing_ok=True)

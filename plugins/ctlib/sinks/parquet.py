@@ -44,6 +44,10 @@ class Lake:
             return path
         return f"{self.filesystem.type_name}://{path}"
 
+    def path_of(self, uri: str) -> str:
+        """Inverse of `uri`."""
+        return uri.split("://", 1)[1] if "://" in uri else uri
+
 
 def range_file_name(start: int, end: int) -> str:
     return f"{start:012d}-{end:012d}.parquet"
@@ -69,21 +73,47 @@ def write_range(
 
     Idempotent: the same range always maps to the same paths, which are replaced whole.
     """
-    written = []
     name = range_file_name(start, end)
-    for day, rows in _split_by_day(table, day_column):
-        directory = partition_dir(lake, table_name, slug, day)
-        lake.filesystem.create_dir(directory, recursive=True)
-        final = f"{directory}/{name}"
-        temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    return [
+        write_file(lake, partition_dir(lake, table_name, slug, day), name, rows)
+        for day, rows in _split_by_day(table, day_column)
+    ]
+
+
+def write_file(lake: Lake, directory: str, name: str, table: pa.Table) -> str:
+    """Write `table` to `directory/name` under a hidden temporary name, then rename it."""
+    lake.filesystem.create_dir(directory, recursive=True)
+    final = f"{directory}/{name}"
+    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, temporary, filesystem=lake.filesystem, compression="zstd")
+        lake.filesystem.move(temporary, final)
+    except BaseException:
         try:
-            pq.write_table(rows, temporary, filesystem=lake.filesystem, compression="zstd")
-            lake.filesystem.move(temporary, final)
-        except BaseException:
-            try:
-                lake.filesystem.delete_file(temporary)
-            except OSError:
-                pass
-            raise
-        written.append(final)
-    return written
+            lake.filesystem.delete_file(temporary)
+        except OSError:
+            pass
+        raise
+    return final
+
+
+def write_incident(lake: Lake, row: dict) -> str:
+    """One incident row (INCIDENTS_SCHEMA) as its own file; returns its path."""
+    from ctlib.schema import INCIDENTS_SCHEMA
+
+    detected = row["timestamp"]
+    return write_file(
+        lake,
+        partition_dir(lake, "incidents", row["log_slug"], detected.date()),
+        f"{int(detected.timestamp() * 1000):013d}-{row['kind']}.parquet",
+        pa.Table.from_pylist([row], schema=INCIDENTS_SCHEMA),
+    )
+
+
+def delete_files(lake: Lake, uris: list[str]) -> None:
+    """Remove files a failed run wrote (missing ones are fine)."""
+    for uri in uris:
+        try:
+            lake.filesystem.delete_file(lake.path_of(uri))
+        except (FileNotFoundError, OSError):
+            pass

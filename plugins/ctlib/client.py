@@ -1,0 +1,68 @@
+"""One interface over the two log APIs (RFC 6962 and static-ct-api), so ingest never asks
+which one a log speaks. `open_client` picks the implementation from the log list entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from ctlib.decode import RawEntry
+from ctlib.loglist import CTLog
+from ctlib.merkle import CompactRange
+from ctlib.settings import Settings
+
+
+class VerificationError(RuntimeError):
+    """A log served something that does not verify: a bad signature, inconsistent tree heads,
+    a rolled-back size, or entries that do not hash to the signed root. `kind` names which."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """A tree head whose signature has been verified with the log's key."""
+
+    size: int
+    timestamp: int  # ms
+    root_hash: bytes
+    signed: str  # the signed form as served (get-sth JSON or checkpoint note), for incident records
+
+
+class LogClient(Protocol):
+    log: CTLog
+
+    def tree_head(self) -> TreeHead:
+        """The log's newest tree head. Raises VerificationError("bad_signature", ...) if its
+        signature does not verify with the log list's key."""
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """A consistency proof between tree sizes `first` < `second` (as served or as built
+        from the log's hash tiles); the caller verifies it."""
+
+    def compact_range_at(self, head: TreeHead) -> CompactRange:
+        """The compact range of [0, head.size), checked against head.root_hash; used to start
+        verified ingestion of a log in the middle. Raises VerificationError on mismatch."""
+
+    def fetch_range(self, start: int, end: int, *, batch: int, in_flight: int) -> Iterator[list[RawEntry]]:
+        """Every entry of [start, end) in index order, in batches. `end` must not exceed the
+        size of a tree head already obtained."""
+
+    def close(self) -> None: ...
+
+
+def open_client(log: CTLog, settings: Settings) -> LogClient:
+    from ctlib.http import HttpPolicy, LogSession
+
+    session = LogSession(log.slug, HttpPolicy.from_settings(settings))
+    if log.kind == "rfc6962":
+        from ctlib.rfc6962 import RFC6962Client
+
+        return RFC6962Client(log, session)
+    from ctlib.static import StaticClient
+
+    return StaticClient(log, session, settings)

@@ -1,0 +1,49 @@
+"""A log that lies: each misbehaviour gives a failed run, an incident row in the lake, an
+unchanged watermark and no unverified Parquet; once the log is fixed, ingest resumes."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from ctlib.testing.ctlog import Faults, LogServer
+from tests.integration.conftest import load_dag_module
+from tests.integration.test_ingest_dag import configure, lake_rows, state_of
+
+pytestmark = pytest.mark.integration
+
+
+def incidents(lake, slug: str) -> list[tuple[str, str]]:
+    files = list((lake / "incidents" / f"log={slug}").rglob("*.parquet"))
+    if not files:
+        return []
+    return duckdb.sql(f"select kind, details from read_parquet({[str(f) for f in files]}) order by timestamp").fetchall()
+
+
+@pytest.fixture
+def ct_server():
+    with LogServer() as server:
+        yield server
+
+
+def test_tampered_entry_fails_the_run_and_resumes_once_fixed(airflow_db, ct_server, tmp_path, monkeypatch):
+    log = ct_server.add_log("Local Tampered Log", initial_size=90, faults=Faults(cap=40))
+    lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_TASK_RETRIES="0")
+    dag = load_dag_module("ct_ingest").ct_ingest__local_tampered_log
+    assert dag.test().state == "success"
+    before = state_of(log.slug)
+    assert before["next_index"] == 90
+
+    log.grow(60)
+    log.publish()
+    log.faults.tampered = frozenset({120})
+    assert dag.test().state == "failed"
+    assert state_of(log.slug) == before, "the watermark does not move past unverified entries"
+    (kind, details), = incidents(lake, log.slug)
+    assert kind == "root_mismatch" and "[90, 150)" in details and log.slug in details
+    assert [i for i, _ in lake_rows(lake, "certs", log.slug)] == list(range(90)), "no unverified rows stay"
+
+    log.faults.tampered = frozenset()
+    assert dag.test().state == "success"
+    assert state_of(log.slug)["next_index"] == 150
+    assert [i for i, _ in lake_rows(lake, "certs", log.slug)] == list(range(150))
