@@ -67,3 +67,23 @@ INCIDENTS_SCHEMA = pa.schema(
         pa.field("signed", pa.string()),  # the signed tree head or checkpoint as served
     ]
 )
+
+# One row per scored DNS name of a certificate; `alerts/` holds the rows at or above the threshold.
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("log_id", pa.string(), nullable=False),
+        pa.field("log_slug", pa.string(), nullable=False),
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("timestamp", _TS_MS, nullable=False),  # the entry's log timestamp
+        pa.field("cert_sha256", pa.string(), nullable=False),
+        pa.field("entry_type", pa.string(), nullable=False),
+        pa.field("issuer_org", pa.string()),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("registered_domain", pa.string(), nullable=False),
+        pa.field("brand", pa.string()),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("alert", pa.bool_(), nullable=False),
+        pa.field("rules", pa.list_(pa.string()), nullable=False),  # "rule=weight"
+        pa.field("scored_at", _TS_MS, nullable=False),
+    ]
+)
