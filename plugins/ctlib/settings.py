@@ -100,6 +100,14 @@ class Settings:
     """CT_KAFKA_CONN_ID: Airflow connection of the Kafka cluster; empty turns publishing off."""
     kafka_topic: str
     """CT_KAFKA_TOPIC: topic of the certificate messages."""
+    kafka_alerts_topic: str
+    """CT_KAFKA_ALERTS_TOPIC: topic of names scored at or above the alert threshold."""
+    kafka_enriched_topic: str
+    """CT_KAFKA_ENRICHED_TOPIC: topic of enrichment results."""
+    enrich_ttl: float
+    """CT_ENRICH_TTL: seconds during which an enriched domain is not asked about again."""
+    enrich_pool: str
+    """CT_ENRICH_POOL: Airflow pool capping concurrent calls to the threat-intel APIs."""
     kafka_flush_timeout: float
     """CT_KAFKA_FLUSH_TIMEOUT: seconds to wait for every delivery report of a range."""
     store_der: bool
@@ -154,6 +162,10 @@ class Settings:
             user_agent=env.get("CT_USER_AGENT", "").strip() or "ct-airflow/0.1 (CT monitor)",
             kafka_conn_id=env.get("CT_KAFKA_CONN_ID", "kafka_default").strip(),
             kafka_topic=env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs",
+            kafka_alerts_topic=env.get("CT_KAFKA_ALERTS_TOPIC", "").strip() or "ct-alerts",
+            kafka_enriched_topic=env.get("CT_KAFKA_ENRICHED_TOPIC", "").strip() or "ct-enriched",
+            enrich_ttl=_float(env, "CT_ENRICH_TTL", 7 * 86400.0, allow_zero=True),
+            enrich_pool=env.get("CT_ENRICH_POOL", "").strip() or "ct_enrichment",
             kafka_flush_timeout=_float(env, "CT_KAFKA_FLUSH_TIMEOUT", 60.0),
             store_der=_bool(env, "CT_STORE_DER", False),
             partial_tile_wait=_float(env, "CT_PARTIAL_TILE_WAIT", 60.0, allow_zero=True),

@@ -1,0 +1,63 @@
+"""Phishing scoring of new certificates, run on every `ct://certs` asset event.
+
+Wiring only; the work is in ctlib.score_files and ctlib.score.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import Asset, Param, dag, task
+
+from ctlib.settings import Settings
+
+CERTS_ASSET = Asset(uri="ct://certs", name="ct_certs")
+ALERTS_ASSET = Asset(uri="ct://alerts", name="ct_alerts")
+SETTINGS = Settings.from_env()
+
+
+@dag(
+    dag_id="ct_score",
+    description="Score the DNS names of new certificates for phishing; alert above the threshold",
+    doc_md="""
+### Phishing scoring
+
+Runs on `ct://certs` asset events (one per committed ingest run; several batched into one
+run are all processed). Scores every DNS name of every certificate in the files the events
+name (keywords, brands by edit distance on the registrable label and subdomain tokens,
+homoglyphs and punycode, suspicious TLDs, entropy, label depth, free CAs; lists and weights
+in `include/scoring/`), writes `scores/` and `alerts/` next to the certs files (same partition
+and file name, so a re-run replaces rather than adds), sends alerts to Kafka `ct-alerts`, and
+announces the alert files on the `ct://alerts` asset.
+
+Manual run: give `files` (certs file paths) to re-score them.
+""",
+    schedule=[CERTS_ASSET],
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["ct", "score"],
+    params={"files": Param([], type="array", description="certs files to score (manual runs)")},
+    default_args={
+        "owner": "ct-airflow",
+        "retries": SETTINGS.task_retries,
+        "retry_delay": timedelta(seconds=SETTINGS.task_retry_delay),
+    },
+)
+def ct_score_dag():
+    @task
+    def score(params=None, triggering_asset_events=None) -> dict:
+        from ctlib.downstream_tasks import score_task
+
+        return score_task(list(params.get("files") or []), triggering_asset_events or {})
+
+    @task(outlets=[ALERTS_ASSET])
+    def announce(summary: dict, outlet_events=None) -> dict:
+        from ctlib.downstream_tasks import announce_alerts
+
+        return announce_alerts(summary, outlet_events[ALERTS_ASSET])
+
+    announce(score())
+
+
+ct_score = ct_score_dag()
