@@ -55,3 +55,75 @@ def announce_alerts(summary: dict[str, Any], outlet_event: Any) -> dict[str, Any
         raise AirflowSkipException("no alert in this batch")
     outlet_event.extra = {"files": summary["alert_files"], "alerts": summary["alerts"]}
     return summary
+
+
+def enrichment_batches(manual_files: list[str], events: Mapping[Any, Iterable[Any]], batch_size: int = 25) -> list[dict[str, Any]]:
+    """Alerted registered domains of the triggering alert files, not enriched within the TTL,
+    in batches (one pooled task each). Each domain carries its best score and evidence."""
+    import pyarrow.parquet as pq
+
+    from ctlib.enrich import normalize_domain
+    from ctlib.enrich.cache import recently_enriched
+    from ctlib.score_files import files_from_events
+
+    settings = Settings.from_env()
+    lake = Lake.open(settings.lake)
+    files = manual_files or files_from_events(events)
+    domains: dict[str, dict[str, Any]] = {}
+    for path in files:
+        columns = ["registered_domain", "name", "score", "cert_sha256", "log_slug"]
+        for row in pq.read_table(lake.path_of(path), columns=columns, filesystem=lake.filesystem).to_pylist():
+            domain = normalize_domain(row["registered_domain"])
+            best = domains.setdefault(domain, {"domain": domain, "score": row["score"], "names": [],
+                                               "cert_sha256": row["cert_sha256"], "log_slug": row["log_slug"]})
+            if row["score"] > best["score"]:
+                best.update(score=row["score"], cert_sha256=row["cert_sha256"], log_slug=row["log_slug"])
+            if row["name"] not in best["names"] and len(best["names"]) < 20:
+                best["names"].append(row["name"])
+    fresh = recently_enriched(lake, list(domains), settings.enrich_ttl)
+    todo = [domains[d] for d in sorted(domains) if d not in fresh]
+    log.info("%d alerted domains in %d files; %d enriched within the TTL, %d to enrich",
+             len(domains), len(files), len(fresh), len(todo))
+    return [{"number": i, "domains": todo[i:i + batch_size]} for i in range(0, len(todo), batch_size)]
+
+
+def enrich_batch(batch: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Ask PassiveTotal and ThreatStream about each domain of the batch (a provider without
+    a connection is skipped), combine the risk, write `enrichment/` and `ct-enriched`."""
+    import json
+    import re
+    from datetime import UTC, datetime
+
+    from ctlib.enrich.cache import EnrichmentRecord, write_enrichment
+    from ctlib.enrich.connections import PASSIVETOTAL, THREATSTREAM, credentials_for
+    from ctlib.enrich.passivetotal import PassiveTotalClient
+    from ctlib.enrich.risk import combined_risk
+    from ctlib.enrich.threatstream import ThreatStreamClient
+    from ctlib.score import Scorer
+
+    settings = Settings.from_env()
+    threshold = Scorer().threshold
+    pt_creds, ts_creds = credentials_for(PASSIVETOTAL), credentials_for(THREATSTREAM)
+    pt = PassiveTotalClient(pt_creds) if pt_creds else None
+    ts = ThreatStreamClient(ts_creds) if ts_creds else None
+    records = []
+    for item in batch["domains"]:
+        domain = item["domain"]
+        pt_result = pt.lookup(domain) if pt else None
+        ts_result = ts.lookup(domain) if ts else None
+        now = datetime.now(UTC)
+        risk, reasons = combined_risk(item["score"], threshold, pt_result, ts_result, now.date())
+        records.append(EnrichmentRecord.build(
+            domain, enriched_at=now, score=item["score"], risk=risk, risk_reasons=reasons,
+            pt=pt_result, ts=ts_result, cert_sha256=item["cert_sha256"], log_slug=item["log_slug"],
+            names=item["names"],
+        ))
+        log.info("%s: risk %.1f (%s); PassiveTotal %s, ThreatStream %s", domain, risk, ", ".join(reasons),
+                 pt_result.status if pt_result else "skipped", ts_result.status if ts_result else "skipped")
+    # Named by run and batch: a retried task replaces its own file.
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run_id}-{batch['number']:04d}")
+    files = write_enrichment(Lake.open(settings.lake), records, name)
+    messages = ((r.domain.encode(), json.dumps(r.row(), default=str, separators=(",", ":")).encode()) for r in records)
+    sent = _publish(settings, settings.kafka_enriched_topic, messages, f"enrichment batch {batch['number']}")
+    return {"domains": len(records), "files": files, "kafka_messages": sent,
+            "high_risk": sorted(r.domain for r in records if r.risk >= 60)}

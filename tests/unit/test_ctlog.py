@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import os
 import signal
 import struct
@@ -22,10 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ctlib.leaf import parse_extra_data, parse_merkle_tree_leaf
 from ctlib.loglist import load_log_list
-from ctlib.merkle import leaf_hash, root_hash, verify_consistency, verify_inclusion
-from ctlib.sth import SignedTreeHead, verify_sth
+from ctlib.merkle import MerkleError, MerkleTree, leaf_hash, root_hash, verify_consistency, verify_inclusion
+from ctlib.sth import SignatureError, SignedTreeHead, verify_checkpoint, verify_sth
 from ctlib.testing.certs import CertFactory, GeneratedEntry
 from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer
+from ctlib.tiles import encode_leaf_index_extension, leaf_index_of, parse_data_tile, parse_hash_tile
 
 INITIAL = 1000
 JAN_2026_MS = 1_767_225_600_000
@@ -220,6 +222,70 @@ def _decodes(leaf_input: bytes) -> bool:
     return parsed.tbs_der is None or parsed.tbs_der[0] == 0x30  # a TBSCertificate is a SEQUENCE
 
 
+# --------------------------------------------------------------------------- tree-head knobs
+
+
+def test_rollback_serves_a_properly_signed_smaller_tree_head(server, http):
+    log, url = _new_log(server, "Rollback Log", 50)
+    honest = _sth(http, url)
+    log.faults.rollback_to = 20
+    rolled = _sth(http, url)
+    verify_sth(rolled, log.key_der)
+    assert rolled.tree_size == 20
+    assert rolled.root_hash == root_hash([leaf_hash(log.entry(i)[0]) for i in range(20)])
+    assert log.served_sth() == rolled and log.sth == honest  # the log itself is unchanged
+    log.faults.rollback_to = None
+    assert _sth(http, url) == honest
+
+
+def test_fork_serves_another_signed_tree_of_the_same_size_until_switched_off(server, http):
+    log, url = _new_log(server, "Fork Log", 60)
+    honest = _sth(http, url)
+    entries = _entries(http, url, 0, 60)
+    log.faults.fork_at = 30
+    log.faults.fork = True
+    forked = _sth(http, url)
+    verify_sth(forked, log.key_der)  # a valid signature over a different root
+    assert (forked.tree_size, forked.timestamp) == (honest.tree_size, honest.timestamp)
+    assert forked.root_hash != honest.root_hash
+    other = _entries(http, url, 0, 60)
+    assert other[:30] == entries[:30]
+    assert all(a[0] != b[0] and a[1] == b[1] for a, b in zip(other[30:], entries[30:]))
+    assert all(_decodes(leaf) for leaf, _ in other)
+    assert root_hash([leaf_hash(leaf) for leaf, _ in other]) == forked.root_hash  # self-consistent
+
+    log.grow(40)
+    log.publish()
+    grown = _sth(http, url)
+    assert grown.tree_size == 100
+    proof = _hashes(_get(http, url, "get-sth-consistency", first=60, second=100).json()["consistency"])
+    with pytest.raises(MerkleError):  # the honest head of size 60 is not in the forked tree
+        verify_consistency(60, 100, proof, honest.root_hash, grown.root_hash)
+    shared = MerkleTree([leaf_hash(leaf) for leaf, _ in entries[:25]]).root()
+    proof = _hashes(_get(http, url, "get-sth-consistency", first=25, second=100).json()["consistency"])
+    verify_consistency(25, 100, proof, shared, grown.root_hash)  # before the fork: consistent
+    body = _get(http, url, "get-entry-and-proof", leaf_index=70, tree_size=100).json()
+    lh = leaf_hash(base64.b64decode(body["leaf_input"]))
+    verify_inclusion(lh, 70, 100, _hashes(body["audit_path"]), grown.root_hash)
+
+    log.faults.fork = False
+    fixed = _sth(http, url)
+    assert fixed == log.sth and _entries(http, url, 0, 60) == entries
+    proof = _hashes(_get(http, url, "get-sth-consistency", first=60, second=100).json()["consistency"])
+    verify_consistency(60, 100, proof, honest.root_hash, fixed.root_hash)
+
+
+def test_bad_signature_fails_verify_sth_until_switched_off(server, http):
+    log, url = _new_log(server, "Bad Signature Log", 5)
+    log.faults.bad_signature = True
+    broken = _sth(http, url)
+    assert (broken.tree_size, broken.root_hash) == (log.sth.tree_size, log.sth.root_hash)
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_sth(broken, log.key_der)
+    log.faults.bad_signature = False
+    verify_sth(_sth(http, url), log.key_der)
+
+
 # --------------------------------------------------------------------------- growth
 
 
@@ -255,6 +321,126 @@ def test_entry_timestamps_never_decrease_and_the_sth_covers_them(server):
     log = server.add_log("Clock Log", initial_size=50)
     stamps = [struct.unpack(">Q", log.entry(i)[0][2:10])[0] for i in range(50)]
     assert stamps == sorted(stamps) and log.sth.timestamp >= stamps[-1]
+
+
+# --------------------------------------------------------------------------- tiled logs
+
+
+def _tiled(server: LogServer, name: str, size: int, faults: Faults | None = None) -> tuple[LocalCTLog, str]:
+    log = server.add_log(name, initial_size=size, faults=faults, tiled=True)
+    return log, server.url_of(log)
+
+
+def _fetch(http: requests.Session, url: str, path: str, **headers: str) -> requests.Response:
+    return http.get(f"{url}{path}", headers=headers, timeout=10)
+
+
+def test_tiled_log_serves_checkpoint_tiles_and_issuers(server, http, tmp_path):
+    log, url = _tiled(server, "Tiled Serving Log", 300)
+    path = server.write_log_list(tmp_path / "log_list.json")
+    (entry,) = [e for e in load_log_list(path).logs if e.slug == log.slug]
+    assert (entry.kind, entry.url, entry.mmd) == ("static", url, 60)
+    raw = json.loads(path.read_text())["operators"][0]["tiled_logs"]
+    (mine,) = [t for t in raw if t["description"] == log.description]
+    assert (mine["submission_url"], mine["monitoring_url"], "url" in mine) == (url, url, False)
+
+    response = _fetch(http, url, "checkpoint")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    checkpoint = verify_checkpoint(response.content, f"127.0.0.1:{server.port}/{log.slug}", entry.key_der)
+    assert (checkpoint.tree_size, checkpoint.root_hash) == (300, log.sth.root_hash)
+
+    data = _fetch(http, url, "tile/data/000", **{"Accept-Encoding": "identity"})
+    assert data.headers["Content-Type"] == "application/octet-stream" and "Content-Encoding" not in data.headers
+    partial = _fetch(http, url, "tile/data/001.p/44").content
+    leaves = parse_data_tile(data.content, 0, 256) + parse_data_tile(partial, 1, 44)
+    assert [leaf.leaf_input for leaf in leaves] == [log.entry(i)[0] for i in range(300)]
+    for i, leaf in enumerate(leaves):
+        assert leaf.entry.extensions == encode_leaf_index_extension(i)
+        assert leaf_index_of(leaf.entry.extensions) == i
+    hashes = parse_hash_tile(_fetch(http, url, "tile/0/000").content, 256)
+    hashes += parse_hash_tile(_fetch(http, url, "tile/0/001.p/44").content, 44)
+    assert hashes == [leaf.leaf_hash for leaf in leaves]
+    assert parse_hash_tile(_fetch(http, url, "tile/1/000.p/1").content, 1) == [root_hash(hashes[:256])]
+    compressed = _fetch(http, url, "tile/data/000", **{"Accept-Encoding": "gzip"})
+    assert compressed.headers["Content-Encoding"] == "gzip" and compressed.content == data.content
+
+    fingerprints = {fp for leaf in leaves for fp in leaf.chain}
+    assert fingerprints <= set(log.issuers)
+    for fp in fingerprints:
+        issuer = _fetch(http, url, f"issuer/{fp.hex()}")
+        assert issuer.headers["Content-Type"] == "application/pkix-cert"
+        assert hashlib.sha256(issuer.content).digest() == fp
+        x509.load_der_x509_certificate(issuer.content)
+    for missing in ("issuer/" + "00" * 32, "issuer/xyz", "tile/0/005", "tile/data/5", "tile/2/000.p/1",
+                    "checkpoint/", "ct/v1/get-sth", "ct/v1/get-entries?start=0&end=1"):  # fmt: skip
+        assert _fetch(http, url, missing).status_code == 404, missing
+    assert _fetch(http, url, "ct/v1/get-roots").status_code == 200  # submission API
+    counts = log.counts()
+    assert counts.by_endpoint["data"] == 4 and counts.entries_served == 256 + 44 + 256  # 1 404
+    assert counts.by_endpoint["checkpoint"] == 1 and counts.client_errors == 8
+
+
+def test_partial_tiles_exist_only_for_published_sizes_until_full(server, http):
+    log, url = _tiled(server, "Tiled Partial Log", 100)
+    log.grow(50)
+    log.publish()
+    log.grow(10)  # appended, not published: not served
+    for path, status in (
+        ("tile/0/000", 404), ("tile/data/000", 404),  # only partial tiles exist yet
+        ("tile/0/000.p/150", 200), ("tile/data/000.p/100", 200),  # published sizes
+        ("tile/0/000.p/120", 404), ("tile/data/000.p/160", 404),  # never published
+    ):  # fmt: skip
+        assert _fetch(http, url, path).status_code == status, path
+    log.grow(200)
+    log.publish()  # size 360: tile 0 is full, its partial tiles are gone
+    for path, status in (("tile/0/000", 200), ("tile/data/000", 200), ("tile/0/000.p/150", 404),
+                         ("tile/data/001.p/104", 200), ("tile/1/000.p/1", 200)):  # fmt: skip
+        assert _fetch(http, url, path).status_code == status, path
+
+
+def test_tiled_faults_apply_to_tile_requests(server, http):
+    faults = Faults(http_429_every=2, retry_after=3, http_5xx_every=3, cap=1)
+    log, url = _tiled(server, "Tiled Faulty Log", 260, faults)
+    statuses = [_fetch(http, url, "tile/data/000").status_code for _ in range(4)]
+    assert statuses == [200, 429, 503, 429]
+    full = _fetch(http, url, "tile/data/000").content  # 5: ok, and cap does not apply
+    assert len(parse_data_tile(full, 0, 256)) == 256
+    log.faults = Faults(invalid_json_every=1, endpoints=frozenset({"tile"}))
+    assert len(_fetch(http, url, "tile/0/000").content) == 4096  # half a hash tile
+    assert _fetch(http, url, "checkpoint").content.endswith(b"\n")  # out of scope: whole
+    log.faults = Faults(tampered=frozenset({7}), bad_signature=True)
+    tampered = parse_data_tile(_fetch(http, url, "tile/data/000").content, 0, 256)
+    assert tampered[7].leaf_input != log.entry(7)[0] and tampered[7].leaf_index == 7
+    assert [leaf.leaf_input for leaf in tampered[:7]] == [log.entry(i)[0] for i in range(7)]
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_checkpoint(_fetch(http, url, "checkpoint").content, log.origin, log.key_der)
+    log.faults = Faults(rollback_to=258)  # never published, but served: so are its tiles
+    rolled = verify_checkpoint(_fetch(http, url, "checkpoint").content, log.origin, log.key_der)
+    assert rolled.tree_size == 258 and _fetch(http, url, "tile/0/001.p/2").status_code == 200
+    c = log.counts()
+    assert (c.throttled, c.server_errors, c.invalid_json) == (2, 1, 1)
+
+
+def test_tiled_precert_scts_carry_the_leaf_index(server):
+    log, _ = _tiled(server, "Tiled SCT Log", 120)
+    precerts, finals = {}, 0
+    for i in range(120):
+        leaf = parse_merkle_tree_leaf(log.entry(i)[0])
+        assert leaf_index_of(leaf.extensions) == i
+        if leaf.entry_type == "precert":
+            precerts[leaf.tbs_der] = (log.entry(i)[0], leaf.extensions)
+            continue
+        cert = x509.load_der_x509_certificate(leaf.cert_der)
+        try:
+            ext = cert.extensions.get_extension_for_class(x509.PrecertificateSignedCertificateTimestamps)
+        except x509.ExtensionNotFound:
+            continue
+        (sct,) = ext.value
+        signed_leaf, extensions = precerts[cert.tbs_precertificate_bytes]
+        assert sct.extension_bytes == extensions  # the SCT names the precert's index
+        log.key.public_key().verify(sct.signature, signed_leaf, ec.ECDSA(hashes.SHA256()))
+        finals += 1
+    assert finals >= 3
 
 
 # --------------------------------------------------------------------------- certificates
@@ -351,7 +537,7 @@ def test_names_depend_only_on_the_seed(generated):
 
 def test_cli_serves_writes_the_log_list_and_stops_on_sigterm(tmp_path, http):
     path = tmp_path / "logs.json"
-    args = ["--logs", "2", "--log-list", str(path), "--initial-size", "5", "--cap", "3"]
+    args = ["--logs", "3", "--tiled", "1", "--log-list", str(path), "--initial-size", "5", "--cap", "3"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctlib.testing.ctlog", *args],
         stdout=subprocess.PIPE,
@@ -359,15 +545,21 @@ def test_cli_serves_writes_the_log_list_and_stops_on_sigterm(tmp_path, http):
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        lines = [proc.stdout.readline().strip() for _ in range(3)]
         described = [line.rsplit(" ", 1) for line in lines]
-        assert [d for d, _ in described] == ["Local Test Log 1", "Local Test Log 2"]
+        assert [d for d, _ in described] == ["Local Test Log 1", "Local Test Log 2", "Local Tiled Log 1"]
         logs = load_log_list(path).logs
         assert [log.url for log in logs] == [url for _, url in described]
+        assert [log.kind for log in logs] == ["rfc6962", "rfc6962", "static"]
         sth = _sth(http, logs[1].url)
         assert sth.tree_size == 5
         verify_sth(sth, logs[1].key_der)
         assert len(_get(http, logs[1].url, "get-entries", start=0, end=4).json()["entries"]) == 3
+        tiled = logs[2]
+        origin = tiled.url.removeprefix("http://").rstrip("/")
+        checkpoint = http.get(f"{tiled.url}checkpoint", timeout=10).content
+        assert verify_checkpoint(checkpoint, origin, tiled.key_der).tree_size == 5
+        assert len(parse_data_tile(http.get(f"{tiled.url}tile/data/000.p/5", timeout=10).content, 0, 5)) == 5
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -314,6 +314,16 @@ class EmbeddedPostgres:
                 self._psql(port, f'CREATE DATABASE "{self.database}"')
             return self.url(port)
 
+    def recreate_database(self) -> str:
+        """Drop the database (closing its sessions) and create it empty; return the URL."""
+        with self._lock():
+            port = self.running_port()
+            if port is None:
+                raise PostgresError(f"no PostgreSQL runs for {self.data_dir}")
+            self._psql(port, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            self._psql(port, f'CREATE DATABASE "{self.database}"')
+            return self.url(port)
+
     def _start(self, timeout: float) -> int:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = _system_user()

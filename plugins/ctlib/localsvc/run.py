@@ -13,7 +13,10 @@
    exported as AIRFLOW_CONN_KAFKA_DEFAULT, unless that connection (or the one CT_KAFKA_CONN_ID
    names) is set already, or CT_KAFKA_CONN_ID is empty (publishing off);
 3. with --demo, the local CT log server (`ctlib.testing.ctlog`: 3 logs growing 5 entries/s),
-   with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=beginning, CT_LAKE=<project>/data/demo;
+   with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=beginning, CT_LAKE=<project>/data/demo.
+   The demo logs are new at each start, so the demo's state is too: data/demo is emptied and
+   the metadata database is `airflow_demo` (same embedded server), dropped and created afresh;
+   `make run`'s database `airflow` and lake data/ are left alone;
 4. `airflow db migrate` once per Airflow version (the marker bin/airflow uses too);
 5. `airflow standalone` (LocalExecutor, the simple auth manager) with the project's DAGs and
    plugins, examples off, DAGs unpaused at creation, parallelism 8, new DAG files seen within
@@ -32,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +54,7 @@ PID_CTLOG = "ctlog.pid"
 STATE_FILE = "run.json"  # addresses of what runs, for `status` and other shells
 DEMO_LOG_LIST = "demo_log_list.json"
 DEFAULT_UI_PORT = 8080
+DEMO_DATABASE = "airflow_demo"  # `make demo`'s own metadata database, new at each start
 ADMIN_USER = "admin"
 
 # What each pid file's process must have in its command line (a reused pid is left alone).
@@ -300,16 +305,25 @@ class Orchestrator:
     # -- services ----------------------------------------------------------------------------
 
     def start_postgres(self) -> None:
-        from ctlib.localsvc.postgres import EmbeddedPostgres
+        from ctlib.localsvc.postgres import DATABASE, EmbeddedPostgres
 
         if self.env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
             say("database: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN from the environment")
+            if self.demo:
+                say("demo: its ingest state stays in that database, but the demo logs start "
+                    "afresh: a second demo on it reports rollback incidents")  # fmt: skip
             return  # `airflow standalone` migrates it itself
-        pg = EmbeddedPostgres(self.run_dir / "postgres")
+        database = DEMO_DATABASE if self.demo else DATABASE
+        pg = EmbeddedPostgres(self.run_dir / "postgres", database=database)
         was_running = pg.running_port() is not None
         url = pg.ensure_running()
+        if self.demo:
+            # The demo's CT logs are new at each start: so are its ingest state (Airflow
+            # Variables) and lake. `airflow standalone` migrates the empty database.
+            url = pg.recreate_database()
+        else:
+            self.marker = pg.marker
         self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
-        self.marker = pg.marker
         self.state["postgres"] = url
         if was_running:
             say(f"database: embedded PostgreSQL already running, {url} (make stop stops it)")
@@ -371,9 +385,13 @@ class Orchestrator:
                 tail = (self.run_dir / "ctlog.log").read_text(errors="replace")[-2000:]
                 raise SystemExit(f"the local CT log server did not start:\n{tail}")
             time.sleep(0.2)
+        lake = PROJECT_ROOT / "data" / "demo"
+        if lake.exists():
+            shutil.rmtree(lake)
+            say(f"demo: emptied {lake} (the demo logs start afresh)")
         self.env["CT_LOG_LIST"] = str(log_list)
         self.env["CT_START_AT"] = "beginning"
-        self.env["CT_LAKE"] = str(PROJECT_ROOT / "data" / "demo")
+        self.env["CT_LAKE"] = str(lake)
         self.state["ctlog"] = f"http://127.0.0.1:{port}/"
         say(f"demo: 3 local CT logs at http://127.0.0.1:{port}/ growing 5 entries/s each")
         say(f"demo: CT_LOG_LIST={log_list} CT_START_AT=beginning CT_LAKE={self.env['CT_LAKE']}")
@@ -437,6 +455,9 @@ class Orchestrator:
             say(f"already running (pid {other}): `make stop` first")
             return 1
         pid_file.write_text(f"{os.getpid()}\n")
+        # Also when started with SIGINT ignored (nohup, `cmd &` in a script): Ctrl-C must work
+        # here, and the children must not inherit an ignored SIGINT (a handled one resets at exec).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _raise_stop)
         status = 0

@@ -277,6 +277,15 @@ class TestPKI:
             keys.append(LeafKey(public, x509.SubjectKeyIdentifier.from_public_key(public)))
         return cls((root1, root2), intermediates, (25, 45, 30), tuple(keys))
 
+    def issuers_by_fingerprint(self) -> dict[bytes, bytes]:
+        """Every CA certificate that appears in a chain, keyed by SHA-256 of its DER: what a
+        static-ct-api log serves at issuer/<hex>."""
+        return {
+            hashlib.sha256(der).digest(): der
+            for issuer in self.intermediates + self.roots
+            for der in issuer.chain
+        }
+
 
 _shared_lock = threading.Lock()
 
@@ -306,19 +315,26 @@ def _der_octet_string(body: bytes) -> bytes:
 
 
 def sct_list_extension(
-    log_id: bytes, timestamp_ms: int, signed_leaf: bytes, log_key: ec.EllipticCurvePrivateKey
+    log_id: bytes,
+    timestamp_ms: int,
+    signed_leaf: bytes,
+    log_key: ec.EllipticCurvePrivateKey,
+    extensions: bytes = b"",
 ) -> x509.UnrecognizedExtension:
     """The embedded-SCT extension holding one SCT v1 from the given log.
 
     `signed_leaf` is the precert's MerkleTreeLeaf: its bytes are exactly the SCT's
     digitally-signed input (version 0, certificate_timestamp 0, then the same
-    TimestampedEntry), so the SCT verifies against the log's key.
+    TimestampedEntry), so the SCT verifies against the log's key. `extensions` must be
+    that TimestampedEntry's CtExtensions (a static-ct-api log's leaf_index), which the SCT
+    repeats.
     """
     signature = log_key.sign(signed_leaf, ec.ECDSA(hashes.SHA256()))
     sct = (
         b"\x00"  # v1
         + log_id
-        + struct.pack(">QH", timestamp_ms, 0)  # timestamp, no CtExtensions
+        + struct.pack(">QH", timestamp_ms, len(extensions))
+        + extensions
         + b"\x04\x03"  # sha256, ecdsa
         + struct.pack(">H", len(signature))
         + signature
@@ -338,6 +354,7 @@ class _PendingFinal:
     names: tuple[str, ...]
     precert_leaf: bytes
     precert_timestamp_ms: int
+    precert_extensions: bytes
 
 
 class CertFactory:
@@ -370,8 +387,10 @@ class CertFactory:
         *,
         names: Sequence[str] | None = None,
         entry_type: EntryType | None = None,
+        extensions: bytes = b"",
     ) -> GeneratedEntry:
-        """The next entry, logged at `timestamp_ms`.
+        """The next entry, logged at `timestamp_ms` with these CtExtensions in its leaf (a
+        static-ct-api log passes the entry's leaf_index extension; RFC 6962 logs none).
 
         With `names`, a new certificate for exactly those DNS names (A-labels: IDNs in
         punycode; IP literals become iPAddress SANs) is issued now, as `entry_type` if
@@ -381,7 +400,7 @@ class CertFactory:
         self._count += 1
         forced = names is not None or entry_type is not None
         if not forced and self._pending and self._pending[0].due <= self._count:
-            return self._final(self._pending.popleft(), timestamp_ms)
+            return self._final(self._pending.popleft(), timestamp_ms, extensions)
         rng = self._rng
         if entry_type is None:
             entry_type = "precert" if rng.random() < PRECERT_SHARE else "x509"
@@ -394,10 +413,10 @@ class CertFactory:
         builder, names_out = self._builder(issuer, timestamp_ms, dns, ips)
         if entry_type == "x509":
             cert_der = builder.sign(issuer.key, hashes.SHA256()).public_bytes(_DER)
-            leaf = encode_x509_leaf(timestamp_ms, cert_der)
+            leaf = encode_x509_leaf(timestamp_ms, cert_der, extensions)
             extra = issuer.x509_extra_data
             return GeneratedEntry(leaf, extra, "x509", names_out, timestamp_ms, cert_der, None)
-        return self._precert(builder, issuer, names_out, timestamp_ms)
+        return self._precert(builder, issuer, names_out, timestamp_ms, extensions)
 
     def _builder(
         self,
@@ -465,26 +484,32 @@ class CertFactory:
         issuer: Issuer,
         names: tuple[str, ...],
         timestamp_ms: int,
+        extensions: bytes,
     ) -> GeneratedEntry:
         # The leaf's TBS is the final certificate's TBS minus the SCT list: the same
         # builder signed without poison. The poison goes last, where the SCT list will.
         tbs_der = builder.sign(issuer.key, hashes.SHA256()).tbs_certificate_bytes
         poisoned = builder.add_extension(x509.PrecertPoison(), critical=True)
         precert_der = poisoned.sign(issuer.key, hashes.SHA256()).public_bytes(_DER)
-        leaf = encode_precert_leaf(timestamp_ms, issuer.key_hash, tbs_der)
+        leaf = encode_precert_leaf(timestamp_ms, issuer.key_hash, tbs_der, extensions)
         extra = encode_precert_chain_entry(precert_der, issuer.chain)
         if self._rng.random() < FINAL_SHARE:
             due = self._count + self._rng.randint(*FINAL_DELAY)
-            self._pending.append(_PendingFinal(due, builder, issuer, names, leaf, timestamp_ms))
+            pending = _PendingFinal(due, builder, issuer, names, leaf, timestamp_ms, extensions)
+            self._pending.append(pending)
         return GeneratedEntry(leaf, extra, "precert", names, timestamp_ms, precert_der, tbs_der)
 
-    def _final(self, pending: _PendingFinal, timestamp_ms: int) -> GeneratedEntry:
+    def _final(self, pending: _PendingFinal, timestamp_ms: int, extensions: bytes) -> GeneratedEntry:
         sct = sct_list_extension(
-            self._sct_log_id, pending.precert_timestamp_ms, pending.precert_leaf, self._sct_key
+            self._sct_log_id,
+            pending.precert_timestamp_ms,
+            pending.precert_leaf,
+            self._sct_key,
+            pending.precert_extensions,
         )
         final = pending.builder.add_extension(sct, critical=False)
         cert_der = final.sign(pending.issuer.key, hashes.SHA256()).public_bytes(_DER)
-        leaf = encode_x509_leaf(timestamp_ms, cert_der)
+        leaf = encode_x509_leaf(timestamp_ms, cert_der, extensions)
         extra = pending.issuer.x509_extra_data
         return GeneratedEntry(leaf, extra, "x509", pending.names, timestamp_ms, cert_der, None)
 

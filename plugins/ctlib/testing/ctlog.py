@@ -1,14 +1,19 @@
-"""A local RFC 6962 CT log server for tests, `make demo` and benchmarks.
+"""A local CT log server (RFC 6962 and static-ct-api) for tests, `make demo` and benchmarks.
 
 `LogServer` hosts several `LocalCTLog`s on one ThreadingHTTPServer bound to 127.0.0.1;
-each log lives under `/<slug>/` and answers the RFC 6962 section 4 read API
-(`ct/v1/get-sth`, `get-entries`, `get-roots`, `get-sth-consistency`, `get-proof-by-hash`,
-`get-entry-and-proof`) from a real Merkle tree with STHs signed by its own P-256 key.
+each log lives under `/<slug>/`, from a real Merkle tree with tree heads signed by its own
+P-256 key. A classic log answers the RFC 6962 section 4 read API (`ct/v1/get-sth`,
+`get-entries`, `get-roots`, `get-sth-consistency`, `get-proof-by-hash`,
+`get-entry-and-proof`). A tiled log (`tiled=True`) answers the static-ct-api monitoring
+API instead: `checkpoint` (a signed note whose origin is `127.0.0.1:<port>/<slug>`, the
+submission prefix without scheme and trailing slash), hash tiles `tile/<L>/<N>[.p/<W>]`,
+data tiles `tile/data/<N>[.p/<W>]` (gzip when the client accepts it) and `issuer/<hex>`;
+its entries carry the leaf_index extension from the start, as a static-ct-api log's do.
 
 Like a real log, entries appended by `grow` are served only once `publish` has signed
-an STH covering them. Faults (`Faults`) are changeable while serving.
+a tree head covering them. Faults (`Faults`) are changeable while serving.
 
-    python -m ctlib.testing.ctlog --logs 3 --port 8800 --log-list .run/log_list.json --rate 20
+    python -m ctlib.testing.ctlog --logs 3 --tiled 1 --port 8800 --log-list .run/log_list.json
 
 Everything here is safe to call from several threads at once.
 """
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import datetime as dt
+import gzip
 import hashlib
 import json
 import signal
@@ -25,8 +32,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -36,10 +43,22 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ctlib.leaf import parse_extra_data
 from ctlib.loglist import slugify
 from ctlib.merkle import MerkleTree, leaf_hash
-from ctlib.sth import SignedTreeHead, sign_sth
+from ctlib.sth import SignedTreeHead, sign_checkpoint, sign_sth
 from ctlib.testing.certs import CertFactory, EntryType, GeneratedEntry
+from ctlib.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    TileError,
+    TileRef,
+    encode_hash_tile,
+    encode_leaf_index_extension,
+    encode_tile_leaf,
+    parse_tile_path,
+    tile_width,
+)
 
 HOST = "127.0.0.1"  # never anything else: this server has no authentication at all
 OPERATOR = "ct-airflow local"
@@ -56,21 +75,40 @@ ENDPOINTS = frozenset(
         "get-entry-and-proof",
     }
 )
+# What a tiled log's requests are counted (and faulted) as: checkpoint, hash tiles, data
+# tiles, issuer certificates.
+STATIC_ENDPOINTS = frozenset({"checkpoint", "tile", "data", "issuer"})
+_OCTETS = "application/octet-stream"
 
 
 @dataclass
 class Faults:
-    """Misbehaviour of one log, read at every request: mutate it while the server runs.
+    """Misbehaviour of one log, read at every request: mutate it while the server runs
+    (`log.faults.fork = True`, later `False`), so a test can break a log and fix it again.
 
-    The `*_every` knobs count the log's requests to `endpoints` (all of them when None),
-    from 1: every Nth answers 429 (with `Retry-After: retry_after`), 503/500 (alternately),
-    or a truncated JSON body; 0 turns a knob off, 1 makes every request fault.
+    The `*_every` knobs count the log's requests to `endpoints` (all of them when None;
+    names from ENDPOINTS, or STATIC_ENDPOINTS for a tiled log), from 1: every Nth answers
+    429 (with `Retry-After: retry_after`), 503/500 (alternately), or a truncated body
+    (invalid JSON, or half a tile / checkpoint / certificate); 0 turns a knob off, 1 makes
+    every request fault. `cap` (most entries per get-entries) does not apply to tiled logs.
 
     `malformed` indices are *logged* corrupted when appended (bad framing or bad DER, by
-    index % 3): the tree hashes the corrupted bytes, so the log stays consistent and only a
-    decoder notices. Set it before the entries exist (e.g. via `add_log(faults=...)`).
-    `tampered` indices are served with one byte flipped: they decode, but no longer hash to
-    the signed root, as from a log that lies.
+    index % 3; always bad DER in a tiled log, whose tiles must stay parseable): the tree
+    hashes the corrupted bytes, so the log stays consistent and only a decoder notices. Set
+    it before the entries exist (e.g. via `add_log(faults=...)`).
+    `tampered` indices are served (get-entries, data tiles) with one byte flipped: they
+    decode, but no longer hash to the signed root, as from a log that lies.
+
+    Tree-head misbehaviour, in both modes:
+    * `bad_signature`: get-sth / checkpoint carry a signature that does not verify.
+    * `rollback_to`: the tree head served is a properly signed one for this smaller size.
+    * `fork`: from now on the log serves another tree, properly signed, whose entries from
+      `fork_at` on differ (a byte flipped, still decodable): entries, tiles, proofs and tree
+      head all come from it, so a monitor sees two signed roots for one size. Switching it
+      off serves the original tree again.
+    Tiled logs only: `corrupt_issuers` serves issuer certificates with a byte flipped (no
+    longer hashing to their fingerprints); `raw_gzip` serves data tiles gzip-compressed
+    without a Content-Encoding header, like a misconfigured bucket.
     """
 
     cap: int = 1000
@@ -82,6 +120,12 @@ class Faults:
     malformed: frozenset[int] = frozenset()
     tampered: frozenset[int] = frozenset()
     endpoints: frozenset[str] | None = None
+    bad_signature: bool = False
+    rollback_to: int | None = None
+    fork: bool = False
+    fork_at: int = 0
+    corrupt_issuers: bool = False
+    raw_gzip: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,10 +191,10 @@ def derive_log_key(seed: int, description: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(secret, ec.SECP256R1())
 
 
-def corrupt_malformed(leaf_input: bytes, index: int) -> bytes:
-    """The corrupted form a `malformed` entry is logged in, by index % 3:
+def corrupt_malformed(leaf_input: bytes, index: int, *, der_only: bool = False) -> bytes:
+    """The corrupted form a `malformed` entry is logged in, by index % 3 (2 when der_only):
     0 truncated to half, 1 unknown entry type 7, 2 certificate DER whose outer tag is wrong."""
-    mode = index % 3
+    mode = 2 if der_only else index % 3
     if mode == 0:
         return leaf_input[: len(leaf_input) // 2]
     out = bytearray(leaf_input)
@@ -163,17 +207,69 @@ def corrupt_malformed(leaf_input: bytes, index: int) -> bytes:
     return bytes(out)
 
 
-def _tamper(leaf_input: bytes) -> bytes:
+def _tamper(leaf_input: bytes, ext_len: int = 0, bit: int = 0x01) -> bytes:
+    """`leaf_input` with a bit of the signed entry's last byte flipped: inside the signature
+    (x509) or the last TBS byte, so it still decodes. `ext_len` is the length of its
+    CtExtensions (8 in a tiled log: the leaf_index, which must stay intact)."""
     out = bytearray(leaf_input)
-    out[-3] ^= 0x01  # inside the signature (x509) or last TBS byte: still decodes
+    out[len(out) - 3 - ext_len] ^= bit
     return bytes(out)
+
+
+def _corrupt_signature(signature: bytes) -> bytes:
+    # The last byte of a DigitallySigned is inside the ECDSA/RSA signature value: the
+    # structure still parses, the signature no longer verifies.
+    return signature[:-1] + bytes([signature[-1] ^ 0x01])
+
+
+def _corrupt_note(note: bytes) -> bytes:
+    """A checkpoint note whose signature line(s) carry a signature that does not verify."""
+    body, _, signatures = note.decode("utf-8").rpartition("\n\n")
+    lines = []
+    for line in signatures.split("\n")[:-1]:
+        prefix, _, b64 = line.rpartition(" ")
+        lines.append(f"{prefix} {_b64(_corrupt_signature(base64.b64decode(b64)))}")
+    return f"{body}\n\n{chr(10).join(lines)}\n".encode("utf-8")
+
+
+def _static_endpoint(path: str) -> str:
+    """What a tiled-log request counts as (STATIC_ENDPOINTS), or the path when unknown."""
+    if path == "checkpoint":
+        return "checkpoint"
+    if path.startswith("tile/data/"):
+        return "data"
+    if path.startswith("tile/"):
+        return "tile"
+    if path.startswith("issuer/"):
+        return "issuer"
+    return path
+
+
+@dataclass
+class _Fork:
+    """The other tree a forked log serves: entries before `at` shared, the rest flipped."""
+
+    at: int
+    leaves: list[bytes]
+    tree: MerkleTree
+    sth: SignedTreeHead | None = None
+
+
+@dataclass(frozen=True)
+class _View:
+    """What the log serves right now: its leaves (read under the log's lock), their tree and
+    the published head of that tree (before rollback_to / bad_signature apply)."""
+
+    leaves: list[bytes]
+    tree: MerkleTree
+    sth: SignedTreeHead
 
 
 class LocalCTLog:
     """One log: its key, entries, Merkle tree, published STH, faults and request counters.
 
-    `grow`, `submit`, `publish` and `answer` are safe to call concurrently; `tick` belongs
-    to the one growth thread of the server hosting the log.
+    `grow`, `submit`, `publish`, `answer` and `answer_static` are safe to call concurrently;
+    `tick` belongs to the one growth thread of the server hosting the log.
     """
 
     def __init__(
@@ -184,11 +280,16 @@ class LocalCTLog:
         faults: Faults | None = None,
         rate: float = 0.0,
         key: ec.EllipticCurvePrivateKey | None = None,
+        tiled: bool = False,
+        origin: str | None = None,
     ) -> None:
         self.description = description
         self.slug = slugify(description)
         if not self.slug:
             raise ValueError(f"log description {description!r} gives an empty slug")
+        self.tiled = tiled
+        # The checkpoint origin: the submission prefix without scheme and trailing slash.
+        self.origin = origin or f"{HOST}/{self.slug}"
         self.key = key or derive_log_key(seed, description)
         self.key_der = self.key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -198,11 +299,18 @@ class LocalCTLog:
         self.rate = rate  # entries per second added by the server's growth thread
         self.created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         self._factory = CertFactory(seed, sct_key=self.key, sct_log_id=self.log_id)
+        self._issuers = self._factory.pki.issuers_by_fingerprint() if tiled else {}
+        self._fingerprints = {der: fp for fp, der in self._issuers.items()}
+        self._ext_len = len(encode_leaf_index_extension(0)) if tiled else 0
         self._leaves: list[bytes] = []
         self._extras: list[bytes] = []
         self._tree = MerkleTree()
+        self._published: list[int] = []  # every tree size published, ascending (partial tiles)
+        self._fork: _Fork | None = None
+        self._heads: dict[tuple[bytes, int, int], SignedTreeHead] = {}  # rolled-back heads
+        self._notes: dict[SignedTreeHead, bytes] = {}  # checkpoints of served heads
         self._gen_lock = threading.Lock()  # factory and entry timestamps; taken before _lock
-        self._lock = threading.Lock()  # entries, tree, STH, counters
+        self._lock = threading.Lock()  # entries, trees, heads, counters
         self._last_entry_ms = 0
         self._last_sth_ms = 0
         self._carry = 0.0
@@ -228,7 +336,7 @@ class LocalCTLog:
 
     @property
     def sth(self) -> SignedTreeHead:
-        """The STH last published: the log serves nothing beyond its tree size."""
+        """The STH last published (of the true tree, whatever the faults)."""
         with self._lock:
             return self._sth
 
@@ -237,10 +345,24 @@ class LocalCTLog:
         """DER of the roots this log accepts (its get-roots)."""
         return tuple(root.cert_der for root in self._factory.pki.roots)
 
+    @property
+    def issuers(self) -> Mapping[bytes, bytes]:
+        """A tiled log's issuer certificates (DER) by SHA-256 fingerprint; empty otherwise."""
+        return dict(self._issuers)
+
     def entry(self, index: int) -> tuple[bytes, bytes]:
         """(leaf_input, extra_data) as stored at `index` (published or not)."""
         with self._lock:
             return self._leaves[index], self._extras[index]
+
+    def served_sth(self) -> SignedTreeHead:
+        """The tree head get-sth / checkpoint serves now, faults (fork, rollback, bad
+        signature) included."""
+        return self._served_head(self._view())
+
+    def checkpoint(self) -> bytes:
+        """The checkpoint note served now, faults included."""
+        return self._note(self._view())
 
     def counts(self) -> RequestCounts:
         with self._lock:
@@ -263,7 +385,7 @@ class LocalCTLog:
             first = len(self._leaves)
             malformed = self.faults.malformed
             leaves = [
-                corrupt_malformed(e.leaf_input, i) if i in malformed else e.leaf_input
+                corrupt_malformed(e.leaf_input, i, der_only=self.tiled) if i in malformed else e.leaf_input
                 for i, e in enumerate(entries, first)
             ]
             self._leaves.extend(leaves)
@@ -276,13 +398,21 @@ class LocalCTLog:
         self._last_entry_ms = max(_now_ms(), self._last_entry_ms)
         return self._last_entry_ms
 
+    def _extensions(self, index: int) -> bytes:
+        # A static-ct-api log's TimestampedEntry carries its leaf_index; RFC 6962 logs none.
+        return encode_leaf_index_extension(index) if self.tiled else b""
+
     def grow(self, n: int) -> int:
         """Append `n` generated entries (not yet published); return the new size."""
         with self._gen_lock:
             done = 0
             while done < n:
                 count = min(_GROW_CHUNK, n - done)
-                batch = [self._factory.next_entry(self._timestamp()) for _ in range(count)]
+                first = self.size  # stable: only this thread (holding _gen_lock) appends
+                batch = [
+                    self._factory.next_entry(self._timestamp(), extensions=self._extensions(first + k))
+                    for k in range(count)
+                ]
                 self._append(batch)
                 done += len(batch)
         return self.size
@@ -290,7 +420,9 @@ class LocalCTLog:
     def submit(self, names: Sequence[str], *, entry_type: EntryType | None = None) -> int:
         """Append one certificate for exactly `names` (not yet published); return its index."""
         with self._gen_lock:
-            entry = self._factory.next_entry(self._timestamp(), names=names, entry_type=entry_type)
+            entry = self._factory.next_entry(
+                self._timestamp(), names=names, entry_type=entry_type, extensions=self._extensions(self.size)
+            )
             return self._append([entry])
 
     def publish(self) -> SignedTreeHead:
@@ -301,6 +433,8 @@ class LocalCTLog:
             timestamp = max(_now_ms(), self._last_entry_ms, self._last_sth_ms + 1)
             self._sth = sign_sth(size, timestamp, self._tree.root(size), self.key)
             self._last_sth_ms = timestamp
+            if not self._published or self._published[-1] != size:
+                self._published.append(size)
             return self._sth
 
     def tick(self, now: float | None = None) -> None:
@@ -315,13 +449,98 @@ class LocalCTLog:
         self.grow(n)
         self.publish()
 
+    # ----------------------------------------------------------------- what is served
+
+    def _view(self) -> _View:
+        """The true tree, or the forked one while `faults.fork` is on."""
+        with self._lock:
+            if not self.faults.fork:
+                return _View(self._leaves, self._tree, self._sth)
+            fork = self._forked()
+            return _View(fork.leaves, fork.tree, fork.sth)
+
+    def _forked(self) -> _Fork:
+        """The fork, brought up to date with the log (call with _lock held)."""
+        at = max(0, self.faults.fork_at)
+        fork = self._fork
+        if fork is None or fork.at != at:
+            shared = self._leaves[:at]
+            tree = MerkleTree(self._tree.leaf_hash_at(i) for i in range(len(shared)))
+            fork = self._fork = _Fork(at, shared, tree)
+        start = len(fork.leaves)
+        new = [
+            leaf if i < at else _tamper(leaf, self._ext_len, bit=0x02)
+            for i, leaf in enumerate(self._leaves[start:], start)
+        ]
+        fork.leaves.extend(new)
+        fork.tree.extend(leaf_hash(leaf) for leaf in new)
+        sth = self._sth
+        if fork.sth is None or (fork.sth.tree_size, fork.sth.timestamp) != (sth.tree_size, sth.timestamp):
+            # The same publication, signed over the other tree: two valid heads for one size.
+            fork.sth = sign_sth(sth.tree_size, sth.timestamp, fork.tree.root(sth.tree_size), self.key)
+        return fork
+
+    def _unbroken_head(self, view: _View) -> SignedTreeHead:
+        """The head to serve before bad_signature: the view's, or its rolled-back one."""
+        rollback = self.faults.rollback_to
+        if rollback is None or not 0 <= rollback < view.sth.tree_size:
+            return view.sth
+        key = (view.sth.root_hash, rollback, view.sth.timestamp)  # the root names the tree
+        with self._lock:
+            head = self._heads.get(key)
+            if head is None:
+                if len(self._heads) > 64:
+                    self._heads.clear()
+                root = view.tree.root(rollback)
+                head = self._heads[key] = sign_sth(rollback, view.sth.timestamp, root, self.key)
+            return head
+
+    def _served_head(self, view: _View) -> SignedTreeHead:
+        head = self._unbroken_head(view)
+        if self.faults.bad_signature:
+            head = replace(head, signature=_corrupt_signature(head.signature))
+        return head
+
+    def _note(self, view: _View) -> bytes:
+        head = self._unbroken_head(view)
+        with self._lock:
+            note = self._notes.get(head)
+            if note is None:
+                if len(self._notes) > 64:
+                    self._notes.clear()
+                note = sign_checkpoint(self.origin, head.tree_size, head.root_hash, head.timestamp, self.key)
+                self._notes[head] = note
+        return _corrupt_note(note) if self.faults.bad_signature else note
+
     # ----------------------------------------------------------------- serving
 
     def answer(self, endpoint: str, query: Mapping[str, str]) -> Answer:
-        """The answer to `GET ct/v1/<endpoint>?<query>`, faults included (may sleep)."""
+        """The answer to `GET ct/v1/<endpoint>?<query>`, faults included (may sleep). A tiled
+        log answers only get-roots there (its submission API)."""
+        if self.tiled and endpoint != "get-roots":
+            refusal = BadRequest("a tiled log has no RFC 6962 read API", 404)
+            return self._serve(endpoint, lambda: _raise(refusal))
+        return self._serve(endpoint, lambda: self._dispatch(endpoint, query))
+
+    def answer_static(self, path: str, *, accept_gzip: bool = False) -> Answer:
+        """The answer to `GET <path>` below a tiled log's prefix (`checkpoint`, `tile/...`,
+        `issuer/<hex>`), faults included (may sleep). Data tiles are gzip-compressed when the
+        client accepts it (Content-Encoding: gzip), or raw when `faults.raw_gzip`."""
+        endpoint = _static_endpoint(path)
+        if not self.tiled:
+            refusal = BadRequest("not a tiled log", 404)
+            return self._serve(endpoint, lambda: _raise(refusal))
+        answer = self._serve(endpoint, lambda: self._dispatch_static(path))
+        raw_gzip = self.faults.raw_gzip
+        if answer.status != 200 or endpoint != "data" or not (accept_gzip or raw_gzip):
+            return answer
+        headers = answer.headers if raw_gzip else answer.headers + (("Content-Encoding", "gzip"),)
+        return replace(answer, body=gzip.compress(answer.body, compresslevel=1, mtime=0), headers=headers)
+
+    def _serve(self, endpoint: str, produce: Callable[[], tuple[Answer, int]]) -> Answer:
         faults = self.faults
-        scope = ENDPOINTS if faults.endpoints is None else faults.endpoints
-        faultable = endpoint in ENDPOINTS and endpoint in scope
+        known = endpoint in ENDPOINTS or endpoint in STATIC_ENDPOINTS
+        faultable = known and (faults.endpoints is None or endpoint in faults.endpoints)
         with self._lock:
             self._counters.endpoints[endpoint] += 1
             if faultable:
@@ -336,12 +555,12 @@ class LocalCTLog:
             status = 503 if (n // faults.http_5xx_every) % 2 else 500
             return self._outcome("server_errors", _text(status, "unavailable"))
         try:
-            result, served = self._dispatch(endpoint, query)
+            result, served = produce()
         except BadRequest as err:
             return self._outcome("client_errors", _text(err.status, str(err)))
         if faultable and faults.invalid_json_every and n % faults.invalid_json_every == 0:
             half = result.body[: max(1, len(result.body) // 2)]
-            return self._outcome("invalid_json", Answer(200, half))
+            return self._outcome("invalid_json", replace(result, body=half))
         with self._lock:
             self._counters.entries_served += served
         return self._outcome("ok", result)
@@ -352,9 +571,10 @@ class LocalCTLog:
         return answer
 
     def _dispatch(self, endpoint: str, q: Mapping[str, str]) -> tuple[Answer, int]:
-        sth = self.sth
+        view = self._view()
+        sth = view.sth
         if endpoint == "get-sth":
-            return _json(sth.to_json()), 0
+            return _json(self._served_head(view).to_json()), 0
         if endpoint == "get-roots":
             return _json({"certificates": [_b64(der) for der in self.roots]}), 0
         if endpoint == "get-entries":
@@ -365,7 +585,7 @@ class LocalCTLog:
                 raise BadRequest(f"start {start} is not below the tree size {sth.tree_size}")
             end = min(end, sth.tree_size - 1, start + max(1, self.faults.cap) - 1)
             with self._lock:
-                leaves = self._leaves[start : end + 1]
+                leaves = view.leaves[start : end + 1]
                 extras = self._extras[start : end + 1]
             tampered = self.faults.tampered
             entries = [
@@ -383,7 +603,7 @@ class LocalCTLog:
                     f"need first <= second <= {sth.tree_size}, got {first} and {second}"
                 )
             with self._lock:
-                proof = self._tree.consistency_proof(first, second)
+                proof = view.tree.consistency_proof(first, second)
             return _json({"consistency": [_b64(h) for h in proof]}), 0
         if endpoint == "get-proof-by-hash":
             size = self._tree_size(q, sth)
@@ -393,18 +613,18 @@ class LocalCTLog:
             except ValueError:
                 raise BadRequest("hash is not base64") from None
             with self._lock:
-                index = self._tree.index_of(wanted)
+                index = view.tree.index_of(wanted)
                 if index is None or index >= size:
                     raise BadRequest(f"no leaf with this hash in the tree of size {size}", 404)
-                proof = self._tree.inclusion_proof(index, size)
+                proof = view.tree.inclusion_proof(index, size)
             return _json({"leaf_index": index, "audit_path": [_b64(h) for h in proof]}), 0
         if endpoint == "get-entry-and-proof":
             index, size = _int(q, "leaf_index"), self._tree_size(q, sth)
             if index >= size:
                 raise BadRequest(f"leaf_index {index} is not below tree_size {size}")
             with self._lock:
-                leaf, extra = self._leaves[index], self._extras[index]
-                proof = self._tree.inclusion_proof(index, size)
+                leaf, extra = view.leaves[index], self._extras[index]
+                proof = view.tree.inclusion_proof(index, size)
             if index in self.faults.tampered:
                 leaf = _tamper(leaf)
             body = {
@@ -421,6 +641,84 @@ class LocalCTLog:
         if not 1 <= size <= sth.tree_size:
             raise BadRequest(f"tree_size {size} is not in [1, {sth.tree_size}]")
         return size
+
+    # ----------------------------------------------------------------- static-ct-api
+
+    def _dispatch_static(self, path: str) -> tuple[Answer, int]:
+        view = self._view()
+        if path == "checkpoint":
+            return Answer(200, self._note(view), content_type="text/plain; charset=utf-8"), 0
+        if path.startswith("issuer/"):
+            fingerprint = path.removeprefix("issuer/")
+            der = self._issuers.get(bytes.fromhex(fingerprint)) if _is_hex64(fingerprint) else None
+            if der is None:
+                raise BadRequest(f"no issuer {fingerprint}", 404)
+            if self.faults.corrupt_issuers:
+                der = der[:-1] + bytes([der[-1] ^ 0x01])
+            return Answer(200, der, content_type="application/pkix-cert"), 0
+        try:
+            tile = parse_tile_path(path)
+        except TileError:
+            raise BadRequest(f"no such resource {path!r}", 404) from None
+        if not self._tile_served(tile, view.sth.tree_size):
+            raise BadRequest(f"{tile} is not served at tree size {view.sth.tree_size}", 404)
+        if tile.data:
+            return Answer(200, self._data_tile(view, tile), content_type=_OCTETS), tile.width
+        with self._lock:
+            body = encode_hash_tile(_tile_hashes(view.tree, tile))
+        return Answer(200, body, content_type=_OCTETS), 0
+
+    def _tile_served(self, tile: TileRef, size: int) -> bool:
+        """As static-ct-api logs do: full tiles once full; a partial tile only at the width a
+        published (or the served rolled-back) tree size gives it, and only until it is full."""
+        have = tile_width(tile.level, tile.index, size)
+        if not tile.partial or have == TILE_WIDTH:
+            return tile.width == have
+        shift = TILE_HEIGHT * tile.level
+        low = (tile.start + tile.width) << shift  # the sizes giving this tile that width
+        high = low + (1 << shift)
+        rollback = self.faults.rollback_to
+        if rollback is not None and low <= rollback < high:
+            return True
+        with self._lock:
+            at = bisect.bisect_left(self._published, low)
+            return at < len(self._published) and self._published[at] < high
+
+    def _data_tile(self, view: _View, tile: TileRef) -> bytes:
+        with self._lock:
+            leaves = view.leaves[tile.start : tile.start + tile.width]
+            extras = self._extras[tile.start : tile.start + tile.width]
+        tampered = self.faults.tampered
+        out = bytearray()
+        for i, (leaf, extra) in enumerate(zip(leaves, extras), tile.start):
+            if i in tampered:
+                leaf = _tamper(leaf, self._ext_len)
+            # leaf_input = 0x00 0x00 || TimestampedEntry; byte 11 is the low byte of entry_type.
+            chain = parse_extra_data("x509" if leaf[11] == 0 else "precert", extra)
+            fingerprints = [self._fingerprint(der) for der in chain.chain]
+            out += encode_tile_leaf(leaf[2:], fingerprints, chain.pre_certificate)
+        return bytes(out)
+
+    def _fingerprint(self, der: bytes) -> bytes:
+        found = self._fingerprints.get(der)  # chain certificates repeat: hash each once
+        if found is None:
+            found = self._fingerprints[der] = hashlib.sha256(der).digest()
+        return found
+
+
+def _tile_hashes(tree: MerkleTree, tile: TileRef) -> list[bytes]:
+    # MerkleTree memoises every complete node; its private accessor is the cheap way to read
+    # the level-8L nodes a hash tile holds (callers check the tile is complete in the tree).
+    level = TILE_HEIGHT * tile.level
+    return [bytes(tree._node(level, i)) for i in range(tile.start, tile.start + tile.width)]
+
+
+def _is_hex64(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _raise(err: Exception) -> Any:
+    raise err
 
 
 def _int(q: Mapping[str, str], name: str) -> int:
@@ -442,13 +740,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
         parts = urlsplit(self.path)
-        slug, sep, rest = parts.path.lstrip("/").partition("/ct/v1/")
-        log = self.server.logs.get(slug) if sep else None
-        if log is None or "/" in rest:
+        slug, _, rest = parts.path.lstrip("/").partition("/")
+        log = self.server.logs.get(slug)
+        endpoint = rest.removeprefix("ct/v1/")
+        if log is not None and endpoint != rest and "/" not in endpoint:
+            query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            self._send(log.answer(endpoint, query))
+        elif log is not None and log.tiled and endpoint == rest:
+            accept = self.headers.get("Accept-Encoding", "")
+            self._send(log.answer_static(rest, accept_gzip="gzip" in accept.lower()))
+        else:
             self._send(_text(404, "not found"))
-            return
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        self._send(log.answer(rest, query))
 
     def _send(self, answer: Answer) -> None:
         try:
@@ -507,15 +809,24 @@ class LogServer:
         initial_size: int = 0,
         rate: float = 0.0,
         faults: Faults | None = None,
+        tiled: bool = False,
     ) -> LocalCTLog:
-        """Create, fill (`initial_size` entries, published) and host a log named `name`.
+        """Create, fill (`initial_size` entries, published) and host a log named `name`;
+        `tiled` makes it a static-ct-api log (checkpoint origin `127.0.0.1:<port>/<slug>`).
 
         `seed` defaults to the log's position (1, 2, ...), so logs differ. Raises
         ValueError if another log already has the same slug.
         """
         with self._lock:
             position = len(self._logs) + 1
-        log = LocalCTLog(name, seed=position if seed is None else seed, faults=faults, rate=rate)
+        log = LocalCTLog(
+            name,
+            seed=position if seed is None else seed,
+            faults=faults,
+            rate=rate,
+            tiled=tiled,
+            origin=f"{HOST}:{self.port}/{slugify(name)}",
+        )
         if initial_size:
             log.grow(initial_size)
         log.publish()
@@ -527,7 +838,8 @@ class LogServer:
         return log
 
     def url_of(self, log: LocalCTLog) -> str:
-        """The log's RFC 6962 base URL, ending with '/'."""
+        """The log's RFC 6962 base URL, or a tiled log's submission and monitoring prefix;
+        ending with '/'."""
         return f"http://{HOST}:{self.port}/{log.slug}/"
 
     def start(self) -> LogServer:
@@ -585,23 +897,28 @@ class LogServer:
                 return
 
     def log_list(self) -> dict[str, Any]:
-        """A Google log list v3 describing this server's logs, all `usable`."""
+        """A Google log list v3 describing this server's logs, all `usable`; tiled logs under
+        `tiled_logs` with submission and monitoring URL (the same prefix) and mmd 60."""
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         # Generous: certificates expire 90 days after issuance, whatever the clock says.
         start = dt.datetime(now.year - 1, 1, 1, tzinfo=dt.timezone.utc)
         end = dt.datetime(now.year + 2, 1, 1, tzinfo=dt.timezone.utc)
-        logs = [
-            {
+
+        def entry(log: LocalCTLog) -> dict[str, Any]:
+            url = self.url_of(log)
+            where = {"submission_url": url, "monitoring_url": url} if log.tiled else {"url": url}
+            return {
                 "description": log.description,
                 "log_id": log.log_id_b64,
                 "key": log.key_b64,
-                "url": self.url_of(log),
-                "mmd": 86400,
+                **where,
+                "mmd": 60 if log.tiled else 86400,
                 "state": {"usable": {"timestamp": _iso(log.created)}},
                 "temporal_interval": {"start_inclusive": _iso(start), "end_exclusive": _iso(end)},
             }
-            for log in self.logs
-        ]
+
+        logs = [entry(log) for log in self.logs if not log.tiled]
+        tiled_logs = [entry(log) for log in self.logs if log.tiled]
         return {
             "version": "1.0",
             "log_list_timestamp": _iso(now),
@@ -610,7 +927,7 @@ class LogServer:
                     "name": OPERATOR,
                     "email": ["ct-airflow-local@example.org"],
                     "logs": logs,
-                    "tiled_logs": [],
+                    "tiled_logs": tiled_logs,
                 }
             ],
         }
@@ -638,6 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add = parser.add_argument
     add("--logs", type=int, default=1, help="number of logs (default 1)")
+    add("--tiled", type=int, default=0, help="how many of the logs are static-ct-api (tiled) logs")
     add("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     add("--log-list", type=Path, required=True, help="where to write the log list JSON")
     add("--initial-size", type=int, default=0, help="entries per log at start")
@@ -647,15 +965,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.logs < 1 or args.initial_size < 0 or args.rate < 0 or args.cap < 1:
         parser.error("--logs and --cap must be >= 1, --initial-size and --rate >= 0")
+    if not 0 <= args.tiled <= args.logs:
+        parser.error("--tiled must be between 0 and --logs")
 
     stop = threading.Event()
     # SIGTERM (docker, make) must stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = LogServer(args.port)
+    classic = args.logs - args.tiled
     for i in range(1, args.logs + 1):
+        tiled = i > classic
         server.add_log(
-            f"Local Test Log {i}",
+            f"Local Tiled Log {i - classic}" if tiled else f"Local Test Log {i}",
+            tiled=tiled,
             seed=args.seed + i,
             initial_size=args.initial_size,
             rate=args.rate,

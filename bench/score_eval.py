@@ -1,0 +1,204 @@
+"""Evaluate ctlib.score against the phishing_catcher baseline on the labelled hostnames.
+
+Data (tests.paths.PHISHING): ``labelled_hostnames.tsv`` (host, label phishing|benign, source,
+first_seen, shared_platform) plus ``idn_homographs.txt`` (every line a phishing name).
+
+For each scorer and each target false-positive rate it reports the recall at the lowest
+threshold whose FPR on the benign set does not exceed the target: a name alerts when its score
+is strictly above the threshold, and the threshold is a benign score (or -inf), so ties at the
+threshold never alert and the realised FPR is never above the target. Also ROC AUC (ties count
+one half) and the recall on names with ``shared_platform=0`` (at the same thresholds).
+
+Figures are given on all names and on two halves split by a hash of the registered domain:
+``tune`` (the half the lists and weights were tuned on) and ``holdout`` (never looked at while
+tuning). ``python bench/score_eval.py [--out bench/results/score_eval.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import tldextract
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `tests` and `bench` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench import phishing_catcher_baseline as baseline  # noqa: E402
+
+FPRS: tuple[float, ...] = (0.0075, 0.025)
+DEFAULT_OUT = ROOT / "bench" / "results" / "score_eval.json"
+_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled name; `half` is "tune" or "holdout" (stable: a hash of the registered domain)."""
+
+    host: str
+    phishing: bool
+    shared_platform: bool
+    half: str
+
+
+def half_of(host: str) -> str:
+    """The split a name belongs to. Whole registered domains go to one side, so near-duplicate
+    names of one campaign domain never straddle the split."""
+    parts = _EXTRACT(host.removeprefix("*."))
+    key = parts.top_domain_under_public_suffix or host
+    return "tune" if hashlib.sha256(key.encode()).digest()[0] % 2 == 0 else "holdout"
+
+
+def load_examples(folder: Path) -> list[Example]:
+    """The labelled hostnames plus the IDN homographs (as phishing, not on a shared platform
+    unless the TSV says so: they are listed bare)."""
+    out: list[Example] = []
+    with (folder / "labelled_hostnames.tsv").open(newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            host = row["host"].strip().lower()
+            out.append(Example(host, row["label"] == "phishing", row["shared_platform"] == "1", half_of(host)))
+    for line in (folder / "idn_homographs.txt").read_text().splitlines():
+        host = line.strip().lower()
+        if host:
+            out.append(Example(host, True, False, half_of(host)))
+    return out
+
+
+@dataclass(frozen=True)
+class AtFpr:
+    """Recall at one target FPR: `threshold` (alert when score > threshold), the realised FPR."""
+
+    target_fpr: float
+    threshold: float
+    fpr: float
+    recall: float
+    recall_not_shared: float
+
+
+def threshold_at(benign: Sequence[float], target_fpr: float) -> float:
+    """Lowest threshold t (a benign score, or -inf) with #{benign > t} / n <= target_fpr."""
+    ordered = sorted(benign)
+    n = len(ordered)
+    allowed = math.floor(target_fpr * n + 1e-9)  # benign names that may score above t
+    if allowed >= n:
+        return -math.inf
+    # t must be >= the (n - allowed)-th smallest score; any tie with it stays at or below t.
+    return ordered[n - allowed - 1]
+
+
+def roc_auc(benign: Sequence[float], phishing: Sequence[float]) -> float:
+    """P(phishing score > benign score) + 0.5 P(equal), by ranks (Mann-Whitney U)."""
+    pooled = sorted([(s, 0) for s in benign] + [(s, 1) for s in phishing])
+    rank_sum, i = 0.0, 0
+    while i < len(pooled):
+        j = i
+        while j < len(pooled) and pooled[j][0] == pooled[i][0]:
+            j += 1
+        mid_rank = (i + j + 1) / 2  # average 1-based rank of the tie group
+        rank_sum += mid_rank * sum(label for _, label in pooled[i:j])
+        i = j
+    n_pos, n_neg = len(phishing), len(benign)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def evaluate(scores: Sequence[float], examples: Sequence[Example]) -> dict:
+    """Figures for one scorer's `scores` (aligned with `examples`)."""
+    benign = [s for s, e in zip(scores, examples) if not e.phishing]
+    phish = [(s, e) for s, e in zip(scores, examples) if e.phishing]
+    not_shared = [s for s, e in phish if not e.shared_platform]
+    result: dict = {"n_benign": len(benign), "n_phishing": len(phish), "n_phishing_not_shared": len(not_shared)}
+    at = []
+    for target in FPRS:
+        t = threshold_at(benign, target)
+        at.append(
+            AtFpr(
+                target_fpr=target,
+                threshold=t,
+                fpr=sum(s > t for s in benign) / len(benign),
+                recall=sum(s > t for s, _ in phish) / len(phish),
+                recall_not_shared=sum(s > t for s in not_shared) / max(len(not_shared), 1),
+            )
+        )
+    result["at_fpr"] = [asdict(a) for a in at]
+    result["roc_auc"] = roc_auc(benign, [s for s, _ in phish])
+    return result
+
+
+def score_all(score: Callable[[str], float], examples: Sequence[Example]) -> list[float]:
+    return [float(score(e.host)) for e in examples]
+
+
+def scorers() -> dict[str, Callable[[str], float]]:
+    """The two scorers compared: name -> function of a DNS name to its score."""
+    from ctlib.score import Scorer
+
+    ours = Scorer()
+    return {"phishing_catcher": baseline.score_domain, "ctlib.score": lambda n: ours.score(n).score}
+
+
+def run(folder: Path) -> dict:
+    """Every figure, for every scorer, on all names and on each half."""
+    examples = load_examples(folder)
+    report: dict = {"fprs": list(FPRS), "scorers": {}}
+    for name, fn in scorers().items():
+        start = time.perf_counter()
+        scores = score_all(fn, examples)
+        elapsed = time.perf_counter() - start
+        per_split = {"all": evaluate(scores, examples)}
+        for half in ("tune", "holdout"):
+            idx = [i for i, e in enumerate(examples) if e.half == half]
+            per_split[half] = evaluate([scores[i] for i in idx], [examples[i] for i in idx])
+        per_split["names_per_second_cold"] = len(examples) / elapsed
+        report["scorers"][name] = per_split
+    return report
+
+
+def _print(report: dict) -> None:
+    for name, figures in report["scorers"].items():
+        print(f"{name}  ({figures['names_per_second_cold']:,.0f} names/s, cold)")
+        for split in ("all", "tune", "holdout"):
+            f = figures[split]
+            cells = "  ".join(
+                f"R@{a['target_fpr']:.2%}={a['recall']:.3f} (not shared {a['recall_not_shared']:.3f}, "
+                f"t>{a['threshold']:g}, fpr {a['fpr']:.3%})"
+                for a in f["at_fpr"]
+            )
+            print(f"  {split:8s} n={f['n_phishing']}/{f['n_benign']}  AUC={f['roc_auc']:.3f}  {cells}")
+
+
+def _finite(obj):
+    """JSON has no infinities: an unbounded threshold (-inf) is written as null."""
+    if isinstance(obj, float) and math.isinf(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tests.paths import PHISHING
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default: %(default)s)")
+    ap.add_argument("--data", type=Path, default=PHISHING, help="folder of the labelled data")
+    args = ap.parse_args(argv)
+    report = run(args.data)
+    _print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(_finite(report), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
