@@ -31,10 +31,9 @@ from ctlib.schema import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.settings import Settings
 from ctlib.sinks.parquet import Lake, delete_files, write_incident, write_range
 from ctlib.state import LogState, PendingPlan, StateError, StateStore
+from ctlib.tiles import TILE_WIDTH
 
 log = logging.getLogger(__name__)
-
-TILE_WIDTH = 256  # static-ct-api data tiles hold 256 entries
 
 
 class IngestError(RuntimeError):

@@ -115,9 +115,9 @@ class StaticClient:
         policy = self.session.policy
         time.sleep(random.uniform(0.5, 1.0) * min(policy.max_backoff, policy.backoff * 2**attempt))
 
-    def _fetch(self, path: str, parse: Callable[[bytes, str], T], what: str) -> T:
-        """GET below the prefix and parse; a body that does not parse is fetched again.
-        `parse(body, path)` gets the raw body and the path actually fetched."""
+    def _fetch(self, path: str, parse: Callable[[bytes], T], what: str) -> T:
+        """GET below the prefix and parse the raw body; one that does not parse (ValueError)
+        is fetched again, up to the HTTP policy's attempts."""
         attempts = max(1, self.session.policy.attempts)
         problem: Exception | None = None
         for attempt in range(attempts):
@@ -125,7 +125,7 @@ class StaticClient:
                 self._pause(attempt - 1)
             body = self.session.get(self._url(path))
             try:
-                return parse(body, path)
+                return parse(body)
             except ValueError as err:  # TileError, TreeHeadFormatError, UnicodeDecodeError...
                 problem = err
                 log.warning(
@@ -143,7 +143,7 @@ class StaticClient:
 
         def fetch(served: TileRef) -> list[T]:
             what = str(served) if served == tile else f"{served} (for {tile})"
-            return self._fetch(served.path, lambda body, _: parse(body, served)[: tile.width], what)
+            return self._fetch(served.path, lambda body: parse(body, served)[: tile.width], what)
 
         try:
             return fetch(tile)
@@ -206,7 +206,7 @@ class StaticClient:
             hex_fp = fingerprint.hex()
             limit = self.session.policy.max_body_bytes
 
-            def parse(body: bytes, path: str) -> bytes:
+            def parse(body: bytes) -> bytes:
                 body = gunzip_if_gzip(body, limit)
                 got = hashlib.sha256(body).digest()
                 if got != fingerprint:
@@ -245,7 +245,7 @@ class StaticClient:
     def tree_head(self) -> TreeHead:
         """The verified checkpoint (see the module contracts)."""
 
-        def parse(body: bytes, path: str) -> bytes:
+        def parse(body: bytes) -> bytes:
             parse_checkpoint(body)  # a truncated note is fetched again, not reported
             return body
 

@@ -37,6 +37,7 @@ def configure(monkeypatch, tmp_path: Path, server: LogServer, broker, **override
         "CT_TASK_RETRIES": "2",
         "CT_TASK_RETRY_DELAY": "1",
         "CT_KAFKA_CONN_ID": "kafka_default",
+        "CT_PARTIAL_TILE_WAIT": "0",
         **(broker.airflow_env() if broker else {}),
         **overrides,
     }
@@ -73,18 +74,21 @@ def run_until_caught_up(dag, log, slug: str, max_runs: int = 10) -> int:
     raise AssertionError(f"{slug} not caught up after {max_runs} runs")
 
 
-def test_exactly_once_in_lake_and_kafka_across_growing_runs(airflow_db, kafka_broker, ct_server, tmp_path, monkeypatch):
-    topic = "ct-certs-growing"
+@pytest.mark.parametrize("tiled", [False, True], ids=["rfc6962", "tiled"])
+def test_exactly_once_in_lake_and_kafka_across_growing_runs(tiled, airflow_db, kafka_broker, ct_server, tmp_path, monkeypatch):
+    topic = f"ct-certs-growing-{'tiled' if tiled else 'rfc6962'}"
+    name = f"Local Growing {'Tiled' if tiled else 'Classic'} Log"
     log = ct_server.add_log(
-        "Local Growing Log", initial_size=230,
+        name, initial_size=230 if not tiled else 700, tiled=tiled,
         faults=Faults(cap=31, http_429_every=9, retry_after=1, http_5xx_every=7),
     )
-    lake = configure(monkeypatch, tmp_path, ct_server, kafka_broker, CT_KAFKA_TOPIC=topic)
-    dag = load_dag_module("ct_ingest").ct_ingest__local_growing_log
+    lake = configure(monkeypatch, tmp_path, ct_server, kafka_broker, CT_KAFKA_TOPIC=topic,
+                     **({"CT_ENTRIES_PER_TASK": "300", "CT_ENTRIES_PER_RUN": "600"} if tiled else {}))
+    dag = getattr(load_dag_module("ct_ingest"), f"ct_ingest__{log.slug}")
 
     first_runs = run_until_caught_up(dag, log, log.slug)
     assert first_runs >= 2, "a backlog larger than CT_ENTRIES_PER_RUN drains over several runs"
-    log.grow(190)
+    log.grow(190 if not tiled else 333)
     log.publish()
     run_until_caught_up(dag, log, log.slug)
     result = dag.test()  # idle run: nothing new

@@ -10,7 +10,6 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 
 import pytest
 

@@ -32,11 +32,11 @@ RULES: frozenset[str] = frozenset(
     brand_other_tld brand_typo_subdomain brand_typo_embedded brand_cctld multi_brand fake_tld
     gov_lure idn_lookalike mixed_script shared_platform_psl random_label
     numeric_label random_subdomain many_hyphens deep_nesting deep_nesting_per_label
-    deep_nesting_cap many_dots long_label entropy wildcard""".split()
+    deep_nesting_cap many_dots long_label entropy entropy_cap wildcard""".split()
 )
 LIMITS: frozenset[str] = frozenset(
     """hyphens nesting dots long_label entropy keyword_cap min_substring_len min_prefix_len
-    min_fuzzy_len min_embedded_len fuzzy_long_len""".split()
+    min_fuzzy_len min_embedded_len min_deletion_len fuzzy_long_len""".split()
 )
 
 

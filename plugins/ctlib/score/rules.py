@@ -38,6 +38,7 @@ from functools import lru_cache
 import idna
 import tldextract
 from confusable_homoglyphs import confusables as _confusables
+from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from ctlib.score.lists import Brand, ScoringLists, load_lists
@@ -124,27 +125,24 @@ def entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
 
 
+_FLIP = re.compile(r"(?=[0-9][a-z]|[a-z][0-9])")
+_CONSONANT_RUN = re.compile(r"[b-df-hj-np-tv-xz]{6}")
+
+
 def looks_random(label: str) -> bool:
-    """A label that looks machine-generated: hex-like, letters and digits interleaved, or
-    letters with almost no vowels or a long consonant run. Short labels never do."""
+    """A label that looks machine-generated: hex-like, letters and digits interleaved
+    (a1b2c-style), or words with no vowels for 6 letters in a row or almost none at all."""
     if len(label) < 6:
         return False
     alnum = label.replace("-", "")
     if len(alnum) >= 10 and set(alnum) <= _HEX and not alnum.isdigit() and not alnum.isalpha():
         return True
-    flips = sum(1 for a, b in zip(alnum, alnum[1:]) if a.isdigit() != b.isdigit())
-    if flips >= 4:
+    if len(_FLIP.findall(alnum)) >= 3:
         return True
-    letters = _NOT_LETTER.sub("", label)
-    if len(letters) < 6:
-        return False
-    if sum(c in _VOWELS for c in letters) / len(letters) < 0.15:
+    letters = sum(c.isalpha() for c in label)
+    if letters >= 8 and sum(map(label.count, "aeiou")) < 0.15 * letters:
         return True
-    run = longest = 0
-    for c in letters:
-        run = 0 if c in _VOWELS or c == "y" else run + 1
-        longest = max(longest, run)
-    return longest >= 5
+    return _CONSONANT_RUN.search(label) is not None
 
 
 def is_numeric(label: str) -> bool:
@@ -189,42 +187,75 @@ class MatchLimits:
     min_substring: int = 5
     min_prefix: int = 4
     min_fuzzy: int = 5
-    min_embedded: int = 7
+    min_embedded: int = 8
+    min_deletion: int = 7
     long_len: int = 9
 
 
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """A substring term, precomputed for the scan."""
+
+    term: str
+    folded: str
+    brand: str
+    grams: int  # distinct trigrams of `folded`
+    edits: int  # edits tolerated for a whole token
+    embed_need: int  # trigrams a 1-edit variant inside a longer token keeps (> grams: never)
+
+
+_GRAM = 3
+
+
+def _grams(text: str) -> set[str]:
+    return {text[i : i + _GRAM] for i in range(len(text) - _GRAM + 1)}
+
+
 class BrandMatcher:
-    """Finds brand terms in one (skeleton, lower-case ASCII) label."""
+    """Finds brand terms in one (skeleton, lower-case ASCII) label.
+
+    Exact terms and the candidates for an edit inside a longer token come from a trigram index
+    (a term inside the label has all its trigrams there; one edit, a transposition included,
+    removes at most four); whole tokens are compared with the terms of nearby lengths only.
+    """
 
     def __init__(self, brands: Iterable[Brand], limits: MatchLimits, not_typos: frozenset[str]) -> None:
-        self._limits = limits
         self._not_typos = not_typos
         self._token: dict[str, str] = {}  # whole tokens only: strict and short terms
-        self._prefix: dict[str, str] = {}  # a token or its start: short terms from min_prefix
-        self._substring: dict[str, str] = {}  # anywhere in the label: term -> brand
+        self._affix: dict[str, str] = {}  # a token, its start or its end: short terms from min_prefix
+        substring: dict[str, str] = {}  # anywhere in the label: term -> brand
         for brand in brands:
             for term in brand.strict_terms:
                 self._token.setdefault(term, brand.name)
             for term in brand.terms:
                 if len(term) >= limits.min_substring:
-                    self._substring.setdefault(term, brand.name)
+                    substring.setdefault(term, brand.name)
                 elif len(term) >= limits.min_prefix:
-                    self._prefix.setdefault(term, brand.name)
+                    self._affix.setdefault(term, brand.name)
                 else:
                     self._token.setdefault(term, brand.name)
-        self._unfold: dict[str, str] = {}
-        for term in self._substring:
-            self._unfold.setdefault(fold(term), term)
-        # Bigram index of the folded terms: a string within k edits (a transposition counting
-        # as one) of a term of length L keeps at least L-1-3k of its bigrams, so only a handful
-        # of terms ever reach an edit-distance computation.
-        self._bigrams: dict[str, list[str]] = {}
-        for folded in self._unfold:
-            for gram in {folded[i : i + 2] for i in range(len(folded) - 1)}:
-                self._bigrams.setdefault(gram, []).append(folded)
-
-    def _edits(self, term: str) -> int:
-        return 2 if len(term) >= self._limits.long_len else 1
+        self._affix_lengths = sorted({len(t) for t in self._affix})
+        self._terms: dict[str, _Term] = {}
+        self._index: dict[str, list[str]] = {}
+        self._by_length: dict[int, list[str]] = {}  # token length -> terms worth a distance
+        for term, brand in substring.items():
+            folded = fold(term)
+            if folded in self._terms:
+                continue
+            grams = _grams(folded)
+            k = 2 if len(term) >= limits.long_len else 1
+            embedded = len(term) >= limits.min_embedded
+            self._terms[folded] = _Term(
+                term, folded, brand, len(grams), k,
+                embed_need=max(len(grams) - 4, 1) if embedded else len(grams) + 1,
+            )
+            for gram in grams:
+                self._index.setdefault(gram, []).append(folded)
+            if len(term) >= limits.min_fuzzy:
+                # Dropping a letter of a short term mostly gives a plain word (gmail -> mail).
+                shortest = len(folded) - (k if len(term) >= limits.min_deletion else 0)
+                for size in range(shortest, len(folded) + k + 1):
+                    self._by_length.setdefault(size, []).append(folded)
 
     def match(self, text: str) -> tuple[BrandHit, ...]:
         """Every brand in `text` (one label), the best kind per brand, longest terms only."""
@@ -242,9 +273,11 @@ class BrandMatcher:
             brand = self._token.get(word)
             if brand:
                 add(BrandHit(brand, word, "exact", word == flat))
-            for term, brand in self._prefix.items():
-                if word.startswith(term):
-                    add(BrandHit(brand, term, "exact", word == flat))
+            for size in self._affix_lengths:
+                for term in (word[:size], word[-size:]):
+                    brand = self._affix.get(term)
+                    if brand:
+                        add(BrandHit(brand, term, "exact", word == flat))
         self._scan(text, flat, add, variant=False)
         for pair, single in _FOLD_PAIRS:
             if pair in flat:
@@ -256,44 +289,68 @@ class BrandMatcher:
 
     def _scan(self, text: str, flat: str, add: Callable[[BrandHit], None], *, variant: bool) -> None:
         folded_flat = fold(flat)
-        counts: Counter[str] = Counter()
-        for gram in {folded_flat[i : i + 2] for i in range(len(folded_flat) - 1)}:
-            counts.update(self._bigrams.get(gram, ()))
-        if not counts:
-            return
-        tokens = [t for t in _NOT_ALNUM.split(text) if t and t not in self._not_typos]
-        folded_tokens = [fold(t) for t in tokens]
+        index, terms = self._index, self._terms
+        counts = Counter([f for gram in _grams(folded_flat) for f in index.get(gram, ())])
+        embed = []
         for folded, shared in counts.items():
-            term = self._unfold[folded]
-            brand = self._substring[term]
-            if not variant and term in flat:
-                add(BrandHit(brand, term, "exact", flat == term))
-            elif folded in folded_flat:
-                # Read only through look-alike characters: a deliberate misspelling.
-                add(BrandHit(brand, term, "typo", folded_flat == folded))
-            elif len(term) >= self._limits.min_fuzzy:
-                k = self._edits(term)
-                if shared < len(folded) - 1 - 3 * k:
+            t = terms[folded]
+            if shared == t.grams:  # every trigram present: perhaps the term itself
+                if not variant and t.term in flat:
+                    add(BrandHit(t.brand, t.term, "exact", flat == t.term))
                     continue
-                for token in folded_tokens:
-                    if abs(len(token) - len(folded)) <= k:
-                        if OSA.distance(token, folded, score_cutoff=k) <= k:
-                            add(BrandHit(brand, term, "typo", token == folded_flat))
-                            break
-                    elif len(term) >= self._limits.min_embedded and len(token) > len(folded) + 1:
-                        if _embedded(token, folded):
-                            add(BrandHit(brand, term, "embedded"))
-                            break
+                if folded in folded_flat:
+                    # Read only through look-alike characters: a deliberate misspelling.
+                    add(BrandHit(t.brand, t.term, "typo", folded_flat == folded))
+                    continue
+            if shared >= t.embed_need:
+                embed.append(t)
+        for raw, token in self._tokens(text):
+            choices = self._by_length.get(len(token))
+            if choices:
+                for folded, dist, _ in process.extract(token, choices, scorer=OSA.distance, score_cutoff=2, limit=None):
+                    t = terms[folded]
+                    if 0 < dist <= t.edits:
+                        add(BrandHit(t.brand, t.term, "typo", token == folded_flat))
+            for t in embed:
+                if len(token) > len(t.folded) + 1 and self._embedded(raw, token, t.folded):
+                    add(BrandHit(t.brand, t.term, "embedded"))
 
+    def _tokens(self, text: str) -> list[tuple[str, str]]:
+        """(raw, folded) tokens of a label for edit-distance matching, listed words left out."""
+        out = []
+        for raw in _NOT_ALNUM.split(text):
+            if raw and raw not in self._not_typos:
+                folded = fold(raw)
+                out.append((raw, folded))
+                # Digits left after folding pad a brand out (amazom6): try the letters alone.
+                out.extend((part, part) for part in _NOT_LETTER.split(folded)
+                           if part and part != folded and part not in self._not_typos)
+        return out
 
-def _embedded(token: str, term: str) -> bool:
-    """A substring of `token` exactly one edit from `term`."""
-    size = len(term)
-    for width in (size - 1, size, size + 1):
-        for start in range(len(token) - width + 1):
-            if OSA.distance(token[start : start + width], term, score_cutoff=1) <= 1:
-                return True
-    return False
+    def _embedded(self, raw: str, token: str, term: str) -> bool:
+        """A substring of (folded) `token` one edit from `term`, not a listed word.
+
+        One edit (a transposition included) leaves the term's first h or last h characters
+        intact when the term is at least 2h+2 long, so only windows starting at the head or
+        ending at the tail are compared.
+        """
+        size = len(term)
+        h = (size - 2) // 2
+        head, tail = term[:h], term[-h:]
+        windows: set[tuple[int, int]] = set()
+        at = token.find(head)
+        while at != -1:
+            windows.update((at, at + width) for width in (size - 1, size, size + 1))
+            at = token.find(head, at + 1)
+        at = token.find(tail)
+        while at != -1:
+            windows.update((at + h - width, at + h) for width in (size - 1, size, size + 1))
+            at = token.find(tail, at + 1)
+        for a, b in windows:
+            if a >= 0 and b <= len(token) and raw[a:b] not in self._not_typos:
+                if OSA.distance(token[a:b], term, score_cutoff=1) <= 1:
+                    return True
+        return False
 
 
 # --- Per-label analysis ---------------------------------------------------------------------
@@ -318,8 +375,36 @@ _BRAND_RULES = (
     "brand_other_tld", "brand_typo_subdomain", "brand_typo_embedded", "brand_cctld",
 )
 _FAKE_TLDS = frozenset({"com", "net", "org", "edu"})
+# Second-level labels of country registries: "co" in co.jp, "go" in go.jp, "gob" in gob.mx.
+_SECOND_LEVEL = frozenset({"com", "co", "net", "org", "edu", "gov", "gob", "gouv", "go", "or", "ne", "ac"})
 _GOV_TOKENS = frozenset({"gov", "gouv", "gob", "govt"})
 _TOKENS = re.compile(r"[.\-_]+")
+
+
+def fake_tld(labels: list[str], cctlds: frozenset[str]) -> bool:
+    """A TLD written into the name's own labels: paypal.com.evil.xyz, usps.com-track.top,
+    paypal-com.xyz, smbc.co.jp.example.com, cao-go-jp.co. `labels` exclude the public suffix,
+    the registrable label last."""
+    if any(label in _FAKE_TLDS for label in labels[:-1]):
+        return True
+    for label in labels:
+        head, _, _ = label.partition("-")
+        _, _, tail = label.rpartition("-")
+        if "-" in label and (head in _FAKE_TLDS or tail in _FAKE_TLDS):
+            return True
+    tokens = [t for t in _TOKENS.split(".".join(labels)) if t]
+    return any(a in _SECOND_LEVEL and b in cctlds for a, b in zip(tokens, tokens[1:]))
+
+
+def gov_lure(labels: list[str], suffix: str) -> bool:
+    """A government word (gov, gouv, gob) as a token outside a government suffix, and not
+    a government's own registrable domain (gov.uz)."""
+    if _GOV_TOKENS.intersection(suffix.split(".")):
+        return False
+    tokens = [t for t in _TOKENS.split(".".join(labels)) if t]
+    if not _GOV_TOKENS.intersection(tokens):
+        return False
+    return not (labels[-1] in _GOV_TOKENS and len(suffix.rsplit(".", 1)[-1]) == 2)
 
 
 class Scorer:
@@ -341,8 +426,10 @@ class Scorer:
             include_psl_private_domains=True, extra_suffixes=tuple(lists.platforms),
         )
         limits = MatchLimits(*(int(self._limit[k]) for k in (
-            "min_substring_len", "min_prefix_len", "min_fuzzy_len", "min_embedded_len", "fuzzy_long_len")))
+            "min_substring_len", "min_prefix_len", "min_fuzzy_len", "min_embedded_len",
+            "min_deletion_len", "fuzzy_long_len")))
         self._matcher = BrandMatcher(lists.brands, limits, lists.not_typos)
+        self._cctlds = frozenset(t for t in self._extract.tlds if len(t) == 2 and t.isalpha())
         words = sorted(lists.keywords, key=len, reverse=True)  # longest first: "verification" wins
         self._keywords = re.compile("|".join(map(re.escape, words))) if words else None
         self._label = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_label)
@@ -406,6 +493,8 @@ class Scorer:
         platform = self._lists.platforms.get(suffix)
         if platform is None and parts.is_private:
             platform = w["shared_platform_psl"]
+        if reg_label == "www":  # the platform's own site, not a tenant
+            platform = None
         on_platform = platform is not None
         reg = self._label(reg_label)
         sub_infos = [self._label(s) for s in subs if s != "www"]
@@ -452,14 +541,10 @@ class Scorer:
             if tld_weight:
                 fired.append((f"suspicious_tld:{suffix if suffix in self._lists.tlds else tld}", tld_weight))
 
-        tokens = [t for t in _TOKENS.split(".".join(texts)) if t]
         labels = [i.text for i in sub_infos] + [reg.text]
-        if any(lb in _FAKE_TLDS for lb in labels[:-1]) or any(
-            lb.startswith(tuple(t + "-" for t in _FAKE_TLDS)) or lb.endswith(tuple("-" + t for t in _FAKE_TLDS))
-            for lb in labels
-        ) or any(a == "co" and len(b) == 2 for a, b in zip(labels, labels[1:])):
+        if fake_tld(labels, self._cctlds):
             fired.append(("fake_tld", w["fake_tld"]))
-        if _GOV_TOKENS.intersection(tokens) and not _GOV_TOKENS.intersection(suffix.split(".")):
+        if gov_lure(labels, suffix):
             fired.append(("gov_lure", w["gov_lure"]))
 
         infos = [*sub_infos, reg]
@@ -485,8 +570,10 @@ class Scorer:
             fired.append(("many_dots", w["many_dots"]))
         if any(len(lb) > self._limit["long_label"] for lb in [*subs, reg_label]):
             fired.append(("long_label", w["long_label"]))
-        if entropy(body) >= self._limit["entropy"]:
-            fired.append(("entropy", w["entropy"]))
+        # Continuous, so that names with the same discrete rules still rank by randomness.
+        bits = entropy(body) - self._limit["entropy"]
+        if bits > 0:
+            fired.append(("entropy", round(min(w["entropy"] * bits, w["entropy_cap"]), 1)))
         if wildcard:
             fired.append(("wildcard", w["wildcard"]))
         ca = self._free_ca(issuer)

@@ -590,7 +590,7 @@ class LocalCTLog:
             tampered = self.faults.tampered
             entries = [
                 {
-                    "leaf_input": _b64(_tamper(leaf) if i in tampered else leaf),
+                    "leaf_input": _b64(_tamper(leaf, self._ext_len) if i in tampered else leaf),
                     "extra_data": _b64(extra),
                 }
                 for i, (leaf, extra) in enumerate(zip(leaves, extras), start)
@@ -626,7 +626,7 @@ class LocalCTLog:
                 leaf, extra = view.leaves[index], self._extras[index]
                 proof = view.tree.inclusion_proof(index, size)
             if index in self.faults.tampered:
-                leaf = _tamper(leaf)
+                leaf = _tamper(leaf, self._ext_len)
             body = {
                 "leaf_input": _b64(leaf),
                 "extra_data": _b64(extra),
