@@ -13,15 +13,17 @@ SETTINGS = Settings.from_env()
 
 @dag(
     dag_id="ct_loglist_refresh",
-    description="Download the CT log list (CT_LOG_LIST URL) into the local snapshot the ingest DAGs are built from",
+    description="Download Google's CT log list, verify its signature, and replace the snapshot the ingest DAGs are built from",
     doc_md="""
 ### Refresh the CT log list
 
-When `CT_LOG_LIST` is an http(s) URL, downloads it, checks it (every `log_id` is the SHA-256
-of its key, states and URLs are sane) and replaces the local snapshot
-(`CT_LOG_LIST_SNAPSHOT`) atomically; the DAG factory then has DAGs for new logs and none for
-removed or retired ones (their state and data stay). A list that fails the checks is refused
-and the old snapshot stays. When `CT_LOG_LIST` is a local file there is nothing to do.
+Downloads the v3 log list (Google's by default, `CT_LOG_LIST_URL`; or `CT_LOG_LIST` when that
+is a URL) and its detached signature (`.sig`), verifies the signature with Google's log-list
+key (`include/google_log_list_pubkey.pem`), checks the list (every `log_id` is the SHA-256 of
+its key, states and URLs are sane) and replaces the local snapshot (`CT_LOG_LIST_SNAPSHOT`)
+atomically. The DAG factory then has DAGs for new logs and none for removed or retired ones
+(their state and data stay). A list that fails any check is refused and the old snapshot
+stays. When `CT_LOG_LIST` pins a local file there is nothing to do.
 """,
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),

@@ -1,8 +1,10 @@
-"""Keep the local log list snapshot fresh when CT_LOG_LIST is a URL.
+"""Keep the local log list snapshot fresh: download Google's list (or CT_LOG_LIST's URL),
+verify its detached signature, check it, and replace the snapshot atomically.
 
 The DAG factory never touches the network at parse time: it reads the snapshot this module
-writes. `refresh_snapshot` replaces the snapshot atomically, and only with a list that parses
-and checks; otherwise it raises and the old snapshot stays.
+writes. `refresh_snapshot` replaces the snapshot only with a list whose signature verifies
+(RSA PKCS#1 v1.5 with SHA-256 over the raw JSON bytes, Google's key in include/) and that
+parses and checks; otherwise it raises LogListError and the old snapshot stays.
 """
 
 from __future__ import annotations
@@ -34,20 +36,40 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def verify_signature(body: bytes, signature: bytes, public_key_pem: bytes) -> None:
+    """Raise LogListError unless `signature` is the list key's RSA/SHA-256 signature of `body`."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise LogListError("the log list key is not an RSA key")
+    try:
+        key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        raise LogListError("its signature does not verify with the log list key") from None
+
+
 def refresh_snapshot(settings: Settings) -> LogList | None:
-    """Download CT_LOG_LIST into CT_LOG_LIST_SNAPSHOT. None when CT_LOG_LIST is a local file."""
-    if not settings.log_list_is_url:
-        log.info("CT_LOG_LIST is the local file %s: nothing to download", settings.log_list)
+    """Download the list into CT_LOG_LIST_SNAPSHOT. None when CT_LOG_LIST pins a local file."""
+    url = settings.log_list_refresh_url
+    if url is None:
+        log.info("CT_LOG_LIST pins the local file %s: nothing to download", settings.log_list)
         return None
     with LogSession("log-list", HttpPolicy.from_settings(settings)) as session:
-        body = session.get(settings.log_list)
+        body = session.get(url)
+        signature = session.get(settings.log_list_signature_url) if settings.log_list_verify else None
     try:
+        if signature is not None:
+            verify_signature(body, signature, settings.log_list_pubkey.read_bytes())
         loglist = parse_log_list(body)
+        if not loglist.monitored():
+            raise LogListError("it has no log to monitor")
     except LogListError as err:
-        raise LogListError(f"refusing the log list from {settings.log_list}: {err}") from None
-    if not loglist.monitored():
-        raise LogListError(f"refusing the log list from {settings.log_list}: it has no log to monitor")
+        raise LogListError(f"refusing the log list from {url}: {err}; the snapshot stays as it was") from None
     write_atomically(settings.log_list_snapshot, body)
-    log.info("log list version %s (%s) with %d monitored logs saved to %s",
-             loglist.version, loglist.timestamp, len(loglist.monitored()), settings.log_list_snapshot)
+    log.info("log list version %s (%s) with %d monitored logs saved to %s (signature %s)",
+             loglist.version, loglist.timestamp, len(loglist.monitored()), settings.log_list_snapshot,
+             "verified" if signature is not None else "not checked: CT_LOG_LIST_VERIFY=false")
     return loglist

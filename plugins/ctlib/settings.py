@@ -17,6 +17,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LOG_LIST = PROJECT_ROOT / "include" / "log_list.json"
 DEFAULT_LAKE = PROJECT_ROOT / "data"
 DEFAULT_LOG_LIST_SNAPSHOT = PROJECT_ROOT / ".cache" / "log_list.json"
+DEFAULT_LOG_LIST_PUBKEY = PROJECT_ROOT / "include" / "google_log_list_pubkey.pem"
+GOOGLE_LOG_LIST_URL = "https://www.gstatic.com/ct/log_list/v3/log_list.json"
 
 
 class SettingsError(ValueError):
@@ -64,6 +66,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 class Settings:
     log_list: str
     """CT_LOG_LIST: path or http(s) URL of a Google log list v3 JSON."""
+    log_list_pinned: bool
+    """True when CT_LOG_LIST is set to a local file: the operator pinned the list."""
+    log_list_default_url: str
+    """CT_LOG_LIST_URL: what the refresh DAG follows when CT_LOG_LIST is not set (Google's list)."""
+    log_list_sig_url: str
+    """CT_LOG_LIST_SIG_URL: the detached signature; default: the list URL with .json -> .sig."""
+    log_list_pubkey: Path
+    """CT_LOG_LIST_PUBKEY: PEM RSA key that signs the list (Google's, bundled in include/)."""
+    log_list_verify: bool
+    """CT_LOG_LIST_VERIFY: refuse a downloaded list whose signature does not verify."""
     log_list_snapshot: Path
     """CT_LOG_LIST_SNAPSHOT: local copy the DAG factory reads when CT_LOG_LIST is a URL."""
     lake: str
@@ -129,9 +141,28 @@ class Settings:
         return self.log_list.startswith(("http://", "https://"))
 
     @property
+    def log_list_refresh_url(self) -> str | None:
+        """Where the refresh DAG downloads the list from; None when a local file is pinned."""
+        if self.log_list_is_url:
+            return self.log_list
+        return None if self.log_list_pinned else self.log_list_default_url
+
+    @property
+    def log_list_signature_url(self) -> str | None:
+        url = self.log_list_refresh_url
+        if url is None:
+            return None
+        return self.log_list_sig_url or (url[: -len(".json")] + ".sig" if url.endswith(".json") else url + ".sig")
+
+    @property
     def log_list_path(self) -> Path:
-        """The local file the DAG factory reads: the list itself, or its downloaded snapshot."""
-        return self.log_list_snapshot if self.log_list_is_url else Path(self.log_list)
+        """The local file the DAG factory reads: a pinned file; else the downloaded snapshot,
+        or, before the first download, the bundled list."""
+        if self.log_list_pinned:
+            return Path(self.log_list)
+        if self.log_list_is_url or self.log_list_snapshot.exists():
+            return self.log_list_snapshot
+        return DEFAULT_LOG_LIST
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -142,6 +173,12 @@ class Settings:
         lake = env.get("CT_LAKE", "").strip() or str(DEFAULT_LAKE)
         return cls(
             log_list=env.get("CT_LOG_LIST", "").strip() or str(DEFAULT_LOG_LIST),
+            log_list_pinned=bool(env.get("CT_LOG_LIST", "").strip())
+            and not env.get("CT_LOG_LIST", "").strip().startswith(("http://", "https://")),
+            log_list_default_url=env.get("CT_LOG_LIST_URL", "").strip() or GOOGLE_LOG_LIST_URL,
+            log_list_sig_url=env.get("CT_LOG_LIST_SIG_URL", "").strip(),
+            log_list_pubkey=Path(env.get("CT_LOG_LIST_PUBKEY", "").strip() or DEFAULT_LOG_LIST_PUBKEY),
+            log_list_verify=_bool(env, "CT_LOG_LIST_VERIFY", True),
             log_list_snapshot=Path(
                 env.get("CT_LOG_LIST_SNAPSHOT", "").strip() or DEFAULT_LOG_LIST_SNAPSHOT
             ),

@@ -1,4 +1,5 @@
-"""CT_LOG_LIST as a URL: the refresh DAG downloads and checks it; DAGs come from the snapshot."""
+"""The log-list refresh DAG: downloads the list and its detached signature, verifies both,
+replaces the snapshot atomically; the DAG factory follows the snapshot."""
 
 import json
 import threading
@@ -6,11 +7,15 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ctlib.testing.ctlog import LogServer
 from tests.integration.conftest import load_dag_module
+from tests.paths import CTDATA
 
 pytestmark = pytest.mark.integration
+REAL = CTDATA / "loglist"
 
 
 @pytest.fixture
@@ -18,6 +23,7 @@ def static_site(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     handler = partial(SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield site, f"http://127.0.0.1:{server.server_address[1]}"
@@ -25,32 +31,67 @@ def static_site(tmp_path):
     server.server_close()
 
 
-def test_url_log_list_is_snapshotted_and_bad_lists_refused(airflow_db, static_site, tmp_path, monkeypatch):
+@pytest.fixture
+def refresh_env(static_site, tmp_path, monkeypatch):
     site, base = static_site
-    with LogServer() as ct_server:
-        ct_server.add_log("Local Listed Log")
-        ct_server.write_log_list(site / "list.json")
     snapshot = tmp_path / "snapshot.json"
-    monkeypatch.setenv("CT_LOG_LIST", f"{base}/list.json")
+    monkeypatch.setenv("CT_LOG_LIST", f"{base}/log_list.json")
     monkeypatch.setenv("CT_LOG_LIST_SNAPSHOT", str(snapshot))
     monkeypatch.setenv("CT_HTTP_RETRIES", "1")
     monkeypatch.setenv("CT_TASK_RETRIES", "0")
+    return site, snapshot
 
-    # Before any download, the factory has no ingest DAG and does not touch the network.
-    assert not [name for name in vars(load_dag_module("ct_ingest")) if name.startswith("ct_ingest__")]
 
+def test_real_signed_google_list_verifies_and_a_tampered_copy_is_refused(airflow_db, refresh_env):
+    site, snapshot = refresh_env
+    (site / "log_list.json").write_bytes((REAL / "google_log_list_v3_v80.14_2026-01-02.json").read_bytes())
+    (site / "log_list.sig").write_bytes((REAL / "google_log_list_v3_v80.14_2026-01-02.sig").read_bytes())
     refresh = load_dag_module("ct_ops").ct_loglist_refresh
     assert refresh.test().state == "success"
     good = snapshot.read_bytes()
-    assert json.loads(good)["operators"][0]["logs"][0]["description"] == "Local Listed Log"
+    assert good == (site / "log_list.json").read_bytes()
+    assert len([n for n in vars(load_dag_module("ct_ingest")) if n.startswith("ct_ingest__")]) == 71
+
+    tampered = good.replace(b'"usable"', b'"usablE"', 1)
+    (site / "log_list.json").write_bytes(tampered)
+    assert refresh.test().state == "failed"
+    assert snapshot.read_bytes() == good, "a tampered list never replaces the snapshot"
+
+
+def test_url_log_list_is_snapshotted_and_bad_lists_refused(airflow_db, refresh_env, tmp_path, monkeypatch):
+    site, snapshot = refresh_env
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "list_key.pem"
+    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    monkeypatch.setenv("CT_LOG_LIST_PUBKEY", str(pem))
+
+    def publish(body: bytes) -> None:
+        (site / "log_list.json").write_bytes(body)
+        (site / "log_list.sig").write_bytes(key.sign(body, padding.PKCS1v15(), hashes.SHA256()))
+
+    with LogServer() as ct_server:
+        ct_server.add_log("Local Listed Log")
+        ct_server.write_log_list(tmp_path / "list.json")
+    good = (tmp_path / "list.json").read_bytes()
+    publish(good)
+
+    # Before any download the factory has no ingest DAG and does not touch the network.
+    assert not [name for name in vars(load_dag_module("ct_ingest")) if name.startswith("ct_ingest__")]
+    refresh = load_dag_module("ct_ops").ct_loglist_refresh
+    assert refresh.test().state == "success"
+    assert snapshot.read_bytes() == good
     assert hasattr(load_dag_module("ct_ingest"), "ct_ingest__local_listed_log")
 
     broken = json.loads(good)
     broken["operators"][0]["logs"][0]["log_id"] = broken["operators"][0]["logs"][0]["log_id"][::-1]
-    (site / "list.json").write_text(json.dumps(broken))
+    publish(json.dumps(broken).encode())  # properly signed, but its log_id does not match its key
     assert refresh.test().state == "failed"
-    assert snapshot.read_bytes() == good, "a list that fails its checks never replaces the snapshot"
+    assert snapshot.read_bytes() == good
 
-    (site / "list.json").write_text('{"operators": [')
+    publish(b'{"operators": [')
     assert refresh.test().state == "failed"
+    assert snapshot.read_bytes() == good
+
+    (site / "log_list.json").write_bytes(good.replace(b"Local Listed Log", b"Local Renamed Log"))
+    assert refresh.test().state == "failed", "a signature of another body does not verify"
     assert snapshot.read_bytes() == good

@@ -216,7 +216,8 @@ class BrandMatcher:
 
     Exact terms and the candidates for an edit inside a longer token come from a trigram index
     (a term inside the label has all its trigrams there; one edit, a transposition included,
-    removes at most four); whole tokens are compared with the terms of nearby lengths only.
+    removes at most four); whole tokens are compared (rapidfuzz, in C) with the terms of
+    nearby lengths only.
     """
 
     def __init__(self, brands: Iterable[Brand], limits: MatchLimits, not_typos: frozenset[str]) -> None:
@@ -305,15 +306,20 @@ class BrandMatcher:
             if shared >= t.embed_need:
                 embed.append(t)
         for raw, token in self._tokens(text):
-            choices = self._by_length.get(len(token))
-            if choices:
-                for folded, dist, _ in process.extract(token, choices, scorer=OSA.distance, score_cutoff=2, limit=None):
-                    t = terms[folded]
-                    if 0 < dist <= t.edits:
-                        add(BrandHit(t.brand, t.term, "typo", token == folded_flat))
+            self._typos(token, folded_flat, add)
             for t in embed:
                 if len(token) > len(t.folded) + 1 and self._embedded(raw, token, t.folded):
                     add(BrandHit(t.brand, t.term, "embedded"))
+
+    def _typos(self, token: str, folded_flat: str, add: Callable[[BrandHit], None]) -> None:
+        """Terms 1 edit (2 for long terms) from the whole (folded) `token`."""
+        choices = self._by_length.get(len(token))
+        if not choices:
+            return
+        for folded, dist, _ in process.extract(token, choices, scorer=OSA.distance, score_cutoff=2, limit=None):
+            t = self._terms[folded]
+            if 0 < dist <= t.edits:
+                add(BrandHit(t.brand, t.term, "typo", token == folded_flat))
 
     def _tokens(self, text: str) -> list[tuple[str, str]]:
         """(raw, folded) tokens of a label for edit-distance matching, listed words left out."""
@@ -356,7 +362,7 @@ class BrandMatcher:
 # --- Per-label analysis ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelInfo:
     """What the scorer needs to know about one DNS label (cached per label)."""
 
@@ -366,6 +372,9 @@ class LabelInfo:
     mixed_script: bool
     random: bool
     numeric: bool
+    hyphens: int  # not counting the two of "xn--"
+    tokens: tuple[str, ...]  # split on - and _
+    keywords: tuple[str, ...]
     hits: tuple[BrandHit, ...]
 
 
@@ -374,44 +383,53 @@ _BRAND_RULES = (
     "brand_homoglyph", "brand_in_subdomain", "brand_on_platform", "brand_typo", "brand_in_domain",
     "brand_other_tld", "brand_typo_subdomain", "brand_typo_embedded", "brand_cctld",
 )
+_BRAND_RANK = {rule: i for i, rule in enumerate(_BRAND_RULES)}
 _FAKE_TLDS = frozenset({"com", "net", "org", "edu"})
 # Second-level labels of country registries: "co" in co.jp, "go" in go.jp, "gob" in gob.mx.
 _SECOND_LEVEL = frozenset({"com", "co", "net", "org", "edu", "gov", "gob", "gouv", "go", "or", "ne", "ac"})
 _GOV_TOKENS = frozenset({"gov", "gouv", "gob", "govt"})
-_TOKENS = re.compile(r"[.\-_]+")
+_TOKENS = re.compile(r"[\-_]+")
 
 
-def fake_tld(labels: list[str], cctlds: frozenset[str]) -> bool:
+def fake_tld(labels: list[LabelInfo], cctlds: frozenset[str]) -> bool:
     """A TLD written into the name's own labels: paypal.com.evil.xyz, usps.com-track.top,
     paypal-com.xyz, smbc.co.jp.example.com, cao-go-jp.co. `labels` exclude the public suffix,
     the registrable label last."""
-    if any(label in _FAKE_TLDS for label in labels[:-1]):
+    if any(label.text in _FAKE_TLDS for label in labels[:-1]):
         return True
-    for label in labels:
-        head, _, _ = label.partition("-")
-        _, _, tail = label.rpartition("-")
-        if "-" in label and (head in _FAKE_TLDS or tail in _FAKE_TLDS):
-            return True
-    tokens = [t for t in _TOKENS.split(".".join(labels)) if t]
+    if any(len(lb.tokens) > 1 and (lb.tokens[0] in _FAKE_TLDS or lb.tokens[-1] in _FAKE_TLDS) for lb in labels):
+        return True
+    tokens = [t for lb in labels for t in lb.tokens]
     return any(a in _SECOND_LEVEL and b in cctlds for a, b in zip(tokens, tokens[1:]))
 
 
-def gov_lure(labels: list[str], suffix: str) -> bool:
+def gov_lure(labels: list[LabelInfo], suffix: str) -> bool:
     """A government word (gov, gouv, gob) as a token outside a government suffix, and not
     a government's own registrable domain (gov.uz)."""
+    if not any(_GOV_TOKENS.intersection(lb.tokens) for lb in labels):
+        return False
     if _GOV_TOKENS.intersection(suffix.split(".")):
         return False
-    tokens = [t for t in _TOKENS.split(".".join(labels)) if t]
-    if not _GOV_TOKENS.intersection(tokens):
-        return False
-    return not (labels[-1] in _GOV_TOKENS and len(suffix.rsplit(".", 1)[-1]) == 2)
+    return not (labels[-1].text in _GOV_TOKENS and len(suffix.rsplit(".", 1)[-1]) == 2)
+
+
+@dataclass(frozen=True, slots=True)
+class _Registrable:
+    """The part of a verdict that depends on the registrable domain only (cached per domain)."""
+
+    registered: str
+    owner: str | None
+    label: LabelInfo
+    brand_rules: tuple[tuple[str, float, str], ...]  # (rule, weight, brand)
+    rules: tuple[tuple[str, float], ...]  # platform or TLD, random/numeric label
 
 
 class Scorer:
     """Scores DNS names with the rules above and the lists of `include/scoring/`.
 
     `lists` defaults to `load_lists()` (the project's include/scoring). `score(name, issuer)`
-    is pure given the lists; results are cached per (name, issuer).
+    is pure given the lists; results are cached per (name, issuer), label analyses per label
+    and the registrable domain's share of the work per registrable domain.
     """
 
     def __init__(self, lists: ScoringLists | None = None) -> None:
@@ -433,6 +451,7 @@ class Scorer:
         words = sorted(lists.keywords, key=len, reverse=True)  # longest first: "verification" wins
         self._keywords = re.compile("|".join(map(re.escape, words))) if words else None
         self._label = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_label)
+        self._registrable = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_registrable)
         self._cached = lru_cache(maxsize=_CACHE_NAMES)(self._score)
 
     @property
@@ -461,128 +480,44 @@ class Scorer:
             mixed_script=idn and is_mixed_script(uni),
             random=not idn and looks_random(label),
             numeric=is_numeric(label),
+            hyphens=label.count("-") - (2 if idn else 0),
+            tokens=tuple(t for t in _TOKENS.split(text) if t),
+            keywords=tuple(dict.fromkeys(self._keywords.findall(text))) if self._keywords else (),
             hits=self._matcher.match(text) if text.isascii() else (),
         )
 
-    def _free_ca(self, issuer: str | None) -> tuple[str, float] | None:
-        if not issuer:
-            return None
-        lowered = issuer.lower()
-        for needle, weight in self._lists.free_cas:
-            if needle in lowered:
-                return "free_ca:" + re.sub(r"[^a-z0-9.]+", "_", needle.replace("'", "")).strip("_"), weight
-        return None
-
-    def _score(self, name: str, issuer: str | None) -> Score:
+    def _analyse_registrable(self, reg_label: str, suffix: str, is_private: bool) -> _Registrable:
         w = self._w
-        host = name.strip().lower().rstrip(".")
-        fired: list[tuple[str, float]] = []
-        wildcard = host.startswith("*.")
-        while host.startswith("*."):
-            host = host[2:]
-        parts = self._extract(host)
-        suffix, reg_label = parts.suffix, parts.domain
-        if not suffix or not reg_label:  # an IP address, a bare suffix, an unknown TLD
-            return Score(name, 0.0, False, (), "" if not suffix else suffix, None)
         registered = f"{reg_label}.{suffix}"
         owner = self._owned.get(registered)
+        info = self._label(reg_label)
         if owner is not None:
-            return Score(name, 0.0, False, ((f"brand_owned:{owner}", 0.0),), registered, owner)
-
-        subs = [s for s in parts.subdomain.split(".") if s] if parts.subdomain else []
+            return _Registrable(registered, owner, info, (), ())
         platform = self._lists.platforms.get(suffix)
-        if platform is None and parts.is_private:
+        if platform is None and is_private:
             platform = w["shared_platform_psl"]
         if reg_label == "www":  # the platform's own site, not a tenant
             platform = None
-        on_platform = platform is not None
-        reg = self._label(reg_label)
-        sub_infos = [self._label(s) for s in subs if s != "www"]
         tld = suffix.rsplit(".", 1)[-1]
-
-        # Brands: keep the strongest rule; several brands add multi_brand.
-        brand_rules: list[tuple[str, float, str]] = []
-        for hit in reg.hits:
-            rule = self._registrable_brand_rule(hit, reg, on_platform, tld)
+        brand_rules = []
+        for hit in info.hits:
+            rule = self._registrable_brand_rule(hit, info, platform is not None, tld)
             brand_rules.append((rule, w[rule], hit.brand))
-        for info in sub_infos:
-            for hit in info.hits:
-                if info.idn:
-                    rule = "brand_homoglyph"
-                elif hit.kind == "exact":
-                    rule = "brand_in_subdomain"
-                elif hit.kind == "typo":
-                    rule = "brand_typo_subdomain"
-                else:
-                    rule = "brand_typo_embedded"
-                brand_rules.append((rule, w[rule], hit.brand))
-        brand: str | None = None
-        if brand_rules:
-            rule, weight, brand = max(brand_rules, key=lambda r: (r[1], -_BRAND_RULES.index(r[0])))
-            fired.append((f"{rule}:{brand}", weight))
-            if len({b for _, _, b in brand_rules}) > 1:
-                fired.append(("multi_brand", w["multi_brand"]))
-
-        # Lure words in everything but the public suffix (the platform's name excluded too).
-        texts = [i.text for i in sub_infos] + [reg.text]
-        if self._keywords is not None:
-            found = dict.fromkeys(m.group(0) for m in self._keywords.finditer(".".join(texts)))
-            budget = self._limit["keyword_cap"]
-            for word in sorted(found, key=lambda k: -self._lists.keywords[k]):
-                weight = min(self._lists.keywords[word], budget)
-                if weight > 0:
-                    fired.append((f"keyword:{word}", weight))
-                    budget -= weight
-
-        if on_platform:
-            fired.append((f"shared_platform:{suffix}", platform))
+        rules: list[tuple[str, float]] = []
+        if platform is not None:
+            rules.append((f"shared_platform:{suffix}", platform))
         else:
-            tld_weight = self._lists.tlds.get(suffix, self._lists.tlds.get(tld))
+            tld_weight = self._lists.tlds.get(suffix)
+            key = suffix
+            if tld_weight is None:
+                tld_weight, key = self._lists.tlds.get(tld), tld
             if tld_weight:
-                fired.append((f"suspicious_tld:{suffix if suffix in self._lists.tlds else tld}", tld_weight))
-
-        labels = [i.text for i in sub_infos] + [reg.text]
-        if fake_tld(labels, self._cctlds):
-            fired.append(("fake_tld", w["fake_tld"]))
-        if gov_lure(labels, suffix):
-            fired.append(("gov_lure", w["gov_lure"]))
-
-        infos = [*sub_infos, reg]
-        if any(i.mixed_script for i in infos):
-            fired.append(("mixed_script", w["mixed_script"]))
-        elif any(i.lookalike for i in infos):
-            fired.append(("idn_lookalike", w["idn_lookalike"]))
-        if reg.random:
-            fired.append(("random_label", w["random_label"]))
-        elif reg.numeric:
-            fired.append(("numeric_label", w["numeric_label"]))
-        if any(i.random for i in sub_infos):
-            fired.append(("random_subdomain", w["random_subdomain"]))
-
-        body = host[: -len(suffix) - 1]
-        if body.count("-") - 2 * body.count("xn--") > self._limit["hyphens"]:
-            fired.append(("many_hyphens", w["many_hyphens"]))
-        extra = len(sub_infos) - int(self._limit["nesting"])
-        if extra > 0:
-            nesting = min(w["deep_nesting"] + w["deep_nesting_per_label"] * (extra - 1), w["deep_nesting_cap"])
-            fired.append(("deep_nesting", nesting))
-        if host.count(".") > self._limit["dots"]:
-            fired.append(("many_dots", w["many_dots"]))
-        if any(len(lb) > self._limit["long_label"] for lb in [*subs, reg_label]):
-            fired.append(("long_label", w["long_label"]))
-        # Continuous, so that names with the same discrete rules still rank by randomness.
-        bits = entropy(body) - self._limit["entropy"]
-        if bits > 0:
-            fired.append(("entropy", round(min(w["entropy"] * bits, w["entropy_cap"]), 1)))
-        if wildcard:
-            fired.append(("wildcard", w["wildcard"]))
-        ca = self._free_ca(issuer)
-        if ca:
-            fired.append(ca)
-
-        rules = tuple(sorted(((r, float(x)) for r, x in fired if x), key=lambda r: -r[1]))
-        total = float(round(sum(x for _, x in rules), 6))
-        return Score(name, total, total >= self.threshold, rules, registered, brand)
+                rules.append((f"suspicious_tld:{key}", tld_weight))
+        if info.random:
+            rules.append(("random_label", w["random_label"]))
+        elif info.numeric:
+            rules.append(("numeric_label", w["numeric_label"]))
+        return _Registrable(registered, None, info, tuple(brand_rules), tuple(rules))
 
     def _registrable_brand_rule(self, hit: BrandHit, reg: LabelInfo, on_platform: bool, tld: str) -> str:
         if reg.idn:
@@ -597,3 +532,97 @@ class Scorer:
             # The brand's own name under another TLD: country TLDs are often the brand's own.
             return "brand_cctld" if len(tld) == 2 else "brand_other_tld"
         return "brand_in_domain"
+
+    def _free_ca(self, issuer: str | None) -> tuple[str, float] | None:
+        if not issuer:
+            return None
+        lowered = issuer.lower()
+        for needle, weight in self._lists.free_cas:
+            if needle in lowered:
+                return "free_ca:" + re.sub(r"[^a-z0-9.]+", "_", needle.replace("'", "")).strip("_"), weight
+        return None
+
+    def _score(self, name: str, issuer: str | None) -> Score:
+        w, limit = self._w, self._limit
+        host = name.strip().lower().rstrip(".")
+        wildcard = host.startswith("*.")
+        while host.startswith("*."):
+            host = host[2:]
+        parts = self._extract(host)
+        suffix, reg_label = parts.suffix, parts.domain
+        if not suffix or not reg_label:  # an IP address, a bare suffix, an unknown TLD
+            return Score(name, 0.0, False, (), suffix, None)
+        reg = self._registrable(reg_label, suffix, parts.is_private)
+        if reg.owner is not None:
+            return Score(name, 0.0, False, ((f"brand_owned:{reg.owner}", 0.0),), reg.registered, reg.owner)
+
+        subs = [self._label(s) for s in parts.subdomain.split(".") if s and s != "www"] if parts.subdomain else []
+        labels = [*subs, reg.label]
+        fired: list[tuple[str, float]] = []
+
+        # Brands: keep the strongest rule; several brands add multi_brand.
+        brand_rules = list(reg.brand_rules)
+        for info in subs:
+            for hit in info.hits:
+                if info.idn:
+                    rule = "brand_homoglyph"
+                elif hit.kind == "exact":
+                    rule = "brand_in_subdomain"
+                elif hit.kind == "typo":
+                    rule = "brand_typo_subdomain"
+                else:
+                    rule = "brand_typo_embedded"
+                brand_rules.append((rule, w[rule], hit.brand))
+        brand: str | None = None
+        if brand_rules:
+            rule, weight, brand = max(brand_rules, key=lambda r: (r[1], -_BRAND_RANK[r[0]]))
+            fired.append((f"{rule}:{brand}", weight))
+            if any(b != brand for _, _, b in brand_rules):
+                fired.append(("multi_brand", w["multi_brand"]))
+
+        # Lure words anywhere but in the public suffix (a platform's name is part of it).
+        keywords = self._lists.keywords
+        found = dict.fromkeys(k for info in labels for k in info.keywords)
+        budget = limit["keyword_cap"]
+        for word in sorted(found, key=lambda k: -keywords[k]):
+            weight = min(keywords[word], budget)
+            if weight > 0:
+                fired.append((f"keyword:{word}", weight))
+                budget -= weight
+
+        fired.extend(reg.rules)
+        if fake_tld(labels, self._cctlds):
+            fired.append(("fake_tld", w["fake_tld"]))
+        if gov_lure(labels, suffix):
+            fired.append(("gov_lure", w["gov_lure"]))
+        if any(i.mixed_script for i in labels):
+            fired.append(("mixed_script", w["mixed_script"]))
+        elif any(i.lookalike for i in labels):
+            fired.append(("idn_lookalike", w["idn_lookalike"]))
+        if any(i.random for i in subs):
+            fired.append(("random_subdomain", w["random_subdomain"]))
+
+        if sum(i.hyphens for i in labels) > limit["hyphens"]:
+            fired.append(("many_hyphens", w["many_hyphens"]))
+        extra = len(subs) - limit["nesting"]
+        if extra > 0:
+            nesting = min(w["deep_nesting"] + w["deep_nesting_per_label"] * (extra - 1), w["deep_nesting_cap"])
+            fired.append(("deep_nesting", nesting))
+        if host.count(".") > limit["dots"]:
+            fired.append(("many_dots", w["many_dots"]))
+        longest = max(len(p) for p in host[: -len(suffix) - 1].split("."))
+        if longest > limit["long_label"]:
+            fired.append(("long_label", w["long_label"]))
+        # Continuous, so that names with the same discrete rules still rank by randomness.
+        bits = entropy(host[: -len(suffix) - 1]) - limit["entropy"]
+        if bits > 0:
+            fired.append(("entropy", round(min(w["entropy"] * bits, w["entropy_cap"]), 1)))
+        if wildcard:
+            fired.append(("wildcard", w["wildcard"]))
+        ca = self._free_ca(issuer)
+        if ca:
+            fired.append(ca)
+
+        rules = tuple(sorted(((r, float(x)) for r, x in fired if x), key=lambda r: -r[1]))
+        total = float(round(sum(x for _, x in rules), 6))
+        return Score(name, total, total >= self.threshold, rules, reg.registered, brand)
