@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import Asset, dag, get_parsing_context, task
+from airflow.sdk import Asset, Param, dag, get_parsing_context, task
 
 from ctlib.loglist import CTLog, LogListError, load_log_list
 from ctlib.settings import Settings
@@ -26,6 +26,11 @@ decodes and writes each range to Parquet (`certs/log={slug}/...`, undecodable en
 `errors/`) and to Kafka; **commit** advances the watermark only when every range is stored,
 then announces the new files on the `ct://certs` asset. A run with nothing new skips fetch
 and commit. A failed or cleared run is safe to re-run: files are rewritten, never doubled.
+
+**Backfill**: trigger with `start_index` and `end_index` to fetch that index range (history
+before where ingestion began) into the same lake and topic, verified against the log's
+signed root, without touching the watermark. Ranges are rounded out to 8,192-entry cells,
+so repeating a backfill rewrites the same files.
 """
 
 
@@ -42,6 +47,12 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
         max_active_runs=1,  # Variables have no compare-and-set: one writer per log
         dagrun_timeout=timedelta(minutes=30),
         tags=["ct", "ingest", ctlog.kind, ctlog.operator],
+        params={
+            "start_index": Param(None, type=["null", "integer"], minimum=0,
+                                 description="Backfill: first index to fetch (leave empty for a normal run)"),
+            "end_index": Param(None, type=["null", "integer"], minimum=1,
+                               description="Backfill: index after the last one to fetch"),
+        },
         default_args={
             "owner": "ct-airflow",
             "retries": settings.task_retries,
@@ -51,10 +62,10 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
     )
     def ingest():
         @task
-        def plan() -> list[dict]:
+        def plan(params=None) -> list[dict]:
             from ctlib.dagtasks import plan_task
 
-            return plan_task(log_json)
+            return plan_task(log_json, params)
 
         @task(max_active_tis_per_dagrun=settings.fetch_parallelism)
         def fetch(work: dict) -> dict:

@@ -48,6 +48,10 @@ class LogClient(Protocol):
         """The compact range of [0, head.size), checked against head.root_hash; used to start
         verified ingestion of a log in the middle. Raises VerificationError on mismatch."""
 
+    def compact_range_before(self, index: int, head: TreeHead) -> CompactRange:
+        """[0, index) as the log's tree of head.size has it (index < head.size). Not checked
+        here: the caller merges entries onto it and checks the result against a signed root."""
+
     def fetch_range(self, start: int, end: int, *, batch: int, in_flight: int) -> Iterator[list[RawEntry]]:
         """Every entry of [start, end) in index order, in batches. `end` must not exceed the
         size of a tree head already obtained."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ctlib.client import VerificationError
-from ctlib.ingest import RangeSummary, RunPlan, commit_run, fetch_range, plan_run
+from ctlib.ingest import RangeSummary, RunPlan, commit_backfill, commit_run, fetch_range, plan_backfill, plan_run
 from ctlib.loglist import CTLog
 from ctlib.settings import Settings
 from ctlib.sinks.parquet import Lake
@@ -26,12 +26,20 @@ def _fail_on_incident(step: Callable[[], Any]) -> Any:
         raise AirflowFailException(f"INCIDENT {err.kind}: {err}") from err
 
 
-def plan_task(log_json: dict[str, Any]) -> list[dict[str, Any]]:
-    """One work item per planned range, each carrying the run's plan for commit."""
+def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One work item per planned range, each carrying the run's plan for commit. With the
+    Params start_index and end_index, a backfill of that index range."""
     settings = Settings.from_env()
-    plan = _fail_on_incident(
-        lambda: plan_run(CTLog.from_dict(log_json), settings, VariableStateStore(), Lake.open(settings.lake))
-    )
+    ctlog, store, lake = CTLog.from_dict(log_json), VariableStateStore(), Lake.open(settings.lake)
+    start, end = (params or {}).get("start_index"), (params or {}).get("end_index")
+    if (start is None) != (end is None):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("a backfill needs both start_index and end_index")
+    if start is not None:
+        plan = _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, int(start), int(end)))
+    else:
+        plan = _fail_on_incident(lambda: plan_run(ctlog, settings, store, lake))
     return [{"start": start, "end": end, "plan": plan.to_json()} for start, end in plan.ranges]
 
 
@@ -58,15 +66,20 @@ def commit_task(
     ctlog = CTLog.from_dict(log_json)
     plan = RunPlan.from_json(work[0]["plan"])
     summaries_ = [RangeSummary.from_json(s) for s in summaries]
-    state = _fail_on_incident(
-        lambda: commit_run(ctlog, plan, summaries_, VariableStateStore(), Lake.open(settings.lake), settings)
-    )
+    lake = Lake.open(settings.lake)
+    if plan.mode == "backfill":
+        compact = _fail_on_incident(lambda: commit_backfill(ctlog, plan, summaries_, lake, settings))
+        end, result = compact.end, {"backfilled": [plan.start, compact.end], "tree_size": plan.tree_size}
+    else:
+        state = _fail_on_incident(lambda: commit_run(ctlog, plan, summaries_, VariableStateStore(), lake, settings))
+        end, result = state.next_index, {k: v for k, v in state.to_json().items() if k != "compact_range"}
     outlet_event.extra = {
         "log": ctlog.slug,
         "log_id": ctlog.log_id,
+        "mode": plan.mode,
         "start": plan.start,
-        "end": state.next_index,
+        "end": end,
         "files": [f for s in summaries_ for f in s.cert_files],
         "error_files": [f for s in summaries_ for f in s.error_files],
     }
-    return {k: v for k, v in state.to_json().items() if k != "compact_range"}
+    return result

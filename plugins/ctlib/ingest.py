@@ -52,6 +52,7 @@ class RunPlan:
     sth_timestamp: int
     root_hash: str  # base64, of the verified tree head of size tree_size
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    mode: str = "watermark"  # or "backfill": an index range that leaves the watermark alone
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +173,67 @@ def plan_run(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake) ->
     )
     return RunPlan(slug=ctlog.slug, start=state.next_index, tree_size=head.size,
                    sth_timestamp=head.timestamp, root_hash=_b64(head.root_hash), ranges=ranges)
+
+
+BACKFILL_CELL = 8192
+"""Backfill ranges are whole cells of this grid (clipped to what may be backfilled), so
+repeated or overlapping backfills rewrite the same files instead of doubling rows."""
+
+
+def plan_backfill(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
+                  start_index: int, end_index: int) -> RunPlan:
+    """Ranges for fetching [start_index, end_index) without touching the watermark: history
+    before where ingestion began (first_index), or the tree of a log not ingested yet."""
+    client = open_client(ctlog, settings)
+    state = store.load(ctlog.slug)
+    head = None
+    try:
+        head = client.tree_head()
+        if state is not None:
+            check_tree_head(client, state, head)
+    except VerificationError as err:
+        record_incident(lake, ctlog, err, served=head, verified_size=state.tree_size if state else None)
+        raise
+    finally:
+        client.close()
+    limit = state.first_index if state is not None else head.size
+    if not 0 <= start_index < end_index:
+        raise IngestError(f"{ctlog.slug}: backfill needs 0 <= start_index < end_index, got [{start_index}, {end_index})")
+    if end_index > limit:
+        why = (f"indexes from {state.first_index} on are ingested by the scheduled runs (next_index {state.next_index})"
+               if state is not None else f"the verified tree size is {head.size}")
+        raise IngestError(f"{ctlog.slug}: cannot backfill [{start_index}, {end_index}): {why}")
+    first = start_index - start_index % BACKFILL_CELL
+    last = min(limit, -(-end_index // BACKFILL_CELL) * BACKFILL_CELL)
+    ranges = [(s, min(s + BACKFILL_CELL, last)) for s in range(first, last, BACKFILL_CELL)]
+    log.info("%s: backfill of [%d, %d) as %d cell(s) [%d, %d); the watermark is not touched",
+             ctlog.slug, start_index, end_index, len(ranges), first, last)
+    return RunPlan(slug=ctlog.slug, start=first, tree_size=head.size, sth_timestamp=head.timestamp,
+                   root_hash=_b64(head.root_hash), ranges=ranges, mode="backfill")
+
+
+def commit_backfill(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], lake: Lake,
+                    settings: Settings) -> CompactRange:
+    """Check the backfilled entries against the signed root; the watermark stays."""
+    try:
+        check_coverage(plan.ranges, [(s.start, s.end) for s in summaries], ctlog.slug)
+    except ValueError as err:
+        raise IngestError(str(err)) from None
+    client = open_client(ctlog, settings)
+    head = TreeHead(plan.tree_size, plan.sth_timestamp, base64.b64decode(plan.root_hash), "")
+    try:
+        compact = client.compact_range_before(plan.start, head)
+        for summary in sorted(summaries, key=lambda s: s.start):
+            compact = compact.merge(CompactRange.from_json(summary.compact_range))
+        verify_entries(client, plan, compact)
+    except VerificationError as err:
+        record_incident(lake, ctlog, err, served=None, verified_size=plan.tree_size)
+        delete_files(lake, [f for s in summaries for f in s.cert_files + s.error_files])
+        raise
+    finally:
+        client.close()
+    log.info("%s: backfill [%d, %d) verified against tree size %d", ctlog.slug, plan.start, compact.end, plan.tree_size)
+    return compact
 
 
 def _first_state(client: LogClient, head: TreeHead, settings: Settings) -> LogState:

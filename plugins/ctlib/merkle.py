@@ -535,3 +535,42 @@ class CompactRange:
                 raise MerkleError(f"compact range JSON hash {i} is not 64 lowercase hex digits")
             hashes.append(bytes.fromhex(s))
         return cls(obj["begin"], obj["end"], tuple(hashes))
+
+
+def prefix_nodes(size: int) -> list[tuple[int, int]]:
+    """(level, index) of the perfect subtrees covering [0, size), left to right."""
+    _check_size("size", size)
+    nodes, start = [], 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            nodes.append((level, start >> level))
+            start += 1 << level
+    return nodes
+
+
+def left_siblings(index: int, size: int, proof: Sequence[bytes]) -> list[Hash]:
+    """The hashes of an inclusion proof of leaf `index` (tree size `size`) that lie to the
+    left of the leaf's path, left to right: exactly the perfect subtrees covering [0, index).
+    Classifies proof elements as RFC 9162's verification algorithm does; the caller still
+    has to verify what it builds from them against a signed root."""
+    if not 0 <= index < size:
+        raise MerkleError(f"leaf index {index} is not below tree size {size}")
+    fn, sn, left = index, size - 1, []
+    for element in proof:
+        _check_hash("proof element", element)
+        if sn == 0:
+            raise MerkleError(f"inclusion proof of leaf {index} in tree size {size} is too long")
+        if fn & 1 or fn == sn:
+            left.append(Hash(bytes(element)))
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise MerkleError(f"inclusion proof of leaf {index} in tree size {size} is too short")
+    left.reverse()
+    if len(left) != bin(index).count("1"):
+        raise MerkleError(f"inclusion proof of leaf {index} has {len(left)} left siblings, want {bin(index).count('1')}")
+    return left

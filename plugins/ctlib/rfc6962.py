@@ -19,7 +19,7 @@ from ctlib.client import TreeHead, VerificationError
 from ctlib.decode import RawEntry
 from ctlib.http import LogSession
 from ctlib.loglist import CTLog
-from ctlib.merkle import CompactRange, leaf_hash, verify_inclusion
+from ctlib.merkle import CompactRange, leaf_hash, left_siblings, verify_inclusion
 from ctlib.sth import SignatureError, SignedTreeHead, verify_sth
 
 
@@ -88,6 +88,21 @@ class RFC6962Client:
         except (ValueError, TypeError, KeyError) as err:
             raise VerificationError(
                 "root_mismatch", f"{self.log.slug}: cannot anchor at size {head.size}: {err}"
+            ) from None
+
+    def compact_range_before(self, index: int, head: TreeHead) -> CompactRange:
+        """The left siblings of leaf `index`'s audit path are the subtrees covering [0, index)."""
+        if index == 0:
+            return CompactRange.empty()
+        body = self.session.get_json(
+            self._url("get-entry-and-proof"), {"leaf_index": index, "tree_size": head.size}
+        )
+        try:
+            path = [_b64(h, "audit_path hash") for h in body["audit_path"]]
+            return CompactRange(0, index, tuple(left_siblings(index, head.size, path)))
+        except (ValueError, TypeError, KeyError) as err:
+            raise LogResponseError(
+                f"{self.log.slug}: malformed get-entry-and-proof for leaf {index} at size {head.size}: {err}"
             ) from None
 
     def get_sth_consistency(self, first: int, second: int) -> list[bytes]:

@@ -42,7 +42,7 @@ from ctlib.decode import RawEntry
 from ctlib.http import LogHTTPError, LogSession
 from ctlib.leaf import encode_precert_chain_entry, encode_x509_chain
 from ctlib.loglist import CTLog
-from ctlib.merkle import HASH_SIZE, CompactRange
+from ctlib.merkle import HASH_SIZE, CompactRange, prefix_nodes
 from ctlib.settings import Settings
 from ctlib.sth import SignatureError, parse_checkpoint, verify_checkpoint
 from ctlib.tiles import (
@@ -262,6 +262,11 @@ class StaticClient:
         """The RFC 6962 proof between sizes first <= second, built from the hash tiles of
         tree size `second` (empty when first is 0 or second)."""
         return TileTree(second, self.read_tile).consistency_proof(first)
+
+    def compact_range_before(self, index: int, head: TreeHead) -> CompactRange:
+        """[0, index) from the hash tiles of tree size head.size (perfect subtrees only)."""
+        tree = TileTree(head.size, self.read_tile)
+        return CompactRange(0, index, tuple(tree.perfect(level, k) for level, k in prefix_nodes(index)))
 
     def compact_range_at(self, head: TreeHead) -> CompactRange:
         """[0, head.size) from the hash tiles; VerificationError("root_mismatch") unless it

@@ -105,7 +105,8 @@ def test_airflow_kafka_producer_hook_with_env_connection(kafka_broker, monkeypat
     reports = []
     producer.produce(topic, key=b"hook", value=b"hello", on_delivery=lambda e, m: reports.append(e))
     assert producer.flush(10) == 0 and reports == [None]
-    assert [tuple(r) for r in consume_all(kafka_broker.bootstrap_servers, topic)] == [(b"hook", b"hello")]
+    records = consume_all(kafka_broker.bootstrap_servers, topic)
+    assert [tuple(r) for r in records] == [(b"hook", b"hello")]
 
 
 def test_broker_stops_promptly_with_clients_and_reports_a_taken_port():
@@ -151,7 +152,8 @@ def test_embedded_postgres_ensure_is_idempotent_and_stop_works(open_tmp):
     pg = EmbeddedPostgres(data, port=0)
     try:
         url = pg.ensure_running()
-        assert url.startswith("postgresql+psycopg2://postgres@127.0.0.1:") and url.endswith("/airflow")
+        assert url.startswith("postgresql+psycopg2://postgres@127.0.0.1:")
+        assert url.endswith("/airflow")
         port = pg.running_port()
         assert url.endswith(f":{port}/airflow")
         assert _modes(data) == before, "no parent folder of the data was opened up"
@@ -211,8 +213,9 @@ def _bin_airflow(project: Path, *args: str, env: dict[str, str]) -> subprocess.C
 def test_bin_airflow_honours_home_and_database_from_the_environment(project_copy, open_tmp):
     home = open_tmp / "home"
     home.mkdir()
-    env = _clean_env(AIRFLOW_HOME=str(home),
-                     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db")  # fmt: skip
+    env = _clean_env(
+        AIRFLOW_HOME=str(home), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db"
+    )
     result = _bin_airflow(project_copy, "db", "migrate", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (home / "airflow.db").is_file()
@@ -227,7 +230,9 @@ def test_bin_airflow_honours_home_and_database_from_the_environment(project_copy
 def test_bin_airflow_defaults_to_embedded_postgres_and_migrates_once(project_copy):
     env = _clean_env()
     try:
-        first = _bin_airflow(project_copy, "config", "get-value", "database", "sql_alchemy_conn", env=env)
+        first = _bin_airflow(
+            project_copy, "config", "get-value", "database", "sql_alchemy_conn", env=env
+        )
         assert first.returncode == 0, first.stderr[-3000:]
         assert first.stdout.strip().startswith("postgresql+psycopg2://postgres@127.0.0.1:")
         assert "migrating the Airflow database" in first.stderr

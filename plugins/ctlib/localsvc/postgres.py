@@ -92,7 +92,8 @@ def _system_user() -> pwd.struct_passwd | None:
     subprocess.run(
         ["useradd", "-s", "/bin/bash", SYSTEM_USER], check=True, capture_output=True, text=True
     )
-    print(f"postgres: created system user {SYSTEM_USER!r} (PostgreSQL refuses root)", file=sys.stderr)
+    print(f"postgres: created system user {SYSTEM_USER!r} (PostgreSQL refuses root)",
+          file=sys.stderr)  # fmt: skip
     return pwd.getpwnam(SYSTEM_USER)
 
 

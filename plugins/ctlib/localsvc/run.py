@@ -219,8 +219,8 @@ def session_members(sid: int) -> list[int]:
         entries = os.listdir("/proc")
     except OSError:
         entries = []
-    if not entries:
-        return [sid] if _wait_gone(sid, 0) is False else []
+    if not entries:  # no /proc
+        return [] if _wait_gone(sid, 0) else [sid]
     for entry in entries:
         if not entry.isdigit():
             continue

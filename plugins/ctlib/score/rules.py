@@ -117,12 +117,17 @@ def is_mixed_script(text: str) -> bool:
     return len(scripts) > 1
 
 
+_CLOG = [0.0] + [c * math.log2(c) for c in range(1, 256)]  # c log2 c, the hot part of entropy
+
+
 def entropy(text: str) -> float:
     """Shannon entropy of `text`, bits per character."""
     n = len(text)
     if not n:
         return 0.0
-    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+    counts = Counter(text).values()
+    # H = log2 n - (1/n) sum c log2 c; DNS names stay far below 256 of one character.
+    return math.log2(n) - sum(_CLOG[c] if c < 256 else c * math.log2(c) for c in counts) / n
 
 
 _FLIP = re.compile(r"(?=[0-9][a-z]|[a-z][0-9])")
@@ -139,7 +144,7 @@ def looks_random(label: str) -> bool:
         return True
     if len(_FLIP.findall(alnum)) >= 3:
         return True
-    letters = sum(c.isalpha() for c in label)
+    letters = len(_NOT_LETTER.sub("", label))
     if letters >= 8 and sum(map(label.count, "aeiou")) < 0.15 * letters:
         return True
     return _CONSONANT_RUN.search(label) is not None
@@ -147,7 +152,7 @@ def looks_random(label: str) -> bool:
 
 def is_numeric(label: str) -> bool:
     """Mostly digits (473621, 3659vip3 is not; 55100-55100tz02 is)."""
-    digits = sum(c.isdigit() for c in label)
+    digits = sum(map(label.count, "0123456789"))
     return digits >= 4 and digits * 2 >= len(label.replace("-", ""))
 
 
@@ -199,25 +204,20 @@ class _Term:
     term: str
     folded: str
     brand: str
-    grams: int  # distinct trigrams of `folded`
     edits: int  # edits tolerated for a whole token
-    embed_need: int  # trigrams a 1-edit variant inside a longer token keeps (> grams: never)
 
 
-_GRAM = 3
-
-
-def _grams(text: str) -> set[str]:
-    return {text[i : i + _GRAM] for i in range(len(text) - _GRAM + 1)}
+_ANCHOR = 3  # characters looked up per label position
 
 
 class BrandMatcher:
     """Finds brand terms in one (skeleton, lower-case ASCII) label.
 
-    Exact terms and the candidates for an edit inside a longer token come from a trigram index
-    (a term inside the label has all its trigrams there; one edit, a transposition included,
-    removes at most four); whole tokens are compared (rapidfuzz, in C) with the terms of
-    nearby lengths only.
+    Every position of the label is looked up by its next three characters: the terms starting
+    there are compared in place (exact), and so are the heads and tails of long terms (a term
+    one edit away inside a longer token keeps its head or its tail intact). Whole tokens are
+    compared by edit distance (rapidfuzz, in C) with the terms of nearby length that share
+    their first or last character.
     """
 
     def __init__(self, brands: Iterable[Brand], limits: MatchLimits, not_typos: frozenset[str]) -> None:
@@ -237,26 +237,28 @@ class BrandMatcher:
                     self._token.setdefault(term, brand.name)
         self._affix_lengths = sorted({len(t) for t in self._affix})
         self._terms: dict[str, _Term] = {}
-        self._index: dict[str, list[str]] = {}
-        self._by_length: dict[int, list[str]] = {}  # token length -> terms worth a distance
+        self._starts: dict[str, list[str]] = {}  # first characters -> folded terms
+        self._anchors: dict[str, list[str]] = {}  # first characters of a head or tail -> terms
+        # (token length, first or last character) -> terms worth a distance: a typo keeps the
+        # term's first or its last character (both changed is two edits at the ends).
+        self._by_length: dict[tuple[int, str, str], list[str]] = {}
         for term, brand in substring.items():
             folded = fold(term)
             if folded in self._terms:
                 continue
-            grams = _grams(folded)
             k = 2 if len(term) >= limits.long_len else 1
-            embedded = len(term) >= limits.min_embedded
-            self._terms[folded] = _Term(
-                term, folded, brand, len(grams), k,
-                embed_need=max(len(grams) - 4, 1) if embedded else len(grams) + 1,
-            )
-            for gram in grams:
-                self._index.setdefault(gram, []).append(folded)
+            self._terms[folded] = _Term(term, folded, brand, k)
+            self._starts.setdefault(folded[:_ANCHOR], []).append(folded)
+            if len(term) >= limits.min_embedded:
+                head, tail = _head_tail(folded)
+                for part in {head[:_ANCHOR], tail[:_ANCHOR]}:
+                    self._anchors.setdefault(part, []).append(folded)
             if len(term) >= limits.min_fuzzy:
                 # Dropping a letter of a short term mostly gives a plain word (gmail -> mail).
                 shortest = len(folded) - (k if len(term) >= limits.min_deletion else 0)
                 for size in range(shortest, len(folded) + k + 1):
-                    self._by_length.setdefault(size, []).append(folded)
+                    self._by_length.setdefault((size, folded[0], ""), []).append(folded)
+                    self._by_length.setdefault((size, "", folded[-1]), []).append(folded)
 
     def match(self, text: str) -> tuple[BrandHit, ...]:
         """Every brand in `text` (one label), the best kind per brand, longest terms only."""
@@ -290,30 +292,38 @@ class BrandMatcher:
 
     def _scan(self, text: str, flat: str, add: Callable[[BrandHit], None], *, variant: bool) -> None:
         folded_flat = fold(flat)
-        index, terms = self._index, self._terms
-        counts = Counter([f for gram in _grams(folded_flat) for f in index.get(gram, ())])
-        embed = []
-        for folded, shared in counts.items():
-            t = terms[folded]
-            if shared == t.grams:  # every trigram present: perhaps the term itself
-                if not variant and t.term in flat:
-                    add(BrandHit(t.brand, t.term, "exact", flat == t.term))
-                    continue
-                if folded in folded_flat:
-                    # Read only through look-alike characters: a deliberate misspelling.
-                    add(BrandHit(t.brand, t.term, "typo", folded_flat == folded))
-                    continue
-            if shared >= t.embed_need:
-                embed.append(t)
-        for raw, token in self._tokens(text):
+        starts, anchors, terms = self._starts, self._anchors, self._terms
+        found: set[str] = set()
+        embed: set[str] = set()
+        for i in range(len(folded_flat) - _ANCHOR + 1):
+            key = folded_flat[i : i + _ANCHOR]
+            for folded in starts.get(key, ()):
+                if folded_flat.startswith(folded, i):
+                    t = terms[folded]
+                    found.add(folded)
+                    # Folding keeps positions: the raw label spells the term, or only its look-alike.
+                    if not variant and flat.startswith(t.term, i):
+                        add(BrandHit(t.brand, t.term, "exact", flat == t.term))
+                    else:
+                        add(BrandHit(t.brand, t.term, "typo", folded_flat == folded))
+            embed.update(anchors.get(key, ()))
+        tokens = self._tokens(text)
+        for raw, token in tokens:
             self._typos(token, folded_flat, add)
-            for t in embed:
-                if len(token) > len(t.folded) + 1 and self._embedded(raw, token, t.folded):
+        for folded in embed - found:
+            t = terms[folded]
+            for raw, token in tokens:
+                if len(token) > len(folded) + 1 and self._embedded(raw, token, folded):
                     add(BrandHit(t.brand, t.term, "embedded"))
+                    break
 
     def _typos(self, token: str, folded_flat: str, add: Callable[[BrandHit], None]) -> None:
         """Terms 1 edit (2 for long terms) from the whole (folded) `token`."""
-        choices = self._by_length.get(len(token))
+        size = len(token)
+        choices = self._by_length.get((size, token[0], ""), [])
+        ends = self._by_length.get((size, "", token[-1]))
+        if ends:
+            choices = list(dict.fromkeys(choices + ends))
         if not choices:
             return
         for folded, dist, _ in process.extract(token, choices, scorer=OSA.distance, score_cutoff=2, limit=None):
@@ -336,13 +346,11 @@ class BrandMatcher:
     def _embedded(self, raw: str, token: str, term: str) -> bool:
         """A substring of (folded) `token` one edit from `term`, not a listed word.
 
-        One edit (a transposition included) leaves the term's first h or last h characters
-        intact when the term is at least 2h+2 long, so only windows starting at the head or
-        ending at the tail are compared.
+        One edit (a transposition included) leaves the term's head or its tail intact, so
+        only windows starting at the head or ending at the tail are compared.
         """
         size = len(term)
-        h = (size - 2) // 2
-        head, tail = term[:h], term[-h:]
+        head, tail = _head_tail(term)
         windows: set[tuple[int, int]] = set()
         at = token.find(head)
         while at != -1:
@@ -350,13 +358,21 @@ class BrandMatcher:
             at = token.find(head, at + 1)
         at = token.find(tail)
         while at != -1:
-            windows.update((at + h - width, at + h) for width in (size - 1, size, size + 1))
+            end = at + len(tail)
+            windows.update((end - width, end) for width in (size - 1, size, size + 1))
             at = token.find(tail, at + 1)
         for a, b in windows:
             if a >= 0 and b <= len(token) and raw[a:b] not in self._not_typos:
                 if OSA.distance(token[a:b], term, score_cutoff=1) <= 1:
                     return True
         return False
+
+
+def _head_tail(term: str) -> tuple[str, str]:
+    """The first and last h characters of `term`, h = (len - 2) // 2: one edit, a transposition
+    of two neighbours included, cannot touch both."""
+    h = (len(term) - 2) // 2
+    return term[:h], term[-h:]
 
 
 # --- Per-label analysis ---------------------------------------------------------------------
