@@ -93,31 +93,35 @@ def record_incident(lake: Lake, ctlog: CTLog, err: VerificationError, *, served:
     log.error("%s: INCIDENT %s: %s (recorded in %s)", ctlog.slug, err.kind, err, path)
 
 
+def _prefix_problem(client: LogClient, size1: int, root1: bytes, size2: int, root2: bytes) -> str | None:
+    """None if the tree (size1, root1) is a prefix of the signed tree (size2, root2), as a
+    consistency proof from the log shows; else what is wrong."""
+    if size1 == size2:
+        return None if root1 == root2 else f"roots {_b64(root1)} and {_b64(root2)} differ"
+    try:
+        verify_consistency(size1, size2, client.consistency_proof(size1, size2), root1, root2)
+    except MerkleError as err:
+        return str(err)
+    return None
+
+
 def check_tree_head(client: LogClient, state: LogState, head: TreeHead) -> None:
     """Raise VerificationError unless `head` extends the last verified tree head of `state`."""
     slug = client.log.slug
-    old_root = base64.b64decode(state.root_hash) if state.root_hash else None
     if head.size < state.tree_size:
         raise VerificationError(
             "rollback", f"{slug}: tree head of size {head.size} is smaller than the verified size {state.tree_size}"
         )
-    if old_root is None or state.tree_size == 0:
+    if not state.root_hash or state.tree_size == 0:
         return
-    if head.size == state.tree_size:
-        if head.root_hash != old_root:
-            raise VerificationError(
-                "fork", f"{slug}: two different signed roots for tree size {head.size}: "
-                f"{state.root_hash} (verified) and {_b64(head.root_hash)}"
-            )
-        return
-    proof = client.consistency_proof(state.tree_size, head.size)
-    try:
-        verify_consistency(state.tree_size, head.size, proof, old_root, head.root_hash)
-    except MerkleError as err:
+    problem = _prefix_problem(client, state.tree_size, base64.b64decode(state.root_hash), head.size, head.root_hash)
+    if problem and head.size == state.tree_size:
+        raise VerificationError("fork", f"{slug}: two different signed roots for tree size {head.size}: {problem}")
+    if problem:
         raise VerificationError(
             "inconsistent", f"{slug}: tree head of size {head.size} is not consistent with the "
-            f"verified one of size {state.tree_size}: {err}"
-        ) from None
+            f"verified one of size {state.tree_size}: {problem}"
+        )
 
 
 def _end_for_tiles(ctlog: CTLog, state: LogState, head: TreeHead, pending: PendingPlan | None,
@@ -310,23 +314,12 @@ def fetch_range(
 def verify_entries(client: LogClient, plan: RunPlan, compact: CompactRange) -> None:
     """Raise VerificationError unless [0, compact.end) hashes to the plan's signed root, or
     (when the run stopped short of it) is provably a prefix of that signed tree."""
-    signed_root = base64.b64decode(plan.root_hash)
-    root = compact.root()
-    where = f"{plan.slug}: entries [{plan.start}, {compact.end})"
-    if compact.end == plan.tree_size:
-        if root != signed_root:
-            raise VerificationError(
-                "root_mismatch", f"{where} do not hash to the signed root of tree size {plan.tree_size}: "
-                f"computed {_b64(root)}, signed {plan.root_hash}"
-            )
-        return
-    proof = client.consistency_proof(compact.end, plan.tree_size)
-    try:
-        verify_consistency(compact.end, plan.tree_size, proof, root, signed_root)
-    except MerkleError as err:
+    problem = _prefix_problem(client, compact.end, compact.root(), plan.tree_size, base64.b64decode(plan.root_hash))
+    if problem:
         raise VerificationError(
-            "root_mismatch", f"{where} are not a prefix of the signed tree of size {plan.tree_size}: {err}"
-        ) from None
+            "root_mismatch", f"{plan.slug}: entries [{plan.start}, {compact.end}) do not hash to the signed "
+            f"tree of size {plan.tree_size}: {problem}"
+        )
 
 
 def commit_run(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], store: StateStore,

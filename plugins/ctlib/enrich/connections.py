@@ -338,6 +338,37 @@ class ProviderSession:
         raise AssertionError("unreachable")
 
 
+class ProviderClient:
+    """What both provider clients share: a ProviderSession, the switch that turns a client
+    off after a fatal error (retired, auth, quota), and closing."""
+
+    _http: ProviderSession
+    _base: str
+    _off: Exception | None = None
+
+    @property
+    def host(self) -> str:
+        return self._base
+
+    @property
+    def disabled(self) -> Exception | None:
+        """The fatal error that switched this client off, if any."""
+        return self._off
+
+    @property
+    def requests_made(self) -> int:
+        return self._http.requests_made
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):  # noqa: ANN204 (returns the subclass)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def unreachable(err: requests.RequestException) -> bool:
     """True when `err` means the host could not be reached at all: DNS failure, refused or
     timed-out connect, TLS failure. False for trouble after connecting (reset, read timeout)."""

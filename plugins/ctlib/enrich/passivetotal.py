@@ -27,6 +27,7 @@ from ctlib.enrich import normalize_domain
 from ctlib.enrich.connections import (
     PASSIVETOTAL,
     ApiResponse,
+    ProviderClient,
     ProviderCredentials,
     ProviderSession,
     RetryPolicy,
@@ -196,7 +197,7 @@ def error_message(payload: Any) -> str | None:
 # --------------------------------------------------------------------------- client
 
 
-class PassiveTotalClient:
+class PassiveTotalClient(ProviderClient):
     """PassiveTotal v2 over HTTP Basic auth (login = account e-mail, secret = API secret).
 
     Raw calls (`whois`, `passive_dns`, `enrichment`, `account`) return the JSON object or
@@ -226,28 +227,6 @@ class PassiveTotalClient:
             retry=RetryPolicy(attempts=attempts, backoff=backoff, max_backoff=max_backoff),
         )
         self._off: PassiveTotalError | None = None  # set once a fatal error is seen
-
-    @property
-    def host(self) -> str:
-        return self._base
-
-    @property
-    def disabled(self) -> PassiveTotalError | None:
-        """The fatal error that switched this client off (retired, auth, quota), if any."""
-        return self._off
-
-    @property
-    def requests_made(self) -> int:
-        return self._http.requests_made
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> PassiveTotalClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ raw endpoints
 

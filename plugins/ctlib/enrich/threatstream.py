@@ -23,6 +23,7 @@ from ctlib.enrich.connections import (
     THREATSTREAM,
     ApiResponse,
     HeaderAuth,
+    ProviderClient,
     ProviderCredentials,
     ProviderSession,
     RetryPolicy,
@@ -204,7 +205,7 @@ def parse_page(payload: Any) -> tuple[list[ThreatIndicator], str | None]:
 # --------------------------------------------------------------------------- client
 
 
-class ThreatStreamClient:
+class ThreatStreamClient(ProviderClient):
     """ThreatStream v2 intelligence look-ups with the API-key header.
 
     `intelligence` returns every indicator for a value, following `meta.next` for at most
@@ -241,28 +242,6 @@ class ThreatStreamClient:
             retry=RetryPolicy(attempts=attempts, backoff=backoff, max_backoff=max_backoff),
         )
         self._off: ThreatStreamError | None = None
-
-    @property
-    def host(self) -> str:
-        return self._base
-
-    @property
-    def disabled(self) -> ThreatStreamError | None:
-        """The auth error that switched this client off, if any."""
-        return self._off
-
-    @property
-    def requests_made(self) -> int:
-        return self._http.requests_made
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ThreatStreamClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def intelligence(
         self, value: str, type: str = "domain", *, status: str | None = None  # noqa: A002 (API name)
