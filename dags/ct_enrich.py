@@ -5,7 +5,7 @@ Wiring only; the work is in ctlib.enrich and ctlib.downstream_tasks.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from airflow.sdk import Asset, Param, dag, task
 
@@ -40,11 +40,7 @@ Manual run: give `files` (alerts file paths) to enrich their domains.
     max_active_runs=1,
     tags=["ct", "enrich"],
     params={"files": Param([], type="array", description="alerts files to enrich (manual runs)")},
-    default_args={
-        "owner": "ct-airflow",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": timedelta(seconds=SETTINGS.task_retry_delay),
-    },
+    default_args=SETTINGS.default_args(),
 )
 def ct_enrich_dag():
     @task

@@ -53,12 +53,7 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
             "end_index": Param(None, type=["null", "integer"], minimum=1,
                                description="Backfill: index after the last one to fetch"),
         },
-        default_args={
-            "owner": "ct-airflow",
-            "retries": settings.task_retries,
-            "retry_delay": timedelta(seconds=settings.task_retry_delay),
-            "retry_exponential_backoff": True,
-        },
+        default_args=settings.default_args(),
     )
     def ingest():
         @task

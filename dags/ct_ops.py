@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
@@ -30,11 +30,7 @@ stays. When `CT_LOG_LIST` pins a local file there is nothing to do.
     catchup=False,
     max_active_runs=1,
     tags=["ct", "ops"],
-    default_args={
-        "owner": "ct-airflow",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": timedelta(seconds=SETTINGS.task_retry_delay),
-    },
+    default_args=SETTINGS.default_args(),
 )
 def loglist_refresh():
     @task

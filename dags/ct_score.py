@@ -5,7 +5,7 @@ Wiring only; the work is in ctlib.score_files and ctlib.score.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from airflow.sdk import Asset, Param, dag, task
 
@@ -38,11 +38,7 @@ Manual run: give `files` (certs file paths) to re-score them.
     max_active_runs=1,
     tags=["ct", "score"],
     params={"files": Param([], type="array", description="certs files to score (manual runs)")},
-    default_args={
-        "owner": "ct-airflow",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": timedelta(seconds=SETTINGS.task_retry_delay),
-    },
+    default_args=SETTINGS.default_args(),
 )
 def ct_score_dag():
     @task

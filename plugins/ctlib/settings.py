@@ -131,6 +131,23 @@ class Settings:
     """CT_TASK_RETRIES: Airflow retries of a failed ingest task."""
     task_retry_delay: float
     """CT_TASK_RETRY_DELAY: seconds before the first retry (doubling after)."""
+    health_max_lag_seconds: float
+    """CT_HEALTH_MAX_LAG_SECONDS: the health check fails when a log's oldest entry not yet
+    ingested is older than this."""
+    health_stall_seconds: float
+    """CT_HEALTH_STALL_SECONDS: the health check fails when a log with a backlog (or an
+    unreachable log) has not advanced its watermark for this long."""
+
+    def default_args(self) -> dict:
+        """Airflow default_args shared by every ct-airflow DAG: owner and retry policy."""
+        from datetime import timedelta
+
+        return {
+            "owner": "ct-airflow",
+            "retries": self.task_retries,
+            "retry_delay": timedelta(seconds=self.task_retry_delay),
+            "retry_exponential_backoff": True,
+        }
 
     @property
     def kafka_enabled(self) -> bool:
@@ -208,4 +225,6 @@ class Settings:
             partial_tile_wait=_float(env, "CT_PARTIAL_TILE_WAIT", 60.0, allow_zero=True),
             task_retries=_int(env, "CT_TASK_RETRIES", 3, minimum=0),
             task_retry_delay=_float(env, "CT_TASK_RETRY_DELAY", 20.0),
+            health_max_lag_seconds=_float(env, "CT_HEALTH_MAX_LAG_SECONDS", 900.0),
+            health_stall_seconds=_float(env, "CT_HEALTH_STALL_SECONDS", 1800.0),
         )
