@@ -112,8 +112,8 @@ def roc_auc(benign: Sequence[float], phishing: Sequence[float]) -> float:
 
 def evaluate(scores: Sequence[float], examples: Sequence[Example]) -> dict:
     """Figures for one scorer's `scores` (aligned with `examples`)."""
-    benign = [s for s, e in zip(scores, examples) if not e.phishing]
-    phish = [(s, e) for s, e in zip(scores, examples) if e.phishing]
+    benign = [s for s, e in zip(scores, examples, strict=True) if not e.phishing]
+    phish = [(s, e) for s, e in zip(scores, examples, strict=True) if e.phishing]
     not_shared = [s for s, e in phish if not e.shared_platform]
     result: dict = {"n_benign": len(benign), "n_phishing": len(phish), "n_phishing_not_shared": len(not_shared)}
     at = []
@@ -146,7 +146,8 @@ def scorers() -> dict[str, Callable[[str], float]]:
 
 
 def throughput(names: Sequence[str], repeats: int = 3) -> dict[str, float]:
-    """Names per second of ctlib.score on one core, best of `repeats` runs, each run with a
+    """Names per second of ctlib.score on one core (per second of this process's CPU time,
+    so other load on the machine does not count), best of `repeats` runs, each run with a
     fresh Scorer (cold caches): `unique` scores every name once; `certificates` scores them as
     certificates log them (each name with its www. sibling, and every certificate twice, as
     precertificate and certificate), which is what the per-name and per-registrable-domain
@@ -159,10 +160,10 @@ def throughput(names: Sequence[str], repeats: int = 3) -> dict[str, float]:
         for _ in range(repeats):
             scorer = Scorer()
             scorer.score("warm-up.example.com")  # loads the suffix list outside the timing
-            start = time.perf_counter()
+            start = time.process_time()
             for name in batch:
                 scorer.score(name)
-            rate = len(batch) / (time.perf_counter() - start)
+            rate = len(batch) / max(time.process_time() - start, 1e-9)
             best[label] = max(best.get(label, 0.0), rate)
     return best
 
@@ -178,6 +179,14 @@ def run(folder: Path) -> dict:
             idx = [i for i, e in enumerate(examples) if e.half == half]
             per_split[half] = evaluate([scores[i] for i in idx], [examples[i] for i in idx])
         report["scorers"][name] = per_split
+    ours, base = report["scorers"]["ctlib.score"], report["scorers"]["phishing_catcher"]
+    report["recall_ratio"] = {  # ctlib.score's recall over the baseline's, per split and FPR
+        split: {
+            f"{m['target_fpr']:.4f}": m["recall"] / b["recall"] if b["recall"] else None
+            for m, b in zip(ours[split]["at_fpr"], base[split]["at_fpr"], strict=True)
+        }
+        for split in ("all", "tune", "holdout")
+    }
     report["names_per_second"] = throughput([e.host for e in examples])
     return report
 
@@ -193,6 +202,9 @@ def _print(report: dict) -> None:
                 for a in f["at_fpr"]
             )
             print(f"  {split:8s} n={f['n_phishing']}/{f['n_benign']}  AUC={f['roc_auc']:.3f}  {cells}")
+    for split, ratios in report["recall_ratio"].items():
+        cells = "  ".join(f"{float(fpr):.2%}: {r:.1f}x" if r else f"{float(fpr):.2%}: n/a" for fpr, r in ratios.items())
+        print(f"recall ctlib.score / phishing_catcher, {split:8s} {cells}")
     rates = report["names_per_second"]
     print(f"ctlib.score throughput: {rates['unique']:,.0f} names/s (every name new), "
           f"{rates['certificates']:,.0f} names/s (certificate-like stream)")

@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="DNS names (default: one per line on stdin)")
     parser.add_argument("--threshold", type=float, help="alert at or above this score (default: the lists')")
     parser.add_argument("--issuer", help="certificate issuer (organisation), e.g. \"Let's Encrypt\"")
-    parser.add_argument("--lists", type=Path, default=DEFAULT_FOLDER, help="folder of the list files (default: %(default)s)")
+    parser.add_argument(
+        "--lists", type=Path, default=DEFAULT_FOLDER, help="folder of the list files (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         scorer = Scorer(load_lists(args.lists))

@@ -36,7 +36,7 @@ RULES: frozenset[str] = frozenset(
 )
 LIMITS: frozenset[str] = frozenset(
     """hyphens nesting dots long_label entropy keyword_cap min_substring_len min_prefix_len
-    min_fuzzy_len min_embedded_len min_deletion_len fuzzy_long_len""".split()
+    min_fuzzy_len min_embedded_len min_deletion_len fuzzy_long_len common_word_factor""".split()
 )
 
 
