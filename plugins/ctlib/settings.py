@@ -104,6 +104,10 @@ class Settings:
     """CT_HTTP_MAX_BACKOFF: cap on one back-off or Retry-After wait, in seconds."""
     http_in_flight: int
     """CT_HTTP_IN_FLIGHT: most requests in flight to one log from one fetch task."""
+    http_max_body_mb: int
+    """CT_HTTP_MAX_BODY_MB: largest answer accepted from a log, in MiB; a larger one fails the
+    request (a get-entries answer is a few MB). Bounds memory against a hostile log: a fetch
+    task holds at most CT_HTTP_IN_FLIGHT answers being read."""
     get_entries_batch: int
     """CT_GET_ENTRIES_BATCH: entries asked per get-entries request until the log's cap is learnt."""
     user_agent: str
@@ -212,6 +216,7 @@ class Settings:
             http_backoff=_float(env, "CT_HTTP_BACKOFF", 0.5),
             http_max_backoff=_float(env, "CT_HTTP_MAX_BACKOFF", 60.0),
             http_in_flight=_int(env, "CT_HTTP_IN_FLIGHT", 4),
+            http_max_body_mb=_int(env, "CT_HTTP_MAX_BODY_MB", 64),
             get_entries_batch=_int(env, "CT_GET_ENTRIES_BATCH", 1024),
             user_agent=env.get("CT_USER_AGENT", "").strip() or "ct-airflow/0.1 (CT monitor)",
             kafka_conn_id=env.get("CT_KAFKA_CONN_ID", "kafka_default").strip(),

@@ -1,0 +1,110 @@
+"""Maintenance DAGs: `ct_compact` merges small lake files, `ct_health` watches ingest lag.
+
+Wiring only; the work is in ctlib.compaction and ctlib.health.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import Param, dag, task
+
+from ctlib.settings import Settings
+
+SETTINGS = Settings.from_env()
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@dag(
+    dag_id="ct_compact",
+    description="Merge each closed day partition of certs/ and errors/ into one file per log, atomically",
+    doc_md="""
+### Compact the lake
+
+Ingest writes one Parquet file per range and day. Once a day can no longer receive rows
+(it ended before the newest committed day minus the log's MMD), this DAG merges each
+`certs/` and `errors/` partition `log=<slug>/date=<day>` into **one file sorted by index**,
+named by the range it covers. The swap is one atomic directory exchange: readers globbing
+`*.parquet` see the old files or the new one, never both, never neither, also after a crash
+(leftovers are settled by the next run). One task per log; partitions that cannot be merged
+safely (uncommitted or overlapping ranges, fresh backfills) are skipped and logged.
+Local/POSIX lakes only (see `ctlib.compaction`).
+
+Params: `log` (a slug) restricts to one log; `days_back` to the last N days.
+""",
+    schedule="@daily",
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    tags=["ct", "ops"],
+    params={
+        "log": Param(None, type=["null", "string"], description="Only this log (slug); empty for every log"),
+        "days_back": Param(None, type=["null", "integer"], minimum=1,
+                           description="Only days within the last N days; empty for every closed day"),
+    },
+    default_args=SETTINGS.default_args(),
+)
+def ct_compact_dag():
+    @task
+    def targets(params=None) -> list[dict]:
+        from ctlib.compaction import compaction_targets
+        from ctlib.state import VariableStateStore
+
+        return compaction_targets(Settings.from_env(), VariableStateStore(), (params or {}).get("log"))
+
+    # I/O-heavy: a couple at a time, so ingest keeps the disk.
+    @task(max_active_tis_per_dagrun=2)
+    def compact(target: dict, params=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from ctlib.compaction import CompactionBusy, CompactionUnsupported, compact_target
+
+        try:
+            return compact_target(Settings.from_env(), target, (params or {}).get("days_back"))
+        except (CompactionUnsupported, CompactionBusy) as err:
+            raise AirflowSkipException(str(err)) from None
+
+    compact.expand(target=targets())
+
+
+@dag(
+    dag_id="ct_health",
+    description="Per-log ingest lag, progress, errors and incidents; fails when a log lags or stalls",
+    doc_md="""
+### Ingest health
+
+Every 5 minutes, for each monitored log: lag in entries (the log's current verified tree
+size minus the watermark), lag in seconds (age of the first entry not ingested), time since
+the watermark last moved, error and incident rows in the lake, and a status
+(`ok`, `lagging`, `stalled`, `unreachable`, `not_started`). The rows go to
+`health/date=<day>/<checked_at ms>.parquet` and the task log. The run **fails** (after
+writing) when a log's oldest pending entry is older than `CT_HEALTH_MAX_LAG_SECONDS`, or a
+log with a backlog, or unreachable, has not progressed for `CT_HEALTH_STALL_SECONDS`; the
+message names the logs and their figures, so the usual failure alerting fires.
+""",
+    schedule="*/5 * * * *",
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=5),
+    tags=["ct", "ops"],
+    default_args=SETTINGS.default_args(),
+)
+def ct_health_dag():
+    @task
+    def check() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ctlib.health import run_health_check
+
+        healths, path, failure = run_health_check(Settings.from_env())
+        if failure:
+            raise AirflowFailException(failure)  # no retry: the next check is 5 minutes away
+        return {"file": path, "statuses": {h.slug: h.status for h in healths}}
+
+    check()
+
+
+ct_compact = ct_compact_dag()
+ct_health = ct_health_dag()
