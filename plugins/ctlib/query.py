@@ -1,5 +1,5 @@
 """Analysts' SQL over the lake: DuckDB views `certs`, `errors`, `incidents`, `scores`,
-`alerts`, `enrichment` (hive-partitioned Parquet), and a small CLI.
+`alerts`, `enrichment`, `health` (hive-partitioned Parquet), and a small CLI.
 
     python -m ctlib.query "select count(*) from certs"
     python -m ctlib.query --file include/sql/top_issuers_per_day.sql --format csv
@@ -22,11 +22,13 @@ import pyarrow as pa
 
 from ctlib.settings import Settings
 
-TABLES = ("certs", "errors", "incidents", "scores", "alerts", "enrichment")
+TABLES = ("certs", "errors", "incidents", "scores", "alerts", "enrichment", "health")
 
 
 def _schemas() -> dict[str, pa.Schema]:
     from ctlib import schema
+    from ctlib.enrich.cache import ENRICHMENT_SCHEMA
+    from ctlib.health import HEALTH_SCHEMA
 
     known = {
         "certs": schema.CERTS_SCHEMA,
@@ -34,13 +36,9 @@ def _schemas() -> dict[str, pa.Schema]:
         "incidents": schema.INCIDENTS_SCHEMA,
         "scores": schema.SCORES_SCHEMA,
         "alerts": schema.SCORES_SCHEMA,
+        "enrichment": ENRICHMENT_SCHEMA,
+        "health": HEALTH_SCHEMA,
     }
-    try:
-        from ctlib.enrich.cache import ENRICHMENT_SCHEMA
-
-        known["enrichment"] = ENRICHMENT_SCHEMA
-    except ImportError:  # enrichment not installed: the view is simply absent
-        pass
     return known
 
 
