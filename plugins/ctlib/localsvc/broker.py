@@ -418,8 +418,53 @@ class LocalBroker:
         return f"LocalBroker({self.bootstrap_servers}, {state})"
 
 
+def running_bootstrap_servers() -> str:
+    """The broker of a running `make run` / `make demo` (its .run/run.json), else the
+    default address 127.0.0.1:19092."""
+    from ctlib.localsvc import RUN_DIR
+
+    try:
+        return str(json.loads((RUN_DIR / "run.json").read_text())["kafka"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+
+def consume_main(argv: list[str]) -> int:
+    """`python -m ctlib.localsvc.broker consume TOPIC [--max N]`: print messages of TOPIC
+    from its start, one `key<TAB>value` line each, without joining a consumer group."""
+    parser = argparse.ArgumentParser(prog="python -m ctlib.localsvc.broker consume", description=consume_main.__doc__)
+    parser.add_argument("topic")
+    parser.add_argument("--max", type=int, default=None, help="print at most this many messages")
+    parser.add_argument("--bootstrap-servers", default=None,
+                        help="default: the broker of the running make run / make demo, else 127.0.0.1:19092")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
+    args = parser.parse_args(argv)
+    servers = args.bootstrap_servers or running_bootstrap_servers()
+    host, _, port = servers.split(",")[0].rpartition(":")
+    if not port_accepts(int(port), host or DEFAULT_HOST):
+        print(f"no broker at {servers} (is make run / make demo running?)", file=sys.stderr)
+        return 1
+    try:
+        records = consume_all(servers, args.topic, args.timeout, min_messages=args.max) if args.max else []
+    except TimeoutError:
+        records = []  # fewer than --max messages: read what there is
+    if not records:
+        records = consume_all(servers, args.topic, args.timeout)
+    for record in records[: args.max] if args.max else records:
+        key = record.key.decode("utf-8", "replace") if record.key is not None else ""
+        value = record.value.decode("utf-8", "replace") if record.value is not None else ""
+        print(f"{key}\t{value}", flush=True)
+    if not records:
+        print(f"no message on {args.topic!r} at {servers}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ctlib.localsvc.broker [--port N]`: run a broker in the foreground."""
+    """`python -m ctlib.localsvc.broker [--port N]`: run a broker in the foreground;
+    `python -m ctlib.localsvc.broker consume TOPIC [--max N]`: print a topic's messages."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["consume"]:
+        return consume_main(argv[1:])
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument("--topic", action="append", default=None, help="topic to create")

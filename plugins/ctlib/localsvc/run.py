@@ -9,19 +9,31 @@
 
 1. the embedded PostgreSQL of `<project>/.run/postgres` (`ctlib.localsvc.postgres`), unless
    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is set;
-2. the tansu broker (`ctlib.localsvc.broker`, memory-only, 127.0.0.1:19092 or a free port)
-   exported as AIRFLOW_CONN_KAFKA_DEFAULT, unless that connection (or the one CT_KAFKA_CONN_ID
-   names) is set already, or CT_KAFKA_CONN_ID is empty (publishing off);
-3. with --demo, the local CT log server (`ctlib.testing.ctlog`: 3 logs growing 5 entries/s),
-   with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=beginning, CT_LAKE=<project>/data/demo.
+2. the tansu broker (`ctlib.localsvc.broker`, memory-only, 127.0.0.1:19092 or a free port,
+   topics ct-certs, ct-alerts, ct-enriched) exported as AIRFLOW_CONN_KAFKA_DEFAULT, unless
+   that connection (or the one CT_KAFKA_CONN_ID names) is set already, or CT_KAFKA_CONN_ID is
+   empty (publishing off);
+3. with --demo, the local CT log server (`ctlib.testing.ctlog`: 3 logs, one of them tiled,
+   growing 5 entries/s, every 25th certificate with phishing-style names, recorded in
+   .run/demo_planted.jsonl), with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=beginning,
+   CT_LAKE=<project>/data/demo, CT_PARTIAL_TILE_WAIT=20; and fake PassiveTotal and
+   ThreatStream APIs (`ctlib.testing.enrichment_servers`, in this process) exported as
+   AIRFLOW_CONN_PASSIVETOTAL_DEFAULT / AIRFLOW_CONN_THREATSTREAM_DEFAULT (never without
+   --demo: real connections are the operator's business).
    The demo logs are new at each start, so the demo's state is too: data/demo is emptied and
    the metadata database is `airflow_demo` (same embedded server), dropped and created afresh;
    `make run`'s database `airflow` and lake data/ are left alone;
-4. `airflow db migrate` once per Airflow version (the marker bin/airflow uses too);
+4. `airflow db migrate` (for `make run`'s embedded database once per Airflow version, the
+   marker bin/airflow uses too), then the pool `ct_enrichment` (CT_ENRICH_POOL; 2 slots)
+   unless it exists: ct_enrich's tasks run in it;
 5. `airflow standalone` (LocalExecutor, the simple auth manager) with the project's DAGs and
    plugins, examples off, DAGs unpaused at creation, parallelism 8, new DAG files seen within
    30 s, the UI on http://127.0.0.1:8080 (AIRFLOW__API__PORT), user `admin`, password `admin`
    (CT_ADMIN_PASSWORD, or the one already in the passwords file).
+
+It prints the UI address, the login and commands that show the outputs. `Orchestrator(...)`
+with `start()` / `stop()` runs the same stack from a test, with its own home, database,
+lake, run folder and ports (tests/e2e).
 
 Every variable the environment already sets wins over these defaults. Ctrl-C, SIGTERM or
 `make stop` stop what `run` started, in reverse order; pid files under .run/ let `stop` do it
@@ -41,7 +53,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 
 from ctlib.localsvc import RUN_DIR, ensure_run_dir, free_port, port_accepts, port_is_free
@@ -55,6 +67,14 @@ STATE_FILE = "run.json"  # addresses of what runs, for `status` and other shells
 DEMO_LOG_LIST = "demo_log_list.json"
 DEFAULT_UI_PORT = 8080
 DEMO_DATABASE = "airflow_demo"  # `make demo`'s own metadata database, new at each start
+DEMO_PLANTED = "demo_planted.jsonl"  # the phishing-style certificates planted in the demo logs
+DEMO_LOGS = 3
+DEMO_TILED = 1  # of DEMO_LOGS, static-ct-api (tiled) logs
+DEMO_RATE = 5.0  # entries per second per demo log
+DEMO_PHISHING_EVERY = 25  # every Nth demo certificate has phishing-style names
+DEMO_PARTIAL_TILE_WAIT = 20  # CT_PARTIAL_TILE_WAIT of the demo (seconds)
+ENRICH_POOL_SLOTS = 2
+ENRICH_POOL_DESCRIPTION = "threat-intel API calls"
 ADMIN_USER = "admin"
 
 # What each pid file's process must have in its command line (a reused pid is left alone).
@@ -142,6 +162,28 @@ def airflow_version() -> str:
     return version("apache-airflow-core")
 
 
+def _airflow_cli(env: MutableMapping[str, str], args: list[str], log: Path, what: str) -> None:
+    """Run `airflow <args>` (or `python -c` when args[0] == "-c") with `env`, output to `log`;
+    SystemExit with the output's tail when it fails."""
+    venv_bin = Path(sys.executable).parent
+    cmd = [sys.executable, *args] if args[0] == "-c" else [str(venv_bin / "airflow"), *args]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.run(
+            cmd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    if proc.returncode != 0:
+        sys.stdout.write(log.read_text(errors="replace")[-4000:])
+        raise SystemExit(f"{what} failed; see {log}")
+
+
+def migrate(env: MutableMapping[str, str]) -> None:
+    """`airflow db migrate` (quick when the database is up to date)."""
+    say("migrating the Airflow database...")
+    log = Path(env["AIRFLOW_HOME"]) / "db-migrate.log"
+    _airflow_cli(env, ["db", "migrate"], log, "airflow db migrate")
+
+
 def ensure_migrated(env: MutableMapping[str, str], marker: Path) -> None:
     """`airflow db migrate` unless `marker` holds the installed Airflow version (as bin/airflow)."""
     version = airflow_version()
@@ -150,18 +192,35 @@ def ensure_migrated(env: MutableMapping[str, str], marker: Path) -> None:
             return
     except FileNotFoundError:
         pass
-    say("migrating the Airflow database (first run with this Airflow version)...")
-    log = Path(env["AIRFLOW_HOME"]) / "db-migrate.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        proc = subprocess.run(
-            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-            env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    if proc.returncode != 0:
-        sys.stdout.write(log.read_text()[-4000:])
-        raise SystemExit(f"airflow db migrate failed; see {log}")
+    say("first run with this Airflow version:")
+    migrate(env)
     marker.write_text(f"{version}\n")
+
+
+_POOL_SCRIPT = """
+import sys
+from airflow.models.pool import Pool
+name, slots, description = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+pool = Pool.get_pool(name)
+if pool is None:
+    Pool.create_or_update_pool(name, slots, description, False)
+    print(f"created pool {name} with {slots} slots")
+else:
+    print(f"pool {name} exists with {pool.slots} slots: left as it is")
+"""
+
+
+def ensure_pool(env: MutableMapping[str, str]) -> None:
+    """Create the enrichment pool (CT_ENRICH_POOL, default `ct_enrichment`) with 2 slots
+    unless it exists (an operator's slot count stays): ct_enrich's `enrich` tasks run in it,
+    and a task whose pool does not exist is never scheduled. Needs a migrated database."""
+    from ctlib.settings import Settings
+
+    name = Settings.from_env(env).enrich_pool
+    log = Path(env["AIRFLOW_HOME"]) / "pool.log"
+    _airflow_cli(env, ["-c", _POOL_SCRIPT, name, str(ENRICH_POOL_SLOTS), ENRICH_POOL_DESCRIPTION],
+                 log, f"creating the pool {name}")  # fmt: skip
+    say(f"airflow: {log.read_text().strip().splitlines()[-1]}")
 
 
 # --------------------------------------------------------------------------- processes
@@ -292,15 +351,55 @@ def _ignore_while_stopping(signum: int, frame: object) -> None:
 
 
 class Orchestrator:
-    def __init__(self, demo: bool = False, ui_port: int | None = None) -> None:
+    """Starts and stops the stack of `make run` / `make demo`.
+
+    `run()` is the command (pid file, signals, waits for standalone). Tests and scripts use
+    `start()` ... `stop()` (or the context manager) with overrides instead: `env` is the base
+    environment (default os.environ; its variables win over every default here), `run_dir`
+    where pid files and service logs go, `lake` the demo lake, `demo_logs`/`demo_tiled`/
+    `demo_rate`/`phishing_every` the local CT logs, `airflow_output` a file for standalone's
+    output (default: this process's stdout).
+    """
+
+    def __init__(
+        self,
+        demo: bool = False,
+        ui_port: int | None = None,
+        *,
+        run_dir: Path = RUN_DIR,
+        env: Mapping[str, str] | None = None,
+        lake: Path | None = None,
+        demo_logs: int = DEMO_LOGS,
+        demo_tiled: int = DEMO_TILED,
+        demo_rate: float = DEMO_RATE,
+        phishing_every: int = DEMO_PHISHING_EVERY,
+        airflow_output: Path | None = None,
+    ) -> None:
         self.demo = demo
-        self.run_dir = ensure_run_dir(RUN_DIR)
-        self.env: dict[str, str] = dict(os.environ)
+        self.run_dir = ensure_run_dir(Path(run_dir))
+        self.env: dict[str, str] = dict(os.environ if env is None else env)
         self.ui_port = ui_port
+        self.lake = Path(lake) if lake else PROJECT_ROOT / "data" / "demo"
+        self.demo_logs = demo_logs
+        self.demo_tiled = demo_tiled
+        self.demo_rate = demo_rate
+        self.phishing_every = phishing_every
+        self.airflow_output = airflow_output
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.state: dict[str, str] = {}
         self.airflow: subprocess.Popen | None = None
         self.marker: Path | None = None  # migration marker of the embedded PostgreSQL
+        self.login: tuple[str, str] | None = None
+
+    @property
+    def log_list(self) -> Path:
+        """The demo's log list (written by the local CT log server)."""
+        return self.run_dir / DEMO_LOG_LIST
+
+    @property
+    def planted(self) -> Path:
+        """JSON lines, one per phishing-style certificate planted in the demo logs."""
+        return self.run_dir / DEMO_PLANTED
 
     # -- services ----------------------------------------------------------------------------
 
@@ -312,14 +411,14 @@ class Orchestrator:
             if self.demo:
                 say("demo: its ingest state stays in that database, but the demo logs start "
                     "afresh: a second demo on it reports rollback incidents")  # fmt: skip
-            return  # `airflow standalone` migrates it itself
+            return
         database = DEMO_DATABASE if self.demo else DATABASE
         pg = EmbeddedPostgres(self.run_dir / "postgres", database=database)
         was_running = pg.running_port() is not None
         url = pg.ensure_running()
         if self.demo:
             # The demo's CT logs are new at each start: so are its ingest state (Airflow
-            # Variables) and lake. `airflow standalone` migrates the empty database.
+            # Variables) and lake.
             url = pg.recreate_database()
         else:
             self.marker = pg.marker
@@ -345,9 +444,10 @@ class Orchestrator:
             return
         wanted = self.env.get("CT_LOCAL_KAFKA_PORT", "").strip()
         port = int(wanted) if wanted else (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else None)
+        topics = [settings.kafka_topic, settings.kafka_alerts_topic, settings.kafka_enriched_topic]
         broker = LocalBroker(
             port,
-            topics=[settings.kafka_topic],
+            topics=topics,
             log_path=self.run_dir / "broker.log",
             pid_file=self.run_dir / PID_BROKER,
         ).start()
@@ -356,17 +456,20 @@ class Orchestrator:
         self.state["kafka"] = broker.bootstrap_servers
         say(
             f"kafka: tansu broker (memory-only) at {broker.bootstrap_servers}, "
-            f"topic {settings.kafka_topic!r}, exported as {var}"
+            f"topics {', '.join(topics)}, exported as {var}"
         )
 
     def start_ctlog(self) -> None:
-        log_list = self.run_dir / DEMO_LOG_LIST
+        log_list = self.log_list
         log_list.unlink(missing_ok=True)
+        self.planted.unlink(missing_ok=True)
         port = free_port()
         out = open(self.run_dir / "ctlog.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ctlib.testing.ctlog", "--logs", "3", "--port", str(port),
-             "--log-list", str(log_list), "--rate", "5"],
+            [sys.executable, "-m", "ctlib.testing.ctlog", "--logs", str(self.demo_logs),
+             "--tiled", str(self.demo_tiled), "--port", str(port), "--log-list", str(log_list),
+             "--rate", f"{self.demo_rate:g}", "--phishing-every", str(self.phishing_every),
+             "--planted", str(self.planted)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=PROJECT_ROOT,
         )  # fmt: skip
@@ -385,24 +488,68 @@ class Orchestrator:
                 tail = (self.run_dir / "ctlog.log").read_text(errors="replace")[-2000:]
                 raise SystemExit(f"the local CT log server did not start:\n{tail}")
             time.sleep(0.2)
-        lake = PROJECT_ROOT / "data" / "demo"
+        lake = self.lake
         if lake.exists():
             shutil.rmtree(lake)
             say(f"demo: emptied {lake} (the demo logs start afresh)")
         self.env["CT_LOG_LIST"] = str(log_list)
         self.env["CT_START_AT"] = "beginning"
         self.env["CT_LAKE"] = str(lake)
+        # A tiled log's last tile is read partial after this many seconds (default 60).
+        self.env.setdefault("CT_PARTIAL_TILE_WAIT", str(DEMO_PARTIAL_TILE_WAIT))
         self.state["ctlog"] = f"http://127.0.0.1:{port}/"
-        say(f"demo: 3 local CT logs at http://127.0.0.1:{port}/ growing 5 entries/s each")
-        say(f"demo: CT_LOG_LIST={log_list} CT_START_AT=beginning CT_LAKE={self.env['CT_LAKE']}")
+        tiled = f" ({self.demo_tiled} tiled)" if self.demo_tiled else ""
+        planted = (f", every {self.phishing_every}th certificate phishing-style"
+                   if self.phishing_every else "")  # fmt: skip
+        say(f"demo: {self.demo_logs} local CT logs{tiled} at http://127.0.0.1:{port}/ growing "
+            f"{self.demo_rate:g} entries/s each{planted}")  # fmt: skip
+        say(f"demo: CT_LOG_LIST={log_list} CT_START_AT=beginning CT_LAKE={lake}")
+
+    def start_enrichment(self) -> None:
+        """The demo's fake PassiveTotal and ThreatStream (in this process), exported as the
+        connections passivetotal_default and threatstream_default. Never for `make run`."""
+        import secrets
+
+        from ctlib.testing.enrichment_servers import FakePassiveTotal, FakeThreatStream, samples_dir
+
+        try:
+            samples_dir()
+        except FileNotFoundError as exc:
+            say(f"demo: no fake enrichment APIs ({exc}): ct_enrich skips both providers")
+            return
+        users = {"demo@example.org": secrets.token_urlsafe(18)}
+        servers = [
+            FakePassiveTotal(users, "ok", synthesize=True).start(),
+            FakeThreatStream(users, synthesize=True).start(),
+        ]
+        for server in servers:
+            for name, value in server.airflow_conn_env().items():
+                self.env.setdefault(name, value)
+            self._stops.append((server.name, server.stop))
+        self.state["enrichment"] = " ".join(server.url for server in servers)
+        say(f"demo: fake PassiveTotal {servers[0].url} and ThreatStream {servers[1].url}, "
+            "exported as AIRFLOW_CONN_PASSIVETOTAL_DEFAULT / AIRFLOW_CONN_THREATSTREAM_DEFAULT")  # fmt: skip
+
+    def prepare_database(self) -> None:
+        """Migrate the metadata database (the embedded one once per Airflow version), then
+        create the enrichment pool: without it, ct_enrich's tasks would never run."""
+        if self.marker is not None:
+            ensure_migrated(self.env, self.marker)
+        else:
+            migrate(self.env)
+        ensure_pool(self.env)
 
     def start_airflow(self) -> None:
         cmd = [str(Path(sys.executable).parent / "airflow"), "standalone"]
+        out = open(self.airflow_output, "ab") if self.airflow_output else None
         # Its own process group: stopping sends SIGINT to standalone and all its components,
         # exactly what a Ctrl-C in its terminal would do, also when `make stop` asks.
         self.airflow = subprocess.Popen(
-            cmd, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+            cmd, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT if out else None,
+        )  # fmt: skip
+        if out is not None:
+            out.close()
         (self.run_dir / PID_AIRFLOW).write_text(f"{self.airflow.pid}\n")
 
         def stop() -> None:
@@ -413,7 +560,98 @@ class Orchestrator:
 
         self._stops.append(("Airflow", stop))
 
+    # -- start / stop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every service, then `airflow standalone`; returns once standalone is started
+        (not yet serving: see `wait_until_up`). On failure, stops what it started and raises."""
+        try:
+            airflow_env(self.env)
+            Path(self.env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+            ui_port = self.ui_port or int(self.env.get("AIRFLOW__API__PORT") or DEFAULT_UI_PORT)
+            standalone_env(self.env, ui_port)
+            if not port_is_free(ui_port, self.env["AIRFLOW__API__HOST"].replace("0.0.0.0", "")):
+                raise SystemExit(f"port {ui_port} is taken: free it or set AIRFLOW__API__PORT")
+            self.start_postgres()
+            self.start_broker()
+            if self.demo:
+                self.start_ctlog()
+                self.start_enrichment()
+            self.prepare_database()
+            self.login = ensure_admin_password(self.env)
+            self.state["ui"] = self.env["AIRFLOW__API__BASE_URL"]
+            if self.demo:
+                self.state["lake"] = str(self.lake)
+            (self.run_dir / STATE_FILE).write_text(json.dumps(self.state, indent=1) + "\n")
+            self.start_airflow()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop what `start` started, in reverse order; idempotent."""
+        while self._stops:
+            name, stop = self._stops.pop()
+            try:
+                stop()
+                say(f"stopped {name}")
+            except Exception as exc:  # keep stopping the others
+                say(f"could not stop {name}: {exc}")
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> Orchestrator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def api_url(self) -> str:
+        host = self.env["AIRFLOW__API__HOST"]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://{host}:{self.env['AIRFLOW__API__PORT']}"
+
+    def wait_until_up(self, timeout: float | None = None) -> bool:
+        """Wait until the UI/API port accepts connections; False if standalone exited first
+        or `timeout` seconds passed."""
+        port = int(self.env["AIRFLOW__API__PORT"])
+        host = self.api_url().split("//", 1)[1].rsplit(":", 1)[0]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.airflow is not None and self.airflow.poll() is None:
+            if port_accepts(port, host):
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(1.0)
+        return False
+
     # -- banner ------------------------------------------------------------------------------
+
+    def _shown(self, path: Path) -> str:
+        """`path` relative to the project when inside it (the commands run from there)."""
+        try:
+            return str(path.resolve().relative_to(PROJECT_ROOT))
+        except ValueError:
+            return str(path)
+
+    def look_commands(self) -> list[str]:
+        """Commands (run from the project folder) that show the outputs."""
+        lake = self._shown(Path(self.env.get("CT_LAKE") or PROJECT_ROOT / "data"))
+        py = ".venv/bin/python"
+        lines = [
+            f'{py} -m ctlib.query --lake {lake} "select log_slug, count(*) certs, max(index) '
+            'last_index from certs group by 1"',
+            f'{py} -m ctlib.query --lake {lake} "select name, score, brand from alerts '
+            'order by scored_at desc limit 10"',
+            f"{py} -m ctlib.query --lake {lake} --file include/sql/enriched_high_risk.sql "
+            "--param min_risk=0",
+        ]
+        if "kafka" in self.state:
+            topic = self.env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs"
+            # The command finds the broker of .run/run.json; elsewhere it must be told.
+            where = "" if self.run_dir == RUN_DIR else f" --bootstrap-servers {self.state['kafka']}"
+            lines.append(f"{py} -m ctlib.localsvc.broker consume {topic} --max 5{where}")
+        return lines
 
     def banner(self, login: tuple[str, str] | None) -> list[str]:
         url = self.env["AIRFLOW__API__BASE_URL"]
@@ -428,23 +666,19 @@ class Orchestrator:
         if "postgres" in self.state:
             lines.append(f"metadata DB: {self.state['postgres']}")
         lines.append(f"lake: {self.env.get('CT_LAKE') or PROJECT_ROOT / 'data'}")
+        lines.append("look at the outputs (from the project folder):")
+        lines += [f"  {command}" for command in self.look_commands()]
         lines.append("stop: Ctrl-C here, or `make stop` from another shell")
         return lines
 
     def _announce_when_up(self, lines: list[str]) -> None:
-        port = int(self.env["AIRFLOW__API__PORT"])
-        host = self.env["AIRFLOW__API__HOST"]
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        while self.airflow is not None and self.airflow.poll() is None:
-            if port_accepts(port, host):
-                time.sleep(1.0)
-                say("=" * 60)
-                say("ct-airflow is up")
-                for line in lines:
-                    say(line)
-                say("=" * 60)
-                return
+        if self.wait_until_up():
             time.sleep(1.0)
+            say("=" * 60)
+            say("ct-airflow is up")
+            for line in lines:
+                say(line)
+            say("=" * 60)
 
     # -- main --------------------------------------------------------------------------------
 
@@ -462,27 +696,11 @@ class Orchestrator:
             signal.signal(sig, _raise_stop)
         status = 0
         try:
-            airflow_env(self.env)
-            Path(self.env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-            ui_port = self.ui_port or int(self.env.get("AIRFLOW__API__PORT") or DEFAULT_UI_PORT)
-            standalone_env(self.env, ui_port)
-            if not port_is_free(ui_port, self.env["AIRFLOW__API__HOST"].replace("0.0.0.0", "")):
-                say(f"port {ui_port} is taken: free it or set AIRFLOW__API__PORT")
-                return 1
-            self.start_postgres()
-            self.start_broker()
-            if self.demo:
-                self.start_ctlog()
-            if self.marker is not None:
-                ensure_migrated(self.env, self.marker)
-            login = ensure_admin_password(self.env)
-            lines = self.banner(login)
-            for line in lines[:2]:
+            self.start()
+            lines = self.banner(self.login)
+            for line in lines:
                 say(line)
-            self.state["ui"] = self.env["AIRFLOW__API__BASE_URL"]
-            (self.run_dir / STATE_FILE).write_text(json.dumps(self.state, indent=1) + "\n")
-            say("starting airflow standalone (first start takes a minute)...")
-            self.start_airflow()
+            say("airflow standalone is starting (the first start takes a minute)...")
             threading.Thread(target=self._announce_when_up, args=(lines,), daemon=True).start()
             assert self.airflow is not None
             status = self.airflow.wait()
@@ -496,13 +714,7 @@ class Orchestrator:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, _ignore_while_stopping)
-            for name, stop in reversed(self._stops):
-                try:
-                    stop()
-                    say(f"stopped {name}")
-                except Exception as exc:  # keep stopping the others
-                    say(f"could not stop {name}: {exc}")
-            (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+            self.stop()
             if _read_pid(pid_file) == os.getpid():
                 pid_file.unlink(missing_ok=True)
         return status
@@ -576,12 +788,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", nargs="?", default="run", choices=["run", "stop", "status"])
     parser.add_argument("--demo", action="store_true", help="ingest from 3 local CT logs")
     parser.add_argument("--port", type=int, default=None, help="UI port (default 8080)")
+    parser.add_argument("--phishing-every", type=int, default=DEMO_PHISHING_EVERY, metavar="N",
+                        help="demo: every Nth certificate has phishing-style names (0: none; "
+                             "default %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.action == "stop":
         return stop_all()
     if args.action == "status":
         return status()
-    return Orchestrator(demo=args.demo, ui_port=args.port).run()
+    return Orchestrator(demo=args.demo, ui_port=args.port, phishing_every=args.phishing_every).run()
 
 
 if __name__ == "__main__":

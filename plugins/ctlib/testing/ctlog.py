@@ -26,8 +26,12 @@ import bisect
 import datetime as dt
 import gzip
 import hashlib
+import io
 import json
+import random
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -109,6 +113,15 @@ class Faults:
     Tiled logs only: `corrupt_issuers` serves issuer certificates with a byte flipped (no
     longer hashing to their fingerprints); `raw_gzip` serves data tiles gzip-compressed
     without a Content-Encoding header, like a misconfigured bucket.
+
+    Transport misbehaviour (classic logs; counted like the `*_every` knobs): `delay_every`
+    sleeps `delay` only on every Nth request (0: on every one); `reset_every` sends the
+    headers and half the body of every Nth answer, then resets the connection (RST);
+    `extra_entries` makes get-entries answer that many entries more than asked (as far as the
+    tree goes); `bad_base64` indices are served by get-entries with a leaf_input that is not
+    base64; `huge_body` > 0 pads every get-entries answer with whitespace up to that many
+    bytes, streamed (never held in memory), with a Content-Length, or chunked (no length
+    announced) when `huge_body_chunked`.
     """
 
     cap: int = 1000
@@ -126,6 +139,12 @@ class Faults:
     fork_at: int = 0
     corrupt_issuers: bool = False
     raw_gzip: bool = False
+    delay_every: int = 0
+    reset_every: int = 0
+    extra_entries: int = 0
+    bad_base64: frozenset[int] = frozenset()
+    huge_body: int = 0
+    huge_body_chunked: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,7 @@ class RequestCounts:
     client_errors: int  # 400 and 404
     entries_served: int
     by_endpoint: Mapping[str, int]
+    outcomes: Mapping[str, int] = field(default_factory=dict)  # every outcome, e.g. "resets", "huge"
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,9 @@ class Answer:
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
     content_type: str = "application/json"
+    reset: bool = False  # send the headers and half the body, then reset the connection
+    padding: int = 0  # bytes of whitespace streamed after `body` (a huge answer)
+    chunked: bool = False  # announce no Content-Length: chunked transfer encoding
 
 
 @dataclass
@@ -376,6 +399,7 @@ class LocalCTLog:
                 client_errors=c.outcomes["client_errors"],
                 entries_served=c.entries_served,
                 by_endpoint=dict(c.endpoints),
+                outcomes=dict(c.outcomes),
             )
 
     # ----------------------------------------------------------------- writing
@@ -546,7 +570,7 @@ class LocalCTLog:
             if faultable:
                 self._counters.faultable += 1
             n = self._counters.faultable
-        if faultable and faults.delay > 0:
+        if faultable and faults.delay > 0 and (not faults.delay_every or n % faults.delay_every == 0):
             time.sleep(faults.delay)
         if faultable and faults.http_429_every and n % faults.http_429_every == 0:
             retry_after = (("Retry-After", str(faults.retry_after)),)
@@ -561,6 +585,11 @@ class LocalCTLog:
         if faultable and faults.invalid_json_every and n % faults.invalid_json_every == 0:
             half = result.body[: max(1, len(result.body) // 2)]
             return self._outcome("invalid_json", replace(result, body=half))
+        if faultable and faults.reset_every and n % faults.reset_every == 0:
+            return self._outcome("resets", replace(result, reset=True))
+        if faultable and faults.huge_body and endpoint == "get-entries" and result.status == 200:
+            padding = max(0, faults.huge_body - len(result.body))
+            return self._outcome("huge", replace(result, padding=padding, chunked=faults.huge_body_chunked))
         with self._lock:
             self._counters.entries_served += served
         return self._outcome("ok", result)
@@ -583,14 +612,16 @@ class LocalCTLog:
                 raise BadRequest(f"end {end} is before start {start}")
             if start >= sth.tree_size:
                 raise BadRequest(f"start {start} is not below the tree size {sth.tree_size}")
-            end = min(end, sth.tree_size - 1, start + max(1, self.faults.cap) - 1)
+            end = min(end, start + max(1, self.faults.cap) - 1)
+            end = min(end + max(0, self.faults.extra_entries), sth.tree_size - 1)
             with self._lock:
                 leaves = view.leaves[start : end + 1]
                 extras = self._extras[start : end + 1]
-            tampered = self.faults.tampered
+            tampered, bad_base64 = self.faults.tampered, self.faults.bad_base64
             entries = [
                 {
-                    "leaf_input": _b64(_tamper(leaf, self._ext_len) if i in tampered else leaf),
+                    "leaf_input": "%%not base64%%" if i in bad_base64
+                    else _b64(_tamper(leaf, self._ext_len) if i in tampered else leaf),
                     "extra_data": _b64(extra),
                 }
                 for i, (leaf, extra) in enumerate(zip(leaves, extras), start)
@@ -756,13 +787,42 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(len(answer.body)))
+            if answer.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(answer.body) + answer.padding))
             for name, value in answer.headers:
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(answer.body)
+            if answer.reset:
+                self.wfile.write(answer.body[: len(answer.body) // 2])
+                self._reset()
+                return
+            self._write(answer.body, answer.chunked)
+            left = answer.padding
+            block = b" " * min(left, 1 << 20)
+            while left > 0:
+                self._write(block[:left], answer.chunked)
+                left -= len(block)
+            if answer.chunked:
+                self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (a timeout): nothing to do
+
+    def _write(self, data: bytes, chunked: bool) -> None:
+        if chunked and data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        elif data:
+            self.wfile.write(data)
+
+    def _reset(self) -> None:
+        """Close the connection with a TCP reset (SO_LINGER 0), as a crashing peer would."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.wfile.close()
+        self.rfile.close()
+        self.connection.close()
+        self.wfile = io.BytesIO()  # what http.server flushes after do_GET
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # a benchmark makes thousands of requests: no access log on stderr
@@ -948,6 +1008,110 @@ def _iso(moment: dt.datetime) -> str:
 
 # --------------------------------------------------------------------------- CLI
 
+# `--phishing-every N`: every Nth certificate of a log is issued for phishing-style names,
+# made from these few brands and templates (nothing taken from a labelled data set).
+_PHISHING_BRANDS = (
+    "paypal", "microsoft", "amazon", "netflix", "coinbase", "binance", "wellsfargo", "dropbox",
+    "docusign", "facebook",
+)  # fmt: skip
+_PHISHING_LURES = (
+    "secure-login", "verify-account", "account-update", "signin", "login-verify",
+    "support-center", "password-reset", "billing",
+)  # fmt: skip
+_PHISHING_TLDS = ("top", "xyz", "icu", "click", "buzz", "live", "online", "info", "shop", "cfd")
+_PHISHING_FILLER = ("maple", "harbor", "orbit", "cedar", "falcon", "summit", "pixel", "rocket", "river", "stone")
+_LEET = {"a": "4", "o": "0", "l": "1", "i": "1", "e": "3", "s": "5"}
+# Latin letters and their Cyrillic look-alikes (а о е р с і х).
+_CONFUSABLES = {"a": "\u0430", "o": "\u043e", "e": "\u0435", "p": "\u0440", "c": "\u0441", "i": "\u0456", "x": "\u0445"}
+
+
+def _typosquat(rng: random.Random, brand: str) -> str:
+    spots = [i for i, ch in enumerate(brand) if ch in _LEET]
+    if spots and rng.random() < 0.7:  # a digit for a letter: paypa1
+        i = rng.choice(spots)
+        return brand[:i] + _LEET[brand[i]] + brand[i + 1 :]
+    i = rng.randrange(1, len(brand) - 1)  # two letters swapped: amaozn
+    return brand[:i] + brand[i + 1] + brand[i] + brand[i + 2 :]
+
+
+def _homoglyph(rng: random.Random, brand: str) -> str:
+    """The brand with one letter replaced by its Cyrillic look-alike, as an A-label."""
+    i = rng.choice([i for i, ch in enumerate(brand) if ch in _CONFUSABLES])
+    return (brand[:i] + _CONFUSABLES[brand[i]] + brand[i + 1 :]).encode("idna").decode("ascii")
+
+
+def phishing_names(rng: random.Random) -> list[str]:
+    """DNS names of one phishing-style certificate, from one of four templates: the brand in
+    a subdomain of an unrelated domain under an abused TLD (paypal.com.secure-login.
+    maple12-orbit.top), a typosquat with a lure (paypa1-login7.xyz), a homoglyph IDN
+    (xn--pypal-4ve.com) or the brand plus lure keywords (paypal-verify-account-cedar42.icu)."""
+    brand = rng.choice(_PHISHING_BRANDS)
+    lure = rng.choice(_PHISHING_LURES)
+    tld = rng.choice(_PHISHING_TLDS)
+    tag = f"{rng.choice(_PHISHING_FILLER)}{rng.randrange(10, 9999)}"
+    kind = rng.randrange(4)
+    if kind == 0:
+        domain = f"{tag}-{rng.choice(_PHISHING_FILLER)}.{tld}"
+        return [f"{brand}.com.{lure}.{domain}", f"{brand}.{domain}"]
+    if kind == 1:
+        domain = f"{_typosquat(rng, brand)}-{lure.split('-')[0]}{rng.randrange(1, 99)}.{tld}"
+        return [domain, f"www.{domain}"]
+    if kind == 2:
+        domain = f"{_homoglyph(rng, brand)}.{rng.choice(('com', tld))}"
+        return [domain, f"{lure}.{domain}"]
+    domain = f"{brand}-{lure}-{tag}.{tld}"
+    return [domain, f"www.{domain}"]
+
+
+class _PlantingGrowth:
+    """The CLI's growth when `--phishing-every N` is on, in place of LogServer's: each log
+    grows by `rate` entries per second (published about every second), and each entry whose
+    index + 1 is a multiple of N is a certificate for `phishing_names` (its final certificate
+    may follow later, as for any precertificate). Each planted certificate is appended to
+    `planted` (JSON lines: log, index, names) before it is published."""
+
+    def __init__(
+        self, logs: Sequence[LocalCTLog], rate: float, every: int, seed: int, planted: Path | None
+    ) -> None:
+        self.logs = list(logs)
+        self.rate = rate
+        self.every = every
+        self._rngs = {log.slug: random.Random(f"phishing:{seed}:{log.slug}") for log in self.logs}
+        self._carry = {log.slug: 0.0 for log in self.logs}
+        self._planted = open(planted, "a", encoding="utf-8") if planted else None  # noqa: SIM115
+
+    def grow(self, log: LocalCTLog, n: int) -> None:
+        target = log.size + n
+        while log.size < target:
+            size = log.size
+            planted_at = (size // self.every + 1) * self.every - 1
+            if planted_at >= target:
+                log.grow(target - size)
+                return
+            if planted_at > size:
+                log.grow(planted_at - size)
+            names = phishing_names(self._rngs[log.slug])
+            index = log.submit(names)
+            if self._planted is not None:
+                record = {"log": log.slug, "index": index, "names": names}
+                self._planted.write(json.dumps(record) + "\n")
+                self._planted.flush()
+
+    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
+        last = time.monotonic()
+        while not stop.wait(interval):
+            now = time.monotonic()
+            elapsed, last = min(now - last, _MAX_BACKLOG_S), now
+            for log in self.logs:
+                due = self.rate * elapsed + self._carry[log.slug]
+                self._carry[log.slug] = due - int(due)
+                self.grow(log, int(due))
+                log.publish()
+
+    def close(self) -> None:
+        if self._planted is not None:
+            self._planted.close()
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -962,17 +1126,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--rate", type=float, default=0.0, help="entries per second per log")
     add("--cap", type=int, default=Faults.cap, help="most entries per get-entries answer")
     add("--seed", type=int, default=0, help="log i (from 1) uses seed + i")
+    add("--phishing-every", type=int, default=0, metavar="N",
+        help="every Nth certificate of each log has phishing-style names (default 0: none)")
+    add("--planted", type=Path, default=None, metavar="PATH",
+        help="with --phishing-every: append each planted certificate to PATH "
+             "(JSON lines: log slug, index, names)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.logs < 1 or args.initial_size < 0 or args.rate < 0 or args.cap < 1:
         parser.error("--logs and --cap must be >= 1, --initial-size and --rate >= 0")
     if not 0 <= args.tiled <= args.logs:
         parser.error("--tiled must be between 0 and --logs")
+    if args.phishing_every < 0:
+        parser.error("--phishing-every must be >= 0")
 
     stop = threading.Event()
     # SIGTERM (docker, make) must stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = LogServer(args.port)
+    planting = args.phishing_every > 0
     classic = args.logs - args.tiled
     for i in range(1, args.logs + 1):
         tiled = i > classic
@@ -980,16 +1152,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Local Tiled Log {i - classic}" if tiled else f"Local Test Log {i}",
             tiled=tiled,
             seed=args.seed + i,
-            initial_size=args.initial_size,
-            rate=args.rate,
+            initial_size=0 if planting else args.initial_size,
+            rate=0.0 if planting else args.rate,
             faults=Faults(cap=args.cap),
         )
+    growth = None
+    if planting:
+        if args.planted:
+            args.planted.parent.mkdir(parents=True, exist_ok=True)
+        growth = _PlantingGrowth(server.logs, args.rate, args.phishing_every, args.seed, args.planted)
+        for log in server.logs:
+            growth.grow(log, args.initial_size)
+            log.publish()
     server.write_log_list(args.log_list)
     with server:
         for log in server.logs:
             print(f"{log.description} {server.url_of(log)}", flush=True)
+        grower = None
+        if growth is not None and args.rate > 0:
+            grower = threading.Thread(target=growth.run, args=(stop,), name="ctlog-planting", daemon=True)
+            grower.start()
         while not stop.wait(0.5):
             pass
+        if grower is not None:
+            grower.join()
+    if growth is not None:
+        growth.close()
     return 0
 
 

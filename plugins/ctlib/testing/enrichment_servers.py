@@ -50,8 +50,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 HOST = "127.0.0.1"  # never anything else: these fakes hand out data to anyone with the demo key
 PT_MODES = ("ok", "retired", "quota_exceeded", "rate_limited_then_ok")
 SAMPLES_ENV = "CT_ENRICHMENT_SAMPLES"
-# The shared folder sits beside the project: <project>/../shared/enrichment.
-DEFAULT_SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "enrichment"
+# The real samples the servers need, bundled next to this module (copied from the shared
+# enrichment data, which tests also read directly).
+DEFAULT_SAMPLES = Path(__file__).resolve().parent / "enrichment_samples"
 SAMPLE_DOMAIN = "passivetotal.org"  # the domain the PassiveTotal fixtures describe
 TS_SAMPLE = "threatstream_samples/xsoar_AnomaliThreatStreamv3_mocked_ip_response.json"
 
@@ -77,7 +78,7 @@ PROXY_502 = (
 
 def samples_dir(samples: Path | str | None = None) -> Path:
     """The enrichment samples folder: `samples`, else $CT_ENRICHMENT_SAMPLES, else the
-    shared folder beside the project. Raises FileNotFoundError when it is not there."""
+    bundled copy. Raises FileNotFoundError when it is not there."""
     path = Path(samples or os.environ.get(SAMPLES_ENV) or DEFAULT_SAMPLES)
     if not (path / "passivetotal_samples" / "v2").is_dir():
         raise FileNotFoundError(f"no enrichment samples in {path} (set {SAMPLES_ENV})")
@@ -537,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--login", default="demo@example.org", help="the account login of both fakes")
     add("--secret", default=None, help="the API secret/key of both fakes (default: random)")
     add("--samples", type=Path, default=None,
-        help=f"enrichment samples folder (default ${SAMPLES_ENV}, else ../shared/enrichment)")
+        help=f"enrichment samples folder (default ${SAMPLES_ENV}, else the bundled copy)")
     add("--no-synthesize", action="store_true", help="answer only for configured domains (none)")
     args = parser.parse_args(argv)
 
