@@ -46,7 +46,7 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
         catchup=False,
         max_active_runs=1,  # Variables have no compare-and-set: one writer per log
         dagrun_timeout=timedelta(minutes=30),
-        tags=["ct", "ingest", ctlog.kind, ctlog.operator],
+        tags=["ct", "ingest", ctlog.kind, ctlog.operator[:100]],  # Airflow refuses longer tags
         params={
             "start_index": Param(None, type=["null", "integer"], minimum=0,
                                  description="Backfill: first index to fetch (leave empty for a normal run)"),
@@ -72,6 +72,8 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
         def commit(work: list[dict], summaries: list[dict], *, outlet_events=None) -> dict:
             from ctlib.dagtasks import commit_task
 
+            # Index by length: iterating a lazy XCom sequence probes one past its end.
+            summaries = [summaries[i] for i in range(len(summaries))]
             return commit_task(log_json, work, summaries, outlet_events[CERTS_ASSET])
 
         # One work item per range; none when the log has nothing new, which skips the rest.

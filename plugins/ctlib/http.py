@@ -57,6 +57,7 @@ class HttpPolicy:
             max_backoff=settings.http_max_backoff,
             user_agent=settings.user_agent,
             pool_size=settings.http_in_flight,
+            max_body_bytes=settings.http_max_body_mb * 1024 * 1024,
         )
 
 

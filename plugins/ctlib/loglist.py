@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # States whose logs hold certificates worth reading. `pending` logs are not trusted yet,
 # `rejected` ones never were, and `retired` ones are frozen and no longer trusted.
 MONITORED_STATES = frozenset({"usable", "qualified", "readonly"})
+MAX_SLUG = 100
+"""Longest slug a monitored log may have: it names a DAG (`ct_ingest__<slug>`, Airflow allows
+250 characters), Variables and lake folders. Real slugs are about 30 characters."""
 KNOWN_STATES = MONITORED_STATES | {"pending", "rejected", "retired", "none"}
 
 
@@ -153,6 +156,9 @@ def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
     except InsecureURL as err:
         url, problem = str(url_field), str(err)
         log.warning("%s; the log will not be read", err)
+    if len(slug) > MAX_SLUG and not problem:
+        problem = f"{where}: description gives a {len(slug)}-character slug (at most {MAX_SLUG})"
+        log.warning("%s; the log will not be read", problem)
     mmd = raw.get("mmd", 86400)
     if not isinstance(mmd, int) or mmd < 0:
         raise LogListError(f"{where}: mmd must be a non-negative integer")
