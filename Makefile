@@ -5,6 +5,8 @@
 #   make demo    the same, ingesting from 3 local CT logs into data/demo
 #   make stop    stop what make run / make demo (or bin/airflow) started, from any shell
 #   make test    the test suite
+#   make chromium  Debian's headless Chromium for the browser test (make test installs it)
+#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost
 #   make lint    byte-compile plugins/ and dags/
 #   make clean   remove .run/ (PostgreSQL data, pid files, logs), .airflow/ and the data/ lake
 SHELL := /bin/bash
@@ -15,7 +17,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run demo stop status test lint clean
+.PHONY: help venv run demo stop status test bench lint clean chromium
 
 help:
 	@grep '^#   make' Makefile | sed 's/^# //'
@@ -41,8 +43,23 @@ status: $(STAMP)
 	@$(VPY) -m ctlib.localsvc.run status
 
 # pytest exits 5 when it collects no test: that fails here too.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VPY) -m pytest tests -q
+
+# Headless Chromium from Debian's packages for the browser test (tests/e2e/test_ui.py, driven
+# by Playwright; Playwright's own browser downloads are never used). Installed when missing.
+chromium:
+	@if [[ ! -x /usr/bin/chromium ]]; then \
+	  echo "installing Debian's chromium for the browser test..."; \
+	  sudo=; [[ $$(id -u) == 0 ]] || sudo=sudo; \
+	  $$sudo apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+	@/usr/bin/chromium --version 2>/dev/null | grep -q . || { echo "no working /usr/bin/chromium" >&2; exit 1; }
+
+bench: $(STAMP)
+	$(VPY) bench/score_eval.py
+	$(VPY) bench/verify_cost.py
 
 lint: $(STAMP)
 	$(VPY) -m compileall -q plugins dags
