@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ctlib.testing.ctlog import LogServer
-from tests.integration.conftest import airflow_db, load_dag_module  # noqa: F401 (fixture re-export)
+from tests.integration.conftest import airflow_db, load_dag_module, run_dag  # noqa: F401 (re-exports)
 from tests.integration.test_ingest_dag import configure, state_of  # noqa: F401 (re-exported helpers)
 
 SLOW = os.environ.get("CT_SLOW_FAULTS", "").strip().lower() in {"1", "true", "yes", "on"}
@@ -36,24 +36,6 @@ def ct_server() -> Iterator[LogServer]:
 def ingest_dag(slug: str):
     """The ingest DAG of `slug`, built from the environment as the test set it."""
     return getattr(load_dag_module("ct_ingest"), f"ct_ingest__{slug}")
-
-
-def run_dag(dag, capfd) -> tuple[str, str]:
-    """One `dag.test()` run: (its state, what it logged and printed). Depending on how
-    Airflow set up logging, a record reaches stdout (structlog) or only the stdlib handlers,
-    so both are collected: a test finds the error a task failed with, or a retry's warning."""
-    records = io.StringIO()
-    handler = logging.StreamHandler(records)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    capfd.readouterr()
-    root.addHandler(handler)
-    try:
-        state = dag.test().state
-    finally:
-        root.removeHandler(handler)
-    out, err = capfd.readouterr()
-    return str(state), out + err + records.getvalue()
 
 
 def run_until_caught_up(dag, capfd, log, max_runs: int = 8) -> str:

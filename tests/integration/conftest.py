@@ -5,6 +5,8 @@ before anything imports airflow, and helpers to load the project's DAGs and run 
 from __future__ import annotations
 
 import importlib.util
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -42,3 +44,21 @@ def load_dag_module(name: str):
     spec.loader.exec_module(module)
     return module
 
+
+
+def run_dag(dag, capfd) -> tuple[str, str]:
+    """One `dag.test()` run: (its state, what it logged and printed). Depending on how
+    Airflow set up logging, a record reaches stdout (structlog) or only the stdlib handlers,
+    so both are collected: a test finds the error a task failed with, or a retry's warning."""
+    records = io.StringIO()
+    handler = logging.StreamHandler(records)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    capfd.readouterr()
+    root.addHandler(handler)
+    try:
+        state = dag.test().state
+    finally:
+        root.removeHandler(handler)
+    out, err = capfd.readouterr()
+    return str(state), out + err + records.getvalue()
