@@ -226,14 +226,8 @@ def commit_backfill(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], 
     client = open_client(ctlog, settings)
     head = TreeHead(plan.tree_size, plan.sth_timestamp, base64.b64decode(plan.root_hash), "")
     try:
-        compact = client.compact_range_before(plan.start, head)
-        for summary in sorted(summaries, key=lambda s: s.start):
-            compact = compact.merge(CompactRange.from_json(summary.compact_range))
-        verify_entries(client, plan, compact)
-    except VerificationError as err:
-        record_incident(lake, ctlog, err, served=None, verified_size=plan.tree_size)
-        delete_files(lake, [f for s in summaries for f in s.cert_files + s.error_files])
-        raise
+        compact = _merged(client.compact_range_before(plan.start, head), summaries)
+        _verify_or_discard(client, lake, plan, compact, summaries, verified_size=plan.tree_size)
     finally:
         client.close()
     log.info("%s: backfill [%d, %d) verified against tree size %d", ctlog.slug, plan.start, compact.end, plan.tree_size)
@@ -322,6 +316,24 @@ def verify_entries(client: LogClient, plan: RunPlan, compact: CompactRange) -> N
         )
 
 
+def _merged(base: CompactRange, summaries: list[RangeSummary]) -> CompactRange:
+    for summary in sorted(summaries, key=lambda s: s.start):
+        base = base.merge(CompactRange.from_json(summary.compact_range))
+    return base
+
+
+def _verify_or_discard(client: LogClient, lake: Lake, plan: RunPlan, compact: CompactRange,
+                       summaries: list[RangeSummary], *, verified_size: int) -> None:
+    """verify_entries; on a mismatch, record the incident and remove the run's files."""
+    try:
+        verify_entries(client, plan, compact)
+    except VerificationError as err:
+        record_incident(lake, client.log, err, served=None, verified_size=verified_size)
+        # Unverified rows must not stay in the lake; no watermark has moved past them.
+        delete_files(lake, [f for s in summaries for f in s.cert_files + s.error_files])
+        raise
+
+
 def commit_run(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], store: StateStore,
                lake: Lake, settings: Settings) -> LogState:
     """Verify the run's entries against the signed root, then advance the watermark."""
@@ -335,17 +347,11 @@ def commit_run(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], store
         check_coverage(plan.ranges, [(s.start, s.end) for s in summaries], ctlog.slug)
     except ValueError as err:
         raise IngestError(str(err)) from None
-    compact = CompactRange(0, state.next_index, tuple(bytes.fromhex(h) for h in state.compact_range))
-    for summary in sorted(summaries, key=lambda s: s.start):
-        compact = compact.merge(CompactRange.from_json(summary.compact_range))
+    stored = CompactRange(0, state.next_index, tuple(bytes.fromhex(h) for h in state.compact_range))
+    compact = _merged(stored, summaries)
     client = open_client(ctlog, settings)
     try:
-        verify_entries(client, plan, compact)
-    except VerificationError as err:
-        record_incident(lake, ctlog, err, served=None, verified_size=state.tree_size)
-        # Unverified rows must not stay in the lake; the watermark has not moved past them.
-        delete_files(lake, [f for s in summaries for f in s.cert_files + s.error_files])
-        raise
+        _verify_or_discard(client, lake, plan, compact, summaries, verified_size=state.tree_size)
     finally:
         client.close()
     advanced = replace(
