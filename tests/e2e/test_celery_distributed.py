@@ -55,6 +55,7 @@ import pytest
 
 from ctlib.localsvc import free_port, port_accepts
 from ctlib.localsvc.broker import LocalBroker, consume_all
+from ctlib.localsvc.run import session_members
 from ctlib.testing.ctlog import LogServer
 from tests.paths import PROJECT_ROOT
 
@@ -155,21 +156,6 @@ def redis_db():
 # --------------------------------------------------------------------------- processes
 
 
-def _session_members(sid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 3 and fields[3] == str(sid) and fields[0] != "Z":
-            members.append(int(entry))
-    return members
-
-
 class Component:
     """One Airflow process, leader of a session of its own (its task processes, which put
     themselves in process groups of their own, stay in that session)."""
@@ -205,14 +191,14 @@ class Component:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace)
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            members = _session_members(sid)
+            members = session_members(sid)
             if not members:
                 break
             for pid in members:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _session_members(sid):
+            while time.monotonic() < deadline and session_members(sid):
                 self.proc.poll()
                 time.sleep(0.2)
         with contextlib.suppress(subprocess.TimeoutExpired):
