@@ -6,7 +6,8 @@
 #   make stop    stop what make run / make demo (or bin/airflow) started, from any shell
 #   make test    the test suite
 #   make chromium  Debian's headless Chromium for the browser test (make test installs it)
-#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost
+#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost, decode vs construct+pyOpenSSL, catch-up through Airflow (short mode)
+#   make bench-full  the same with the decode and catch-up benchmarks in full mode (make bench BENCH_FLAGS=--full)
 #   make lint    byte-compile plugins/ and dags/
 #   make clean   remove .run/ (PostgreSQL data, pid files, logs), .airflow/ and the data/ lake
 SHELL := /bin/bash
@@ -17,7 +18,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run demo stop status test bench lint clean chromium
+.PHONY: help venv run demo stop status test bench bench-full lint clean chromium
 
 help:
 	@grep '^#   make' Makefile | sed 's/^# //'
@@ -57,9 +58,15 @@ chromium:
 	fi
 	@/usr/bin/chromium --version 2>/dev/null | grep -q . || { echo "no working /usr/bin/chromium" >&2; exit 1; }
 
+# BENCH_FLAGS (e.g. --full) goes to the decode and catch-up benchmarks.
 bench: $(STAMP)
 	$(VPY) bench/score_eval.py
 	$(VPY) bench/verify_cost.py
+	$(VPY) bench/decode_bench.py $(BENCH_FLAGS)
+	$(VPY) bench/catchup_bench.py $(BENCH_FLAGS)
+
+bench-full:
+	$(MAKE) bench BENCH_FLAGS=--full
 
 lint: $(STAMP)
 	$(VPY) -m compileall -q plugins dags
