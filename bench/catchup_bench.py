@@ -377,19 +377,10 @@ def metadata_database(work: Path) -> Iterator[str]:
     from ctlib.localsvc import port_accepts
 
     if port_accepts(5432, "127.0.0.1"):
-        import psycopg2
+        from ctlib.localsvc.postgres import scratch_database
 
-        name = f"ct_bench_{secrets.token_hex(4)}"
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute(f"create database {name}")
-            yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-            with admin.cursor() as cur:
-                cur.execute(f"drop database if exists {name} with (force)")
-        finally:
-            admin.close()
+        with scratch_database("ct_bench") as url:
+            yield url
         return
     from ctlib.localsvc.postgres import EmbeddedPostgres
 

@@ -55,6 +55,7 @@ import pytest
 
 from ctlib.localsvc import free_port, port_accepts
 from ctlib.localsvc.broker import LocalBroker, consume_all
+from ctlib.localsvc.postgres import scratch_database
 from ctlib.localsvc.run import session_members
 from ctlib.testing.ctlog import LogServer
 from tests.paths import PROJECT_ROOT
@@ -111,14 +112,8 @@ def _pg(dbname: str = "postgres"):
 def metadata_db():
     """A fresh PostgreSQL database (unique name), dropped at the end whatever happens."""
     _ensure_service("PostgreSQL", PG_PORT, PG_START)
-    name = f"ct_celery_e2e_{uuid.uuid4().hex[:12]}"
-    with _pg() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with _pg() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("ct_celery_e2e", PG_HOST, PG_PORT, PG_USER) as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import requests
 from ctlib import query
 from ctlib.localsvc import free_port, port_accepts
 from ctlib.localsvc.broker import consume_all
+from ctlib.localsvc.postgres import scratch_database
 from ctlib.localsvc.run import Orchestrator
 from ctlib.loglist import slugify
 from ctlib.state import state_key
@@ -42,19 +43,8 @@ def database_url() -> Iterator[str]:
     """A new, empty metadata database: on the local PostgreSQL service when it runs, else in
     an embedded PostgreSQL with a temporary data folder."""
     if port_accepts(PG[1], PG[0]):
-        import psycopg2
-
-        name = f"ct_e2e_{secrets.token_hex(4)}"
-        admin = psycopg2.connect(host=PG[0], port=PG[1], user="postgres", dbname="postgres")
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute(f"create database {name}")
-            yield f"postgresql+psycopg2://postgres@{PG[0]}:{PG[1]}/{name}"
-            with admin.cursor() as cur:
-                cur.execute(f"drop database if exists {name} with (force)")
-        finally:
-            admin.close()
+        with scratch_database("ct_e2e", PG[0], PG[1]) as url:
+            yield url
         return
     from ctlib.localsvc.postgres import EmbeddedPostgres
 

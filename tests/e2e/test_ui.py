@@ -19,13 +19,13 @@ Everything started here is stopped on exit, also on failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from ctlib.localsvc import free_port, port_accepts
+from ctlib.localsvc.postgres import scratch_database
 from ctlib.localsvc.run import airflow_env, ensure_admin_password, stop_session, standalone_env
 from ctlib.testing.ctlog import LogServer
 from tests.paths import PROJECT_ROOT
@@ -96,25 +97,16 @@ class Standalone:
             return ""
 
 
-def _pg_connect(dbname: str = "postgres") -> psycopg.Connection:
-    return psycopg.connect(dbname=dbname, autocommit=True, connect_timeout=10, **PG)
-
-
 @pytest.fixture
 def metadata_database() -> Iterator[str]:
     """A new, empty database on the machine's PostgreSQL, dropped afterwards."""
-    name = f"ct_e2e_ui_{uuid.uuid4().hex[:12]}"
-    try:
-        with _pg_connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as err:
-        pytest.fail(f"this test needs the PostgreSQL server at {PG['host']}:{PG['port']} "
-                    f"(user {PG['user']}, trust auth): {err}")  # fmt: skip
-    try:
-        yield f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
-    finally:
-        with _pg_connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_database("ct_e2e_ui", PG["host"], PG["port"], PG["user"]))
+        except psycopg.OperationalError as err:
+            pytest.fail(f"this test needs the PostgreSQL server at {PG['host']}:{PG['port']} "
+                        f"(user {PG['user']}, trust auth): {err}")  # fmt: skip
+        yield url
 
 
 @pytest.fixture

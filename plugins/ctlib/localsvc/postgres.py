@@ -373,6 +373,29 @@ class EmbeddedPostgres:
             return True
 
 
+@contextlib.contextmanager
+def scratch_database(prefix: str, host: str = "127.0.0.1", port: int = 5432, user: str = "postgres") -> Iterator[str]:
+    """A new, empty database `<prefix>_<random>` on a running PostgreSQL server (trust auth),
+    dropped afterwards whatever happens; yields its SQLAlchemy URL. Raises
+    psycopg.OperationalError when the server cannot be reached."""
+    import secrets
+
+    import psycopg
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+
+    def admin() -> psycopg.Connection:
+        return psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True, connect_timeout=10)
+
+    with admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
+    finally:
+        with admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def ensure_running(data_dir: Path | str = DEFAULT_DATA_DIR, port: int | None = None) -> str:
     """Start (or find) the embedded PostgreSQL for `data_dir`; return its SQLAlchemy URL."""
     return EmbeddedPostgres(data_dir, port).ensure_running()
