@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import Asset, Param, dag, get_parsing_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_parsing_context, task
 
 from ctlib.loglist import CTLog, LogListError, load_log_list
 from ctlib.settings import Settings
 
 CERTS_ASSET = Asset(uri="ct://certs", name="ct_certs")
+# plan announces ct://certs through an alias: only the runs it commits itself emit an event
+# (an outlet Asset would emit one on every success, idle runs included).
+CERTS_ALIAS = AssetAlias("ct_certs_inline")
 
 DOC = """
 ### Ingest `{description}`
@@ -25,7 +28,10 @@ head, and splits the missing entries into ranges; **fetch** (one task per range)
 decodes and writes each range to Parquet (`certs/log={slug}/...`, undecodable entries to
 `errors/`) and to Kafka; **commit** advances the watermark only when every range is stored,
 then announces the new files on the `ct://certs` asset. A run with nothing new skips fetch
-and commit. A failed or cleared run is safe to re-run: files are rewritten, never doubled.
+and commit. A small backlog (one range of at most CT_INLINE_ENTRIES) is fetched and
+committed by **plan** itself, in the same order, and fetch and commit are skipped: the
+plan task's log shows it. A failed or cleared run is safe to re-run: files are rewritten,
+never doubled.
 
 **Backfill**: trigger with `start_index` and `end_index` to fetch that index range (history
 before where ingestion began) into the same lake and topic, verified against the log's
@@ -56,11 +62,12 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
         default_args=settings.default_args(),
     )
     def ingest():
-        @task
-        def plan(params=None) -> list[dict]:
+        @task(outlets=[CERTS_ALIAS])
+        def plan(params=None, *, outlet_events=None) -> list[dict]:
             from ctlib.dagtasks import plan_task
 
-            return plan_task(log_json, params)
+            return plan_task(log_json, params,
+                             lambda extra: outlet_events[CERTS_ALIAS].add(CERTS_ASSET, extra=extra))
 
         @task(max_active_tis_per_dagrun=settings.fetch_parallelism)
         def fetch(work: dict) -> dict:
@@ -74,7 +81,8 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
 
             # Index by length: iterating a lazy XCom sequence probes one past its end.
             summaries = [summaries[i] for i in range(len(summaries))]
-            return commit_task(log_json, work, summaries, outlet_events[CERTS_ASSET])
+            return commit_task(log_json, work, summaries,
+                               lambda extra: setattr(outlet_events[CERTS_ASSET], "extra", extra))
 
         # One work item per range; none when the log has nothing new, which skips the rest.
         work = plan()

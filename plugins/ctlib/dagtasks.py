@@ -1,10 +1,16 @@
 """Task bodies of the ingest DAG: build settings, state store, lake and Kafka producer from
 the environment and Airflow, then call ctlib.ingest. Kept out of the DAG file so parsing it
 stays cheap; imported only when a task runs.
+
+A run with a small backlog (one range of at most CT_INLINE_ENTRIES) is fetched and committed
+by `plan_task` itself: the same `fetch_range` and `commit_run`, in the same order, so every
+invariant holds, but one task instance instead of three (each costs ~0.65 CPU s of Airflow
+overhead, more than fetching a minute of a busy log). Larger backlogs map fetch tasks.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +20,11 @@ from ctlib.loglist import CTLog
 from ctlib.settings import Settings
 from ctlib.sinks.parquet import Lake
 from ctlib.state import VariableStateStore
+
+log = logging.getLogger(__name__)
+
+EmitEvent = Callable[[dict[str, Any]], None]
+"""Emits the ct://certs asset event with this `extra` (how depends on the task's outlet)."""
 
 
 def _fail_on_incident(step: Callable[[], Any]) -> Any:
@@ -26,9 +37,12 @@ def _fail_on_incident(step: Callable[[], Any]) -> Any:
         raise AirflowFailException(f"INCIDENT {err.kind}: {err}") from err
 
 
-def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One work item per planned range, each carrying the run's plan for commit. With the
-    Params start_index and end_index, a backfill of that index range."""
+def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None,
+              emit: EmitEvent | None = None) -> list[dict[str, Any]]:
+    """One work item per planned range, each carrying the run's plan for commit; none when
+    the log has nothing new, or when the run was small enough to be done here (`emit` given:
+    fetched, committed and announced through `emit`). With the Params start_index and
+    end_index, a backfill of that index range."""
     settings = Settings.from_env()
     ctlog, store, lake = CTLog.from_dict(log_json), VariableStateStore(), Lake.open(settings.lake)
     start, end = (params or {}).get("start_index"), (params or {}).get("end_index")
@@ -40,11 +54,19 @@ def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None) ->
         plan = _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, int(start), int(end)))
     else:
         plan = _fail_on_incident(lambda: plan_run(ctlog, settings, store, lake))
-    return [{"start": start, "end": end, "plan": plan.to_json()} for start, end in plan.ranges]
+    work = [{"start": start, "end": end, "plan": plan.to_json()} for start, end in plan.ranges]
+    if emit is not None and len(plan.ranges) == 1 and plan.ranges[0][1] - plan.ranges[0][0] <= settings.inline_entries:
+        log.info("%s: one range of %d entries: fetching and committing in this task (CT_INLINE_ENTRIES=%d)",
+                 ctlog.slug, plan.ranges[0][1] - plan.ranges[0][0], settings.inline_entries)
+        summary = fetch_task(log_json, work[0], settings)
+        result = commit_task(log_json, work, [summary], emit, settings)
+        log.info("%s: committed in plan: %s", ctlog.slug, result)
+        return []  # nothing left for fetch and commit: the scheduler skips them
+    return work
 
 
-def fetch_task(log_json: dict[str, Any], work: dict[str, Any]) -> dict[str, Any]:
-    settings = Settings.from_env()
+def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or Settings.from_env()
     producer_factory = None
     if settings.kafka_enabled:
         from ctlib.sinks.kafka import producer_from_connection
@@ -59,10 +81,9 @@ def fetch_task(log_json: dict[str, Any], work: dict[str, Any]) -> dict[str, Any]
     return summary.to_json()
 
 
-def commit_task(
-    log_json: dict[str, Any], work: list[dict[str, Any]], summaries: list[dict[str, Any]], outlet_event: Any
-) -> dict[str, Any]:
-    settings = Settings.from_env()
+def commit_task(log_json: dict[str, Any], work: list[dict[str, Any]], summaries: list[dict[str, Any]],
+                emit: EmitEvent, settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or Settings.from_env()
     ctlog = CTLog.from_dict(log_json)
     plan = RunPlan.from_json(work[0]["plan"])
     summaries_ = [RangeSummary.from_json(s) for s in summaries]
@@ -73,7 +94,7 @@ def commit_task(
     else:
         state = _fail_on_incident(lambda: commit_run(ctlog, plan, summaries_, VariableStateStore(), lake, settings))
         end, result = state.next_index, {k: v for k, v in state.to_json().items() if k != "compact_range"}
-    outlet_event.extra = {
+    emit({
         "log": ctlog.slug,
         "log_id": ctlog.log_id,
         "mode": plan.mode,
@@ -81,5 +102,5 @@ def commit_task(
         "end": end,
         "files": [f for s in summaries_ for f in s.cert_files],
         "error_files": [f for s in summaries_ for f in s.error_files],
-    }
+    })
     return result

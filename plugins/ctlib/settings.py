@@ -92,6 +92,11 @@ class Settings:
     """CT_MAX_TASKS_PER_RUN: most mapped fetch tasks in one run."""
     fetch_parallelism: int
     """CT_FETCH_PARALLELISM: fetch tasks of one run that run at the same time."""
+    inline_entries: int
+    """CT_INLINE_ENTRIES: a run whose backlog fits in one range of at most this many entries is
+    fetched and committed by its `plan` task alone (one task instance instead of three: the
+    Airflow overhead of a task, not the entries, dominates a per-minute run); 0 always maps
+    fetch tasks. Default: CT_ENTRIES_PER_TASK."""
     http_timeout: float
     """CT_HTTP_TIMEOUT: seconds to wait for a log's answer (read timeout)."""
     http_connect_timeout: float
@@ -210,6 +215,7 @@ class Settings:
             entries_per_task=_int(env, "CT_ENTRIES_PER_TASK", 10_000),
             max_tasks_per_run=_int(env, "CT_MAX_TASKS_PER_RUN", 8),
             fetch_parallelism=_int(env, "CT_FETCH_PARALLELISM", 2),
+            inline_entries=_int(env, "CT_INLINE_ENTRIES", _int(env, "CT_ENTRIES_PER_TASK", 10_000), minimum=0),
             http_timeout=_float(env, "CT_HTTP_TIMEOUT", 30.0),
             http_connect_timeout=_float(env, "CT_HTTP_CONNECT_TIMEOUT", 10.0),
             http_retries=_int(env, "CT_HTTP_RETRIES", 8),

@@ -201,3 +201,46 @@ def test_missing_kafka_connection_fails_the_task_clearly(airflow_db, ct_server, 
     dag = load_dag_module("ct_ingest").ct_ingest__local_no_kafka_log
     assert dag.test().state == "failed"
     assert state_of(log.slug)["next_index"] == 0
+
+
+def _certs_events() -> list[dict]:
+    """The extras of every ct://certs asset event so far, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(session.scalars(
+            select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "ct_certs").order_by(AssetEvent.id)
+        ))
+
+
+def test_small_backlog_is_done_by_plan_alone_large_one_maps_fetch(airflow_db, ct_server, tmp_path, monkeypatch):
+    log = ct_server.add_log("Local Inline Log", initial_size=150)
+    lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="",
+                     CT_ENTRIES_PER_TASK="100", CT_ENTRIES_PER_RUN="1000")
+    dag = load_dag_module("ct_ingest").ct_ingest__local_inline_log
+    before = len(_certs_events())
+
+    # 150 entries: two ranges of at most 100, so fetch is mapped and commit announces.
+    run = dag.test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and states == {"plan": "success", "fetch": "success", "commit": "success"}
+    assert state_of(log.slug)["next_index"] == 150
+
+    # 60 new entries fit in one range: plan fetches and commits them, the rest is skipped.
+    log.grow(60)
+    log.publish()
+    run = dag.test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and states == {"plan": "success", "fetch": "skipped", "commit": "skipped"}
+    assert state_of(log.slug)["next_index"] == 210
+    assert [i for i, _ in lake_rows(lake, "certs", log.slug)] == list(range(210))
+
+    # Idle: plan alone, and no asset event.
+    assert dag.test().state == "success"
+    events = [e for e in _certs_events()[before:] if e.get("log") == log.slug]
+    assert [(e["start"], e["end"]) for e in events] == [(0, 150), (150, 210)]
+    assert len(events[0]["files"]) == 2 and len(events[1]["files"]) == 1
+    assert all(Path(f).exists() for e in events for f in e["files"])

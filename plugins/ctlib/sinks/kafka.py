@@ -7,14 +7,12 @@ KafkaDeliveryError unless every message was acknowledged.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Iterable
-from datetime import date, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 class KafkaDeliveryError(RuntimeError):
@@ -50,22 +48,39 @@ def producer_from_connection(conn_id: str, overrides: dict[str, Any] | None = No
         raise KafkaConfigError(f"Kafka connection {conn_id!r} is unusable: {err}") from err
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+def _json_ready(table: pa.Table) -> pa.Table:
+    """`table` with timestamps as ISO 8601 UTC strings (milliseconds as the column holds them)."""
+    columns = [
+        pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ") if pa.types.is_timestamp(column.type) else column
+        for column in table.columns
+    ]
+    return pa.Table.from_arrays(columns, names=table.column_names)
 
 
-def rows_as_messages(table: pa.Table, *, key_columns: tuple[str, str] = ("log_id", "index")) -> Iterable[tuple[bytes, bytes]]:
-    """(key, value) per row: key `<log_id>:<index>`, value the row as JSON with Parquet column names."""
-    first, second = key_columns
-    for row in table.to_pylist():
-        key = f"{row[first]}:{row[second]}".encode()
-        yield key, json.dumps(row, default=_json_default, separators=(",", ":")).encode()
+def rows_as_messages(table: pa.Table, *, key_columns: tuple[str, str] = ("log_id", "index")) -> list[tuple[bytes, bytes]]:
+    """(key, value) per row: key `<log_id>:<index>`, value the row as JSON with Parquet column
+    names; timestamps ISO 8601 UTC ("2026-01-02T03:04:05.678Z"), binary columns base64.
+
+    Encoded column-wise by DuckDB (several times faster than a json.dumps per row).
+    """
+    import duckdb
+
+    if not table.num_rows:
+        return []
+    rows = _json_ready(table)  # noqa: F841 (read by name in the query below)
+    first, second = (_quoted(name) for name in key_columns)
+    binary = [_quoted(f.name) for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    replace = f" REPLACE ({', '.join(f'base64({name}) AS {name}' for name in binary)})" if binary else ""
+    with duckdb.connect() as con:
+        encoded = con.sql(
+            f"SELECT {first} || ':' || {second} AS key, to_json(r) AS value "
+            f"FROM (SELECT *{replace} FROM rows) AS r"
+        ).fetchall()
+    return [(key.encode(), value.encode()) for key, value in encoded]
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def publish(producer, topic: str, messages: Iterable[tuple[bytes, bytes]], *, timeout: float, what: str) -> int:
