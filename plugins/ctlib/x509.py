@@ -7,12 +7,19 @@ one guard.
 
 The only hand-rolled DER here is minimal: reading element headers to find the TBS
 fields cryptography does not expose as raw bytes (serial, signature algorithm, issuer,
-SPKI and its algorithm), and wrapping a bare TBSCertificate as a Certificate so cryptography can load it.
+SPKI and its algorithm), wrapping a bare TBSCertificate as a Certificate so cryptography can
+load it, and reading the two extensions the certs table needs (subjectAltName's dNSName and
+iPAddress, basicConstraints' cA) plus the presence of an SCT list straight from the
+extension TLVs: `cert.extensions` builds a Python object for every extension, ~40 us a
+certificate, most of the cost of decoding an entry. Extensions the table does not use are
+not validated (a certificate with, say, a malformed keyUsage still gets its row); a
+malformed subjectAltName or basicConstraints, or a repeated extension, is a CertError.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,10 +33,15 @@ from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
 SCT_LIST_OID = ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS  # 1.3.6.1.4.1.11129.2.4.2
 PRECERT_SIGNING_EKU = ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")
 
-_SEQUENCE, _INTEGER, _VERSION_TAG = 0x30, 0x02, 0xA0
+_SEQUENCE, _INTEGER, _BOOLEAN, _OID, _OCTET_STRING, _VERSION_TAG = 0x30, 0x02, 0x01, 0x06, 0x04, 0xA0
+_EXTENSIONS_TAG = 0xA3
+_UNIQUE_ID_TAGS = frozenset({0x81, 0xA1, 0x82, 0xA2})  # [1] issuerUniqueID, [2] subjectUniqueID
+_DNS_NAME, _IP_ADDRESS = 0x82, 0x87  # GeneralName [2] IA5String, [7] OCTET STRING (implicit)
+# Extension OIDs as DER content bytes.
+_SAN_OID, _BC_OID = b"\x55\x1d\x11", b"\x55\x1d\x13"  # 2.5.29.17, 2.5.29.19
+_SCT_LIST_OID = b"\x2b\x06\x01\x04\x01\xd6\x79\x02\x04\x02"  # 1.3.6.1.4.1.11129.2.4.2
 _EMPTY_BIT_STRING = b"\x03\x01\x00"
 _ISSUER_CACHE_MAX = 4096
-_SAN, _BASIC_CONSTRAINTS = ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.BASIC_CONSTRAINTS
 
 
 class CertError(ValueError):
@@ -64,6 +76,8 @@ class TbsParts:
     signature_algorithm: bytes  # AlgorithmIdentifier TLV
     issuer: bytes  # Name TLV
     spki: bytes  # SubjectPublicKeyInfo TLV
+    extensions: bytes  # content of the Extensions SEQUENCE; empty without [3] extensions
+    extensions_at: int  # offset of the [3] extensions field in the TBS (its length without one)
 
 
 # --- minimal DER ------------------------------------------------------------------------
@@ -74,7 +88,11 @@ def _element(data: bytes, pos: int, what: str) -> tuple[int, int, int]:
     if pos + 2 > len(data):
         raise CertError(f"truncated DER {what} at byte {pos}")
     tag, length = data[pos], data[pos + 1]
+    if tag & 0x1F == 0x1F:
+        raise CertError(f"unsupported multi-byte DER tag in {what} at byte {pos}")
     pos += 2
+    if length < 0x80 and pos + length <= len(data):  # the common case, kept short: runs ~30 times a certificate
+        return tag, pos, pos + length
     if length >= 0x80:
         n = length & 0x7F
         if not 1 <= n <= 4 or pos + n > len(data):
@@ -133,7 +151,23 @@ def split_tbs(tbs_der: bytes) -> TbsParts:
             raise CertError(f"TBSCertificate {what} is not a SEQUENCE (tag 0x{tag:02x})")
         spans.append(tbs_der[stop:end])
         stop = end
-    return TbsParts(serial, spans[0], spans[1], spans[4])
+    return TbsParts(serial, spans[0], spans[1], spans[4], *_extensions_content(tbs_der, stop))
+
+
+def _extensions_content(tbs_der: bytes, pos: int) -> tuple[bytes, int]:
+    """After the SPKI: optional [1] and [2] unique IDs, then optional [3] { SEQUENCE OF Extension }
+    as the last field. (Content of that SEQUENCE, offset of [3].)"""
+    while pos < len(tbs_der):
+        tag, start, end = _element(tbs_der, pos, "TBSCertificate trailing field")
+        if tag == _EXTENSIONS_TAG:
+            tag, inner, inner_end = _element(tbs_der, start, "extensions")
+            if tag != _SEQUENCE or inner_end != end or end != len(tbs_der):
+                raise CertError("TBSCertificate extensions are not one SEQUENCE ending the TBS")
+            return tbs_der[inner:inner_end], pos
+        if tag not in _UNIQUE_ID_TAGS:
+            raise CertError(f"unexpected TBSCertificate field with tag 0x{tag:02x}")
+        pos = end
+    return b"", len(tbs_der)
 
 
 def wrap_tbs(tbs_der: bytes, parts: TbsParts | None = None) -> bytes:
@@ -250,22 +284,128 @@ def _issuer_strings(raw_issuer: bytes, cert: x509.Certificate) -> tuple[str, str
     return hit
 
 
-def _fields(cert: x509.Certificate, parts: TbsParts) -> tuple[CertFields, bool]:
-    """The fields, and whether the certificate carries an SCT list extension."""
+def _children(data: bytes, what: str) -> list[tuple[int, bytes]]:
+    """(tag, content) of each DER element of `data`, which they must fill exactly."""
+    out, pos = [], 0
+    while pos < len(data):
+        tag, start, end = _element(data, pos, what)
+        out.append((tag, data[start:end]))
+        pos = end
+    return out
+
+
+def _sequence(value: bytes, what: str) -> bytes:
+    """The content of `value`, which must be exactly one DER SEQUENCE."""
+    elements = _children(value, what)
+    if len(elements) != 1 or elements[0][0] != _SEQUENCE:
+        raise CertError(f"{what} is not one SEQUENCE")
+    return elements[0][1]
+
+
+def _san_values(value: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """dNSName and iPAddress entries of a subjectAltName extnValue (GeneralNames)."""
+    names = _sequence(value, "subjectAltName")
+    dns: list[str] = []
+    ips: list[str] = []
+    for tag, content in _children(names, "subjectAltName GeneralName"):
+        if tag == _DNS_NAME:
+            try:
+                dns.append(content.decode("ascii"))
+            except UnicodeDecodeError:
+                raise CertError("subjectAltName dNSName is not an IA5String") from None
+        elif tag == _IP_ADDRESS:
+            ips.append(_ip_text(content))
+    return tuple(dns), tuple(ips)
+
+
+def _ip_text(raw: bytes) -> str:
+    """An iPAddress GeneralName as cryptography renders it: an address, or for 8 or 32 bytes
+    (address and mask, as in name constraints) a network."""
+    if len(raw) in (4, 16):
+        return str(ipaddress.ip_address(raw))
+    if len(raw) in (8, 32):
+        half = len(raw) // 2
+        mask = int.from_bytes(raw[half:], "big")
+        prefix = bin(mask).count("1")
+        if mask != ((1 << prefix) - 1) << (half * 8 - prefix):
+            raise CertError(f"subjectAltName iPAddress has a non-contiguous mask {raw[half:].hex()}")
+        return str(ipaddress.ip_network((raw[:half], prefix), strict=False))
+    raise CertError(f"subjectAltName iPAddress of {len(raw)} bytes")
+
+
+def _is_ca(value: bytes) -> bool:
+    """cA of a basicConstraints extnValue: SEQUENCE { BOOLEAN DEFAULT FALSE, INTEGER OPTIONAL }."""
+    fields = _children(_sequence(value, "basicConstraints"), "basicConstraints field")
+    if fields and fields[0][0] == _BOOLEAN:
+        if len(fields[0][1]) != 1:
+            raise CertError("basicConstraints cA is not a one-byte BOOLEAN")
+        return fields[0][1] != b"\x00"
+    if fields and fields[0][0] != _INTEGER or len(fields) > 1:
+        raise CertError("basicConstraints holds something other than cA and pathLenConstraint")
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _ExtensionFields:
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
+    is_ca: bool | None = None  # None without basicConstraints
+    sct_list_span: tuple[int, int] | None = None  # the SCT list extension's TLV in TbsParts.extensions
+
+
+def _extension_fields(extensions: bytes) -> _ExtensionFields:
+    """What the certs table needs from the extensions (TbsParts.extensions). Only the OID of
+    each extension is read, unless it is one of the three wanted: this runs for every entry."""
+    seen: set[bytes] = set()
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
     is_ca: bool | None = None
-    has_sct_list = False
-    for ext in cert.extensions:
-        oid = ext.oid
-        if oid == _SAN:
-            san = ext.value
-            dns_names = tuple(san.get_values_for_type(x509.DNSName))
-            ip_addresses = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
-        elif oid == _BASIC_CONSTRAINTS:
-            is_ca = ext.value.ca
-        elif oid == SCT_LIST_OID:
-            has_sct_list = True
+    sct_list_span = None
+    pos, size = 0, len(extensions)
+    while pos < size:
+        tag, start, end = _element(extensions, pos, "extension")
+        oid_tag, oid_start, oid_end = _element(extensions, start, "extension OID")
+        if tag != _SEQUENCE or oid_tag != _OID or oid_end > end:
+            raise CertError("an extension is not SEQUENCE { OID, [critical,] OCTET STRING }")
+        oid = extensions[oid_start:oid_end]
+        if oid in seen:
+            raise CertError(f"extension with OID bytes {oid.hex()} appears twice")
+        seen.add(oid)
+        if oid == _SCT_LIST_OID:
+            sct_list_span = (pos, end)
+        elif oid == _SAN_OID:
+            dns, ips = _san_values(_extension_value(extensions[oid_end:end]))
+        elif oid == _BC_OID:
+            is_ca = _is_ca(_extension_value(extensions[oid_end:end]))
+        pos = end
+    return _ExtensionFields(dns, ips, is_ca, sct_list_span)
+
+
+def _extension_value(rest: bytes) -> bytes:
+    """extnValue's content from what follows an extension's OID: [critical BOOLEAN,] OCTET STRING."""
+    parts = _children(rest, "extension field")
+    if len(parts) == 2 and parts[0][0] == _BOOLEAN:
+        parts = parts[1:]
+    if len(parts) != 1 or parts[0][0] != _OCTET_STRING:
+        raise CertError("an extension is not SEQUENCE { OID, [critical,] OCTET STRING }")
+    return parts[0][1]
+
+
+def _precert_tbs(tbs_der: bytes, parts: TbsParts, sct_list_span: tuple[int, int]) -> bytes:
+    """RFC 6962 3.2: the TBS without its SCT list extension, re-encoded (what
+    `tbs_precertificate_bytes` gives, without cryptography re-parsing every extension)."""
+    start, end = sct_list_span
+    rest = parts.extensions[:start] + parts.extensions[end:]
+    _, body_start, _ = _element(tbs_der, 0, "TBSCertificate")
+    # Kept even when the SCT list was the only extension (an empty SEQUENCE), as cryptography does.
+    sequence = b"\x30" + _der_length(len(rest)) + rest
+    body = tbs_der[body_start : parts.extensions_at] + bytes((_EXTENSIONS_TAG,)) + _der_length(len(sequence)) + sequence
+    return b"\x30" + _der_length(len(body)) + body
+
+
+def _fields(cert: x509.Certificate, parts: TbsParts) -> tuple[CertFields, tuple[int, int] | None]:
+    """The fields, and where the SCT list extension is (None without one)."""
+    ext = _extension_fields(parts.extensions)
     subject = cert.subject
     issuer, issuer_cn, issuer_org = _issuer_strings(parts.issuer, cert)
     key_type, key_bits = _key(cert, parts.spki)
@@ -278,14 +418,14 @@ def _fields(cert: x509.Certificate, parts: TbsParts) -> tuple[CertFields, bool]:
         issuer_org=issuer_org,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
-        dns_names=dns_names,
-        ip_addresses=ip_addresses,
-        is_ca=is_ca,
+        dns_names=ext.dns_names,
+        ip_addresses=ext.ip_addresses,
+        is_ca=ext.is_ca,
         key_type=key_type,
         key_bits=key_bits,
         signature_algorithm=_signature_algorithm(cert),
     )
-    return fields, has_sct_list
+    return fields, ext.sct_list_span
 
 
 def _guard(exc: Exception, what: str) -> CertError:
@@ -300,10 +440,10 @@ def cert_fields_and_tbs_sha256(der: bytes) -> tuple[CertFields, str]:
         tbs_der = certificate_tbs(der)
         with _QuietSerialWarnings():
             cert = x509.load_der_x509_certificate(der)
-            fields, has_sct_list = _fields(cert, split_tbs(tbs_der))
-        # Without an SCT list the precert TBS is the TBS itself: hash the bytes we have
-        # instead of asking cryptography to re-encode them.
-        tbs = cert.tbs_precertificate_bytes if has_sct_list else tbs_der
+            parts = split_tbs(tbs_der)
+            fields, sct_list_span = _fields(cert, parts)
+        # Without an SCT list the precert TBS is the TBS itself.
+        tbs = _precert_tbs(tbs_der, parts, sct_list_span) if sct_list_span else tbs_der
     except Exception as exc:  # cryptography raises ValueError, TypeError, UnicodeError...
         raise _guard(exc, "certificate") from None
     return fields, hashlib.sha256(tbs).hexdigest()

@@ -142,18 +142,27 @@ def test_broken_entries_never_stop_the_batch() -> None:
     assert batch.leaf_hashes == [hashlib.sha256(b"\x00" + e.leaf_input).digest() for e in entries]
 
 
-def test_lazily_rejected_certificate_becomes_an_error_row() -> None:
+def test_malformed_unused_extension_keeps_the_row_malformed_san_is_an_error() -> None:
     ca = make_ca()
-    bad_ext = x509.UnrecognizedExtension(ExtensionOID.KEY_USAGE, b"\x04\x00")  # not a BIT STRING
-    der = (
-        leaf_builder(ca, serial=9, cn="lazy.example", dns=[])
-        .add_extension(bad_ext, critical=False)
-        .sign(ca.key, hashes.SHA256())
-        .public_bytes(DER)
+    bad_key_usage = x509.UnrecognizedExtension(ExtensionOID.KEY_USAGE, b"\x04\x00")  # not a BIT STRING
+    bad_san = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x82\x01\xff")  # not IA5
+    kept = (leaf_builder(ca, serial=9, cn="lazy.example", dns=["lazy.example"])
+            .add_extension(bad_key_usage, critical=False).sign(ca.key, hashes.SHA256()).public_bytes(DER))
+    template = x509.load_der_x509_certificate(kept)
+    lost = (
+        x509.CertificateBuilder().subject_name(template.subject).issuer_name(template.issuer)
+        .public_key(template.public_key()).serial_number(10)
+        .not_valid_before(template.not_valid_before_utc).not_valid_after(template.not_valid_after_utc)
+        .add_extension(bad_san, critical=False).sign(ca.key, hashes.SHA256()).public_bytes(DER)
     )
-    batch = decode([RawEntry(3, encode_x509_leaf(1, der), encode_x509_chain([ca.der]))])
+    batch = decode([RawEntry(3, encode_x509_leaf(1, kept), encode_x509_chain([ca.der])),
+                    RawEntry(4, encode_x509_leaf(1, lost), encode_x509_chain([ca.der]))])
+    # keyUsage is not a column: its damage does not hide the certificate's names.
+    (row,) = rows(batch.certs)
+    assert (row["index"], row["dns_names"], row["subject_cn"]) == (3, ["lazy.example"], "lazy.example")
     (error,) = rows(batch.errors)
-    assert error["reason"].startswith("pilot index 3: cannot decode certificate:")
+    assert error["reason"].startswith("pilot index 4: cannot decode certificate:")
+    assert "dNSName is not an IA5String" in error["reason"]
 
 
 def _precert_entry(pair: PrecertPair, index: int, chain: list[bytes], key_hash: bytes | None = None) -> RawEntry:

@@ -407,3 +407,65 @@ def test_truncated_and_garbage_der_raise_only_cert_error() -> None:
         cert_fields(der[:100])
     with pytest.raises(CertError, match="not exactly one DER SEQUENCE"):
         tbs_fields(certificate_tbs(der) + b"\x00")
+
+
+# --- the extension reader agrees with cryptography ----------------------------------------
+
+
+def _with_extensions(ca: Ca, extensions: list[tuple[x509.ExtensionType, bool]]) -> bytes:
+    builder = (
+        x509.CertificateBuilder().subject_name(name("ext.example")).issuer_name(ca.cert.subject)
+        .public_key(ca.key.public_key()).serial_number(77).not_valid_before(NOT_BEFORE).not_valid_after(NOT_AFTER)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(DER)
+
+
+@pytest.mark.parametrize("extensions", [
+    [],  # no extensions field at all
+    [(x509.BasicConstraints(ca=True, path_length=3), True)],
+    [(x509.BasicConstraints(ca=False, path_length=None), False)],
+    [(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_network("192.0.2.0/24")),
+                                   x509.IPAddress(ipaddress.ip_network("2001:db8::/32")),
+                                   x509.RFC822Name("a@b.example"), x509.DNSName("*.wild.example"),
+                                   x509.UniformResourceIdentifier("https://u.example/")]), True)],
+    [(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.3.4.5"), b"\x05\x00"), True),
+     (x509.SubjectAlternativeName([x509.DNSName(f"n{i}.example") for i in range(300)]), False)],
+], ids=["none", "ca-critical", "not-ca", "san-networks-and-other-names", "unknown-critical-and-300-names"])
+def test_extension_reader_matches_cryptography(extensions) -> None:
+    der = _with_extensions(make_ca(), extensions)
+    cert = load_certificate(der)
+    fields = cert_fields(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns, ips = san.get_values_for_type(x509.DNSName), [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        dns, ips = [], []
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = None
+    assert (list(fields.dns_names), list(fields.ip_addresses), fields.is_ca) == (dns, ips, is_ca)
+    assert cert_fields_and_tbs_sha256(der)[1] == hashlib.sha256(cert.tbs_certificate_bytes).hexdigest()
+
+
+def test_sct_list_as_the_only_extension_leaves_an_empty_extensions_field() -> None:
+    ca = make_ca()
+    sct_ext = x509.UnrecognizedExtension(SCT_LIST_OID, sct_list_value(b"\x11" * 32, 1_700_000_000_000, b"\x30\x00"))
+    der = _with_extensions(ca, [(sct_ext, False)])
+    cert = load_certificate(der)
+    assert cert_fields_and_tbs_sha256(der)[1] == hashlib.sha256(cert.tbs_precertificate_bytes).hexdigest()
+
+
+def test_repeated_extension_is_a_cert_error() -> None:
+    der = _with_extensions(make_ca(), [(x509.BasicConstraints(ca=False, path_length=None), False)])
+    tbs = certificate_tbs(der)
+    parts = split_tbs(tbs)
+    # The same extensions twice over, re-wrapped: [3] { SEQUENCE { ext, ext } } ending the TBS.
+    doubled = parts.extensions * 2
+    sequence = b"\x30" + bytes((len(doubled),)) + doubled
+    header = 4 if tbs[1] == 0x82 else 3  # the TBS SEQUENCE's own tag and length
+    body = tbs[header : parts.extensions_at] + b"\xa3" + bytes((len(sequence),)) + sequence
+    with pytest.raises(CertError, match="appears twice"):
+        tbs_fields(b"\x30\x82" + len(body).to_bytes(2, "big") + body)
