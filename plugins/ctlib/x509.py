@@ -364,8 +364,11 @@ def _extension_fields(extensions: bytes) -> _ExtensionFields:
     pos, size = 0, len(extensions)
     while pos < size:
         tag, start, end = _element(extensions, pos, "extension")
-        oid_tag, oid_start, oid_end = _element(extensions, start, "extension OID")
-        if tag != _SEQUENCE or oid_tag != _OID or oid_end > end:
+        # The OID's header read inline (an extension OID is short): two bytes, tag and length.
+        if tag != _SEQUENCE or end - start < 2 or extensions[start] != _OID or extensions[start + 1] >= 0x80:
+            raise CertError("an extension is not SEQUENCE { OID, [critical,] OCTET STRING }")
+        oid_start, oid_end = start + 2, start + 2 + extensions[start + 1]
+        if oid_end > end:
             raise CertError("an extension is not SEQUENCE { OID, [critical,] OCTET STRING }")
         oid = extensions[oid_start:oid_end]
         if oid in seen:

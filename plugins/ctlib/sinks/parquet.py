@@ -2,12 +2,18 @@
 
 File names depend only on the log, the range and the day, so a retried task rewrites the
 same files (exactly-once in the lake). Each file is written under a hidden temporary name
-and renamed into place, so a reader never sees a partial file.
+(`.<name>.<host>-<pid>.<uuid>.tmp`) and renamed into place, so a reader never sees a partial
+file. A writer killed between the two (SIGKILL, OOM, power loss) leaves its temporary behind;
+the next writer of the same file removes it (see `remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -17,8 +23,17 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+log = logging.getLogger(__name__)
+
 # Rows without a usable entry timestamp (an unparseable leaf) still need a stable home.
 UNKNOWN_DATE = date(1970, 1, 1)
+
+STALE_TEMPORARY_SECONDS = 3600.0
+"""A temporary whose writer cannot be checked (another host, an unattributed name) counts as
+dead once it has not changed for this long (writing one file takes seconds)."""
+
+# This host as it appears in temporary names: no '-' or '.', which separate the name's parts.
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:63] or "host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +95,64 @@ def write_range(
     ]
 
 
+def _writer_is_dead(tag: str) -> bool:
+    """True when `tag` (`<host>-<pid>` from a temporary's name) is a process of this host that
+    no longer runs. A live pid counts as the writer (even if reused: kept, to be safe)."""
+    host, _, pid = tag.rpartition("-")
+    if host != _HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temporaries(lake: Lake, directory: str, name: str, *, now: float | None = None) -> list[str]:
+    """Delete the temporaries of `directory/name` left by writers that died before renaming:
+    those of a process of this host that no longer runs, and any not modified for
+    STALE_TEMPORARY_SECONDS. A live writer's temporary is kept: two attempts at one range can
+    overlap (an orphaned task and its retry), and removing one's file would fail its rename.
+    Returns the paths removed; a listing or deletion problem is logged, never raised."""
+    prefix, suffix = f".{name}.", ".tmp"
+    try:
+        infos = lake.filesystem.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+    except OSError as err:
+        log.warning("%s: cannot list for stale temporaries of %s: %s", directory, name, err)
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for info in infos:
+        base = info.base_name
+        if info.type != pafs.FileType.File or not (base.startswith(prefix) and base.endswith(suffix)):
+            continue
+        tag = base[len(prefix) : -len(suffix)].rpartition(".")[0]  # "" in the old `.<name>.<uuid>.tmp`
+        old = info.mtime is not None and now - info.mtime.timestamp() > STALE_TEMPORARY_SECONDS
+        if not (old or (tag and _writer_is_dead(tag))):
+            continue
+        try:
+            lake.filesystem.delete_file(info.path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            log.warning("%s: cannot remove the stale temporary %s: %s", directory, base, err)
+            continue
+        removed.append(info.path)
+    if removed:
+        log.warning("%s/%s: removed %d temporary file(s) of writers that died before renaming: %s",
+                    directory, name, len(removed), ", ".join(os.path.basename(p) for p in removed))
+    return removed
+
+
 def write_file(lake: Lake, directory: str, name: str, table: pa.Table) -> str:
-    """Write `table` to `directory/name` under a hidden temporary name, then rename it."""
+    """Write `table` to `directory/name` under a hidden temporary name, then rename it; first
+    remove what dead writers of the same file left."""
     lake.filesystem.create_dir(directory, recursive=True)
+    remove_stale_temporaries(lake, directory, name)
     final = f"{directory}/{name}"
-    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    temporary = f"{directory}/.{name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         pq.write_table(table, temporary, filesystem=lake.filesystem, compression="zstd")
         lake.filesystem.move(temporary, final)
