@@ -91,7 +91,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ctlib.sinks.parquet import UNKNOWN_DATE, Lake, range_file_name
+from ctlib.sinks.parquet import UNKNOWN_DATE, Lake, range_file_name, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -544,6 +544,9 @@ def compact_log(lake: Lake, slug: str, *, first_index: int, next_index: int, mmd
     root = local_root(lake)
     with log_lock(root, slug):
         recovered = sum(recover(root, table, slug) for table in tables)
+        for table in tables:  # what killed writers left where no later write of the same file came
+            for day in partition_days(root, table, slug):
+                remove_stale_temporaries(lake, _partition(root, table, slug, day))
         latest = latest_committed_day(root, slug, first_index, next_index, tables)
         horizon = compaction_horizon(latest, mmd_seconds, today)
         if horizon is None:

@@ -131,3 +131,18 @@ def test_a_live_writers_temporary_does_not_stop_the_write(lake):
 def test_missing_directory_and_listing_problems_are_not_errors(tmp_path):
     lake_ = Lake.open(str(tmp_path))
     assert remove_stale_temporaries(lake_, str(tmp_path / "nowhere"), NAME) == []
+
+
+def test_without_a_name_every_dead_writers_temporary_goes_and_compaction_sweeps(tmp_path):
+    from ctlib.compaction import compact_log
+
+    lake_ = Lake.open(str(tmp_path))
+    today = tmp_path / "certs" / "log=x" / f"date={time.strftime('%Y-%m-%d', time.gmtime())}"
+    today.mkdir(parents=True)
+    write_file(lake_, str(today), NAME, TABLE)
+    other = range_file_name(100, 200)  # never written again: only a sweep can remove it
+    dead = temporary(today, other, tag=f"{parquet._HOST}-{dead_pid()}")
+    alive = temporary(today, other, tag=f"{parquet._HOST}-{os.getpid()}")
+    compact_log(lake_, "x", first_index=0, next_index=100, mmd_seconds=86400)
+    assert not dead.exists() and alive.exists()
+    assert hidden(today) == [alive.name] and (today / NAME).exists()

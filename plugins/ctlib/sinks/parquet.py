@@ -110,13 +110,15 @@ def _writer_is_dead(tag: str) -> bool:
     return False
 
 
-def remove_stale_temporaries(lake: Lake, directory: str, name: str, *, now: float | None = None) -> list[str]:
-    """Delete the temporaries of `directory/name` left by writers that died before renaming:
+def remove_stale_temporaries(lake: Lake, directory: str, name: str | None = None, *,
+                             now: float | None = None) -> list[str]:
+    """Delete the temporaries of `directory/name` (of any file with `name` None: the
+    compaction's sweep) left by writers that died before renaming:
     those of a process of this host that no longer runs, and any not modified for
     STALE_TEMPORARY_SECONDS. A live writer's temporary is kept: two attempts at one range can
     overlap (an orphaned task and its retry), and removing one's file would fail its rename.
     Returns the paths removed; a listing or deletion problem is logged, never raised."""
-    prefix, suffix = f".{name}.", ".tmp"
+    prefix, suffix = (f".{name}." if name else "."), ".tmp"
     try:
         infos = lake.filesystem.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
     except OSError as err:
@@ -128,7 +130,9 @@ def remove_stale_temporaries(lake: Lake, directory: str, name: str, *, now: floa
         base = info.base_name
         if info.type != pafs.FileType.File or not (base.startswith(prefix) and base.endswith(suffix)):
             continue
-        tag = base[len(prefix) : -len(suffix)].rpartition(".")[0]  # "" in the old `.<name>.<uuid>.tmp`
+        # `<host>-<pid>` before the uuid ("" or a name part in the old `.<name>.<uuid>.tmp`).
+        tag = base[len(prefix) : -len(suffix)].rpartition(".")[0]
+        tag = tag if name else tag.rpartition(".")[2]
         old = info.mtime is not None and now - info.mtime.timestamp() > STALE_TEMPORARY_SECONDS
         if not (old or (tag and _writer_is_dead(tag))):
             continue
