@@ -6,8 +6,8 @@
 #   make stop    stop what make run / make demo (or bin/airflow) started, from any shell
 #   make test    the test suite
 #   make chromium  Debian's headless Chromium for the browser test (make test installs it)
-#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost, decode vs construct+pyOpenSSL, catch-up through Airflow (short mode)
-#   make bench-full  the same with the decode and catch-up benchmarks in full mode (make bench BENCH_FLAGS=--full)
+#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost, decode vs construct+pyOpenSSL, catch-up through Airflow, soak of 40 growing logs under airflow standalone (short mode)
+#   make bench-full  the same with the decode, catch-up and soak benchmarks in full mode (make bench BENCH_FLAGS=--full)
 #   make lint    byte-compile plugins/ and dags/
 #   make clean   remove .run/ (PostgreSQL data, pid files, logs), .airflow/ and the data/ lake
 SHELL := /bin/bash
@@ -58,12 +58,13 @@ chromium:
 	fi
 	@/usr/bin/chromium --version 2>/dev/null | grep -q . || { echo "no working /usr/bin/chromium" >&2; exit 1; }
 
-# BENCH_FLAGS (e.g. --full) goes to the decode and catch-up benchmarks.
+# BENCH_FLAGS (e.g. --full) goes to the decode, catch-up and soak benchmarks.
 bench: $(STAMP)
 	$(VPY) bench/score_eval.py
 	$(VPY) bench/verify_cost.py
 	$(VPY) bench/decode_bench.py $(BENCH_FLAGS)
 	$(VPY) bench/catchup_bench.py $(BENCH_FLAGS)
+	$(VPY) bench/soak_bench.py $(BENCH_FLAGS)
 
 bench-full:
 	$(MAKE) bench BENCH_FLAGS=--full

@@ -14,9 +14,16 @@ from ctlib.loglist import CTLog, LogListError, load_log_list
 from ctlib.settings import Settings
 
 CERTS_ASSET = Asset(uri="ct://certs", name="ct_certs")
-# plan announces ct://certs through an alias: only the runs it commits itself emit an event
-# (an outlet Asset would emit one on every success, idle runs included).
-CERTS_ALIAS = AssetAlias("ct_certs_inline")
+
+
+def certs_alias(slug: str) -> AssetAlias:
+    """plan announces ct://certs through an alias: only the runs it commits itself emit an
+    event (an outlet Asset would emit one on every success, idle runs included). One alias per
+    log: Airflow 3.3 links an alias to its asset on the alias's first event, and two logs'
+    first events at the same moment on one shared alias made one insert fail with a unique
+    violation, failing that run (seen with 6 logs starting together)."""
+    return AssetAlias(f"ct_certs_inline__{slug}")
+
 
 DOC = """
 ### Ingest `{description}`
@@ -42,6 +49,7 @@ so repeating a backfill rewrites the same files.
 
 def build_ingest_dag(ctlog: CTLog, settings: Settings):
     log_json = ctlog.to_dict()
+    alias = certs_alias(ctlog.slug)
 
     @dag(
         dag_id=f"ct_ingest__{ctlog.slug}",
@@ -62,12 +70,12 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
         default_args=settings.default_args(),
     )
     def ingest():
-        @task(outlets=[CERTS_ALIAS])
+        @task(outlets=[alias])
         def plan(params=None, *, outlet_events=None) -> list[dict]:
             from ctlib.dagtasks import plan_task
 
             return plan_task(log_json, params,
-                             lambda extra: outlet_events[CERTS_ALIAS].add(CERTS_ASSET, extra=extra))
+                             lambda extra: outlet_events[alias].add(CERTS_ASSET, extra=extra))
 
         @task(max_active_tis_per_dagrun=settings.fetch_parallelism)
         def fetch(work: dict) -> dict:

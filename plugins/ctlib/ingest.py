@@ -125,20 +125,21 @@ def check_tree_head(client: LogClient, state: LogState, head: TreeHead) -> None:
 
 
 def _end_for_tiles(ctlog: CTLog, state: LogState, head: TreeHead, pending: PendingPlan | None,
-                   settings: Settings) -> tuple[int, PendingPlan | None]:
-    """Where this run may read up to. Tiled logs: whole tiles first; the last, partial tile
-    only once it has stayed partial for CT_PARTIAL_TILE_WAIT (returns the hint to remember)."""
+                   settings: Settings, now_ms: int | None = None) -> tuple[int, int, int]:
+    """Where this run may read up to, and the partial tile left waiting with since when it
+    has been seen partial: `(end, partial_tile, partial_since_ms)`, the tile -1 when none.
+
+    Tiled logs: whole tiles first; the last, partial tile only once CT_PARTIAL_TILE_WAIT has
+    passed since a run first saw that tile partial, also a run that read full tiles before
+    it (a log that stops growing then has its tail read by the next run, not two later)."""
     if ctlog.kind != "static" or head.size % TILE_WIDTH == 0 or state.next_index >= head.size:
-        return head.size, None
-    full_end = head.size - head.size % TILE_WIDTH
-    if full_end > state.next_index:
-        return full_end, None
+        return head.size, -1, 0
     tile = head.size // TILE_WIDTH
-    now_ms = int(time.time() * 1000)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     since = pending.partial_since_ms if pending and pending.partial_tile == tile else now_ms
     if now_ms - since >= settings.partial_tile_wait * 1000:
-        return head.size, None
-    return state.next_index, PendingPlan(state.next_index, (), partial_tile=tile, partial_since_ms=since)
+        return head.size, -1, 0
+    return max(state.next_index, head.size - head.size % TILE_WIDTH), tile, since
 
 
 def plan_run(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake) -> RunPlan:
@@ -158,17 +159,17 @@ def plan_run(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake) ->
     finally:
         client.close()
     pending = store.load_plan(ctlog.slug)
-    end, waiting = _end_for_tiles(ctlog, state, head, pending, settings)
+    end, partial_tile, partial_since = _end_for_tiles(ctlog, state, head, pending, settings)
     reuse = pending.ranges if pending and pending.start == state.next_index else ()
     ranges = plan_ranges(
         state.next_index, end,
         per_run=settings.entries_per_run, per_task=settings.entries_per_task,
         max_tasks=settings.max_tasks_per_run, pending=reuse,
     )
-    if ranges:
-        store.save_plan(ctlog.slug, PendingPlan(state.next_index, tuple(ranges)))
-    elif waiting is not None and waiting != pending:
-        store.save_plan(ctlog.slug, waiting)
+    hint = PendingPlan(state.next_index, tuple(ranges), partial_tile=partial_tile, partial_since_ms=partial_since)
+    waiting = partial_tile >= 0 and not ranges
+    if hint != pending and (ranges or waiting):
+        store.save_plan(ctlog.slug, hint)
     log.info(
         "%s: verified tree size %d (was %d), next index %d, backlog %d; this run fetches %d entries in %d range(s)%s",
         ctlog.slug, head.size, state.tree_size, state.next_index, head.size - state.next_index,

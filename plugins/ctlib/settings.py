@@ -134,8 +134,9 @@ class Settings:
     store_der: bool
     """CT_STORE_DER: also store each certificate's DER in the `certs` table."""
     partial_tile_wait: float
-    """CT_PARTIAL_TILE_WAIT: seconds a tiled log's last tile may stay partial before it is read
-    as a partial tile (full tiles are cheaper; waiting bounds the freshness lag)."""
+    """CT_PARTIAL_TILE_WAIT: seconds after a run first saw a tiled log's last tile partial
+    before a run reads it as a partial tile (full tiles are cheaper; the wait bounds the
+    freshness lag). The default 30 lets the next run of a per-minute schedule read it."""
     task_retries: int
     """CT_TASK_RETRIES: Airflow retries of a failed ingest task."""
     task_retry_delay: float
@@ -233,7 +234,7 @@ class Settings:
             enrich_pool=env.get("CT_ENRICH_POOL", "").strip() or "ct_enrichment",
             kafka_flush_timeout=_float(env, "CT_KAFKA_FLUSH_TIMEOUT", 60.0),
             store_der=_bool(env, "CT_STORE_DER", False),
-            partial_tile_wait=_float(env, "CT_PARTIAL_TILE_WAIT", 60.0, allow_zero=True),
+            partial_tile_wait=_float(env, "CT_PARTIAL_TILE_WAIT", 30.0, allow_zero=True),
             task_retries=_int(env, "CT_TASK_RETRIES", 3, minimum=0),
             task_retry_delay=_float(env, "CT_TASK_RETRY_DELAY", 20.0),
             health_max_lag_seconds=_float(env, "CT_HEALTH_MAX_LAG_SECONDS", 900.0),

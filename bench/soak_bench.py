@@ -1,0 +1,520 @@
+"""Soak: `airflow standalone` ingesting 40 local CT logs that grow 1,000 entries/s in all.
+
+Set-up, not measured:
+* the local CT log server (`ctlib.testing.ctlog.LogServer`) in a child process, as remote
+  logs would be: 40 logs (4 of them static-ct-api, tiled), each published with 256 entries
+  and not growing yet;
+* a tansu broker (`ctlib.localsvc.broker.LocalBroker`) and a scratch PostgreSQL database;
+* the stack of `make run` (`ctlib.localsvc.run.Orchestrator`: airflow standalone,
+  LocalExecutor, parallelism 8) with the project's defaults (every DAG runs every minute,
+  CT_START_AT=beginning); DAGs paused at creation, then every `ct_ingest__*` unpaused through
+  the REST API (with --with-downstream also ct_score and ct_enrich); then a wait until every
+  log has committed its first 256 entries, so the pipeline is in its steady, idle state.
+
+Measured:
+1. growth: every log grows 25 entries/s (40 x 25 = 1,000/s) for 3 minutes (10 with --full);
+   then growth stops and the bench waits until every watermark reaches its log's size;
+2. idle: 2 minutes (3 with --full) with no new entry: the CPU cost of an idle run.
+
+Figures: freshness lag of every entry logged during growth, from its log timestamp to the
+modification time of the Parquet file that holds it (the file appears under its final name
+by a rename right after), at p50, p95, p99 and max, for RFC 6962 and tiled logs, also over
+time (bench/results/soak_lag.png); CPU seconds per 1,000 entries from the start of growth
+to catch-up (every process of the standalone session, reaped task processes included, and
+the broker; the local CT logs and PostgreSQL are the world's, not ours), split by
+component; peak memory (sum of PSS of the same processes, sampled every 5 s); CPU per idle
+run; the audit of lake and Kafka (`ctlib.audit`: every index exactly once in the lake,
+every key in Kafka); failed runs. Targets: p95 lag <= 90 s, no gap, no failed run.
+
+    .venv/bin/python bench/soak_bench.py            # short: 3 + 2 minutes
+    .venv/bin/python bench/soak_bench.py --full     # 10 + 3 minutes
+    .venv/bin/python bench/soak_bench.py --logs 10 --rate 500 --minutes 1 --idle-minutes 1
+
+Writes bench/results/soak.json and soak_lag.png. Run it on a quiet machine: it uses both
+cores, and anything else running adds to the lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from catchup_bench import RESULTS, Api, _utc, metadata_database  # noqa: E402
+
+INITIAL = 256  # entries each log holds before growth (one full tile)
+TARGET_P95_S = 90.0
+SAMPLE_EVERY_S = 5.0
+
+# --------------------------------------------------------------------------- the log server
+
+
+def _serve_logs(conn, logs: int, tiled: int, log_list: str) -> None:
+    """Child process: `logs` logs behind one LogServer; grows them at the rate it is sent."""
+    from ctlib.testing.ctlog import LogServer
+
+    server = LogServer()
+    classic = logs - tiled
+    for i in range(1, logs + 1):
+        name = f"Soak Tiled Log {i - classic}" if i > classic else f"Soak Log {i}"
+        server.add_log(name, tiled=i > classic, initial_size=INITIAL)
+    server.write_log_list(log_list)
+    server.start()
+    conn.send(("ready", {log.slug: log.tiled for log in server.logs}))
+    while True:
+        command, value = conn.recv()
+        if command == "rate":  # entries per second per log; 0 stops growth
+            for log in server.logs:
+                log.rate = value
+            if not value:
+                time.sleep(2.5)  # let a tick in progress publish what it grew
+            conn.send(("sizes", {log.slug: log.sth.tree_size for log in server.logs}))
+        elif command == "stop":
+            server.stop()
+            conn.send(("served", sum(log.counts().requests for log in server.logs)))
+            return
+
+
+class RemoteLogs:
+    def __init__(self, logs: int, tiled: int, log_list: Path) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_logs, args=(child, logs, tiled, str(log_list)), daemon=True)
+        self._proc.start()
+        if not self._conn.poll(300):
+            raise SystemExit("the log server did not start in 5 minutes")
+        self.tiled: dict[str, bool] = self._conn.recv()[1]
+
+    def set_rate(self, per_log: float) -> dict[str, int]:
+        """Grow each log `per_log` entries/s from now; returns the published sizes."""
+        self._conn.send(("rate", per_log))
+        return self._conn.recv()[1]
+
+    def stop(self) -> int:
+        requests = 0
+        if self._proc.is_alive():
+            self._conn.send(("stop", None))
+            if self._conn.poll(30):
+                requests = self._conn.recv()[1]
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.terminate()  # our own child, by its handle
+        return requests
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _component(pid: int) -> str:
+    """Which part of the stack a process is, from its command line (process title)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    for name, needles in (
+        ("tasks", ("task runner", "supervisor", "worker", "LocalExecutor", "serve-logs", "serve_logs")),
+        ("dag-processor", ("dag-processor", "dag_processor", "DagFileProcessor")),
+        ("api-server", ("api-server", "api_server", "uvicorn", "gunicorn")),
+        ("triggerer", ("triggerer",)),
+        ("scheduler", ("scheduler",)),
+        ("broker", ("tansu",)),
+        ("standalone", ("standalone",)),
+    ):
+        if any(needle in cmd for needle in needles):
+            return name
+    return "other"
+
+
+class Stack:
+    """CPU and memory of the standalone session's processes and the broker (Linux /proc).
+
+    A process's CPU is utime + stime + cutime + cstime: a task process that exited and was
+    reaped counts in its parent, so a sum over live processes at two moments, subtracted,
+    holds the CPU of everything that ran in between (children of a parent that itself
+    exited move up to its parent)."""
+
+    def __init__(self, session: int, broker_pid: int | None) -> None:
+        self.session = session
+        self.broker_pid = broker_pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self.peak_pss_mib = 0.0
+        self.peak_pss_by_component: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def pids(self) -> list[int]:
+        from ctlib.localsvc.run import session_members
+
+        pids = session_members(self.session)
+        return pids + [self.broker_pid] if self.broker_pid else pids
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far by component (with reaped children)."""
+        out: Counter[str] = Counter()
+        for pid in self.pids():
+            fields = _proc_stat(pid)
+            if fields:
+                out[_component(pid)] += sum(int(f) for f in fields[11:15]) / self._tick
+        return dict(out)
+
+    def pss_mib(self) -> dict[str, float]:
+        out: Counter[str] = Counter()
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        out[_component(pid)] += int(line.split()[1]) / 1024
+                        break
+            except (OSError, ValueError):
+                continue
+        return dict(out)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY_S):
+            by_component = self.pss_mib()
+            total = sum(by_component.values())
+            if total > self.peak_pss_mib:
+                self.peak_pss_mib, self.peak_pss_by_component = total, by_component
+
+    def start_sampling(self) -> None:
+        self._thread = threading.Thread(target=self._sample, name="pss-sampler", daemon=True)
+        self._thread.start()
+
+    def stop_sampling(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+
+def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per-component CPU seconds spent between two `Stack.cpu()` readings (a component whose
+    processes all exited shows up in its parent's reaped time, never negative here)."""
+    keys = set(before) | set(after)
+    spent = {k: round(max(0.0, after.get(k, 0.0) - before.get(k, 0.0)), 1) for k in sorted(keys)}
+    spent["total"] = round(max(0.0, sum(after.values()) - sum(before.values())), 1)
+    return spent
+
+
+# --------------------------------------------------------------------------- Airflow
+
+
+def watermarks(api: Api) -> dict[str, int]:
+    """next_index of every log with a stored state (Variables ct_state__<slug>)."""
+    out = {}
+    variables = api.get("variables", limit=1000).get("variables", [])
+    for variable in variables:
+        key = variable["key"]
+        if key.startswith("ct_state__"):
+            out[key.removeprefix("ct_state__")] = json.loads(variable["value"])["next_index"]
+    return out
+
+
+def states(api: Api) -> dict[str, Any]:
+    variables = api.get("variables", limit=1000).get("variables", [])
+    return {v["key"]: v["value"] for v in variables if v["key"].startswith("ct_state__")}
+
+
+def ingest_runs(api: Api) -> list[dict[str, Any]]:
+    runs, offset = [], 0
+    while True:
+        page = api.get("dags/~/dagRuns", limit=100, offset=offset, order_by="start_date")
+        batch = page.get("dag_runs", [])
+        runs += [r for r in batch if r["dag_id"].startswith("ct_ingest__")]
+        offset += len(batch)
+        if not batch or offset >= page.get("total_entries", 0):
+            return runs
+
+
+def wait_for(what: str, check, timeout: float, every: float = 2.0) -> float:
+    began = time.monotonic()
+    while not check():
+        if time.monotonic() - began > timeout:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+    return time.monotonic() - began
+
+
+# --------------------------------------------------------------------------- lag
+
+
+def lag_figures(lake: Path, since: float, until: float, tiled: dict[str, bool], plot: Path | None) -> dict[str, Any]:
+    """Lag of every certificate logged in [since, until] (epoch seconds): Parquet file mtime
+    minus the entry's log timestamp, overall and for classic and tiled logs."""
+    import duckdb
+
+    files = sorted((lake / "certs").rglob("*.parquet"))
+    con = duckdb.connect()
+    con.execute("create table files (filename varchar, mtime double)")
+    con.executemany("insert into files values (?, ?)", [(str(f), f.stat().st_mtime) for f in files])
+    con.execute("create table kinds (log_slug varchar, tiled boolean)")
+    con.executemany("insert into kinds values (?, ?)", list(tiled.items()))
+    con.execute(f"""
+        create table lags as
+        select c.log_slug, k.tiled, epoch_ms(c.timestamp) / 1000.0 as logged,
+               f.mtime - epoch_ms(c.timestamp) / 1000.0 as lag
+        from read_parquet('{lake}/certs/**/*.parquet', filename = true, hive_partitioning = true) c
+        join files f using (filename) join kinds k using (log_slug)
+        where epoch_ms(c.timestamp) / 1000.0 between {since} and {until}
+    """)
+
+    def stats(where: str) -> dict[str, Any]:
+        n, p50, p95, p99, top = con.execute(f"""
+            select count(*), quantile_cont(lag, 0.5), quantile_cont(lag, 0.95), quantile_cont(lag, 0.99), max(lag)
+            from lags where {where}""").fetchone()
+        return {"entries": n, **{k: round(v, 1) if v is not None else None
+                                 for k, v in (("p50_s", p50), ("p95_s", p95), ("p99_s", p99), ("max_s", top))}}
+
+    figures = {"all": stats("true"), "classic": stats("not tiled"), "tiled": stats("tiled")}
+    series = con.execute(f"""
+        select floor((logged - {since}) / 10) * 10 as t, quantile_cont(lag, 0.5), quantile_cont(lag, 0.95), max(lag)
+        from lags group by 1 order by 1""").fetchall()
+    figures["per_10s"] = [[int(t), round(a, 1), round(b, 1), round(c, 1)] for t, a, b, c in series]
+    if plot is not None:
+        figures["plot"] = draw(series, plot)
+    return figures
+
+
+def draw(series: list[tuple], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    t = [row[0] for row in series]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for column, label in ((1, "p50"), (2, "p95"), (3, "max")):
+        ax.plot(t, [row[column] for row in series], label=label)
+    ax.axhline(TARGET_P95_S, color="grey", linestyle="--", linewidth=1, label=f"target p95 {TARGET_P95_S:.0f} s")
+    ax.set_xlabel("entry logged, seconds since growth began (10 s buckets)")
+    ax.set_ylabel("lag to Parquet (s)")
+    ax.set_title("ct-airflow soak: freshness lag")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
+def summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50": round(pick(0.5), 1), "p95": round(pick(0.95), 1), "max": round(ordered[-1], 1)}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="10 minutes of growth and 3 idle (default 3 and 2)")
+    parser.add_argument("--logs", type=int, default=40)
+    parser.add_argument("--tiled", type=int, default=4, help="how many of the logs are tiled")
+    parser.add_argument("--rate", type=float, default=1000.0, help="entries per second, all logs together")
+    parser.add_argument("--minutes", type=float, default=None, help="minutes of growth")
+    parser.add_argument("--idle-minutes", type=float, default=None, help="minutes with no new entry")
+    parser.add_argument("--catchup-timeout", type=float, default=600.0)
+    parser.add_argument("--with-downstream", action="store_true", help="also run ct_score and ct_enrich")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (lake, logs)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
+    args = parser.parse_args()
+    minutes = args.minutes or (10.0 if args.full else 3.0)
+    idle_minutes = args.idle_minutes or (3.0 if args.full else 2.0)
+    if not 0 <= args.tiled <= args.logs or args.logs < 1 or args.rate <= 0:
+        parser.error("need --logs >= 1, 0 <= --tiled <= --logs, --rate > 0")
+
+    work = Path(tempfile.mkdtemp(prefix="ct-bench-soak-"))
+    print(f"soak: {args.logs} logs ({args.tiled} tiled) growing {args.rate:,.0f} entries/s in all for "
+          f"{minutes:g} min, then {idle_minutes:g} min idle; set-up, not measured:", flush=True)
+    remote = RemoteLogs(args.logs, args.tiled, work / "log_list.json")
+    try:
+        result = soak(args, remote, work, minutes, idle_minutes)
+    finally:
+        requests = remote.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["log_server_requests"] = requests
+    report(result, args.out)
+
+
+def soak(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: float, idle_minutes: float) -> dict[str, Any]:
+    from ctlib.audit import kafka_config, parse_states, run_audit
+    from ctlib.localsvc import free_port
+    from ctlib.localsvc.broker import LocalBroker
+    from ctlib.localsvc.run import Orchestrator
+
+    topic = "ct-certs-soak"
+    lake = work / "lake"
+    broker = LocalBroker(topics=[topic, "ct-alerts", "ct-enriched"], log_path=work / "tansu.log").start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CT_")) or k == "CT_TANSU_BIN"}
+    try:
+        with metadata_database(work) as url:
+            env.update(
+                AIRFLOW_HOME=str(work / "home"), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=url,
+                AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True", CT_ADMIN_PASSWORD=secrets.token_urlsafe(12),
+                CT_LOG_LIST=str(work / "log_list.json"), CT_LAKE=str(lake), CT_START_AT="beginning",
+                CT_KAFKA_TOPIC=topic, **broker.airflow_env(),
+            )
+            orch = Orchestrator(ui_port=free_port(), run_dir=work / "run", env=env, lake=lake,
+                                airflow_output=work / "standalone.log")
+            try:
+                began = time.monotonic()
+                orch.start()
+                if not orch.wait_until_up(300):
+                    raise SystemExit(f"airflow standalone did not come up; see {work / 'standalone.log'}")
+                api = Api(orch.api_url(), orch.login)
+                return measure(args, api, orch, broker, remote, lake, topic, minutes, idle_minutes, began,
+                               kafka_config(broker.bootstrap_servers, None), run_audit, parse_states)
+            finally:
+                orch.stop()
+    finally:
+        broker.stop()
+
+
+def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic: str, minutes: float,
+            idle_minutes: float, began: float, kafka: dict[str, Any], run_audit, parse_states) -> dict[str, Any]:
+    slugs = sorted(remote.tiled)
+    dag_ids = [f"ct_ingest__{slug}" for slug in slugs]
+    if args.with_downstream:
+        dag_ids += ["ct_score", "ct_enrich"]
+
+    def parsed() -> bool:
+        have = {d["dag_id"] for d in api.get("dags", limit=1000).get("dags", [])}
+        return set(dag_ids) <= have
+
+    wait_for("every DAG parsed", parsed, 600)
+    for dag_id in dag_ids:
+        api.patch(f"dags/{dag_id}", {"is_paused": False})
+    print(f"  airflow standalone up, {len(dag_ids)} DAGs parsed and unpaused ({time.monotonic() - began:.0f} s)",
+          flush=True)
+    waited = wait_for("every log's first commit",
+                      lambda: sum(v >= INITIAL for v in watermarks(api).values()) >= len(slugs), 600)
+    print(f"  every log committed its first {INITIAL} entries ({waited:.0f} s later); growth begins", flush=True)
+
+    stack = Stack(orch.airflow.pid, broker.pid)
+    stack.start_sampling()
+    cpu_start = stack.cpu()
+    per_log = args.rate / len(slugs)
+    sizes_start = remote.set_rate(per_log)
+    grow_from = time.time()
+    deadline = time.monotonic() + minutes * 60
+    while time.monotonic() < deadline:
+        time.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
+        done = sum(watermarks(api).values())
+        print(f"    {(time.time() - grow_from) / 60:4.1f} min: {done:,} entries committed", flush=True)
+    sizes_end = remote.set_rate(0.0)
+    grow_until = time.time()
+    grown = sum(sizes_end.values()) - sum(sizes_start.values())
+    print(f"  growth stopped: {grown:,} new entries ({grown / (grow_until - grow_from):,.0f}/s); "
+          "waiting for every log to catch up", flush=True)
+    catchup_s = wait_for("catch-up", lambda: all(watermarks(api).get(s, 0) >= n for s, n in sizes_end.items()),
+                         args.catchup_timeout)
+    cpu_caught_up = stack.cpu()
+    print(f"  caught up {catchup_s:.0f} s after growth stopped; idle for {idle_minutes:g} min", flush=True)
+
+    idle_from = time.time()
+    time.sleep(idle_minutes * 60)
+    cpu_idle_end = stack.cpu()
+    idle_until = time.time()
+    stack.stop_sampling()
+
+    runs = ingest_runs(api)
+    failed = [r["dag_run_id"] + " " + r["dag_id"] for r in runs if r["state"] == "failed"]
+    growth_runs = [r for r in runs if r.get("start_date") and grow_from <= _utc(r["start_date"]) <= grow_until]
+    idle_runs = [r for r in runs if r.get("start_date") and r.get("end_date")
+                 and idle_from <= _utc(r["start_date"]) and _utc(r["end_date"]) <= idle_until]
+    growth_cpu = cpu_between(cpu_start, cpu_caught_up)
+    idle_cpu = cpu_between(cpu_caught_up, cpu_idle_end)
+    idle_seconds = idle_until - idle_from
+
+    print("  measuring lag and auditing lake and Kafka...", flush=True)
+    lag = lag_figures(lake, grow_from, grow_until, remote.tiled, args.out.parent / "soak_lag.png")
+    audits = run_audit(lake=str(lake), states=parse_states(states(api)), kafka=kafka, topic=topic)
+    gaps = [f for a in audits for f in a.findings()]
+    watermark_short = {s: n - watermarks(api).get(s, 0) for s, n in sizes_end.items()
+                       if watermarks(api).get(s, 0) != n}
+    return {
+        "benchmark": "soak",
+        "mode": "full" if args.full else "short",
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version()},
+        "logs": len(slugs), "tiled_logs": sum(remote.tiled.values()), "rate_per_s": args.rate,
+        "growth_minutes": minutes, "idle_minutes": idle_minutes, "with_downstream": args.with_downstream,
+        "entries_grown": grown, "catchup_after_growth_s": round(catchup_s, 1),
+        "lag_s": lag,
+        "cpu_s_per_1000_entries": round(growth_cpu["total"] / grown * 1000, 2) if grown else None,
+        "cpu_s_growth_by_component": growth_cpu,
+        "cpu_share_growth": {k: round(v / growth_cpu["total"], 2) for k, v in growth_cpu.items()
+                             if k != "total" and growth_cpu["total"]},
+        "peak_pss_mib": round(stack.peak_pss_mib), "peak_pss_mib_by_component":
+            {k: round(v) for k, v in sorted(stack.peak_pss_by_component.items())},
+        "idle": {"runs": len(idle_runs), "cpu_s": idle_cpu,
+                 "cpu_s_per_run_whole_stack": round(idle_cpu["total"] / len(idle_runs), 2) if idle_runs else None,
+                 "cpu_s_per_run_tasks": round(idle_cpu.get("tasks", 0.0) / len(idle_runs), 2) if idle_runs else None,
+                 "cpu_s_per_minute_whole_stack": round(idle_cpu["total"] / idle_seconds * 60, 1)},
+        "runs_total": len(runs),
+        "runs_during_growth": len(growth_runs),
+        "run_seconds_during_growth": summary([_utc(r["end_date"]) - _utc(r["start_date"])
+                                              for r in growth_runs if r.get("end_date")]),
+        "run_start_delay_s_during_growth": summary([_utc(r["start_date"]) - _utc(r["run_after"])
+                                                    for r in growth_runs if r.get("run_after")]),
+        "failed_runs": failed,
+        "audit": {"clean": not gaps and all(a.ok for a in audits) and not watermark_short,
+                  "findings": gaps, "logs_short_of_size": watermark_short},
+        "target_p95_s": TARGET_P95_S,
+        "meets_target": (lag["all"]["p95_s"] or 1e9) <= TARGET_P95_S and not failed and not gaps,
+    }
+
+
+def report(result: dict[str, Any], out: Path) -> None:
+    lag = result["lag_s"]
+    print(f"\nsoak ({result['mode']}): {result['logs']} logs, {result['entries_grown']:,} entries in "
+          f"{result['growth_minutes']:g} min")
+    for kind in ("all", "classic", "tiled"):
+        f = lag[kind]
+        print(f"  lag {kind:<8} p50 {f['p50_s']} s  p95 {f['p95_s']} s  p99 {f['p99_s']} s  max {f['max_s']} s  "
+              f"({f['entries']:,} entries)")
+    print(f"  CPU {result['cpu_s_per_1000_entries']} s per 1,000 entries; by component "
+          f"{result['cpu_s_growth_by_component']}")
+    print(f"  peak memory (PSS) {result['peak_pss_mib']:,} MiB {result['peak_pss_mib_by_component']}")
+    idle = result["idle"]
+    print(f"  idle: {idle['runs']} runs, {idle['cpu_s_per_run_whole_stack']} CPU s per run (whole stack; tasks "
+          f"{idle['cpu_s_per_run_tasks']}), {idle['cpu_s_per_minute_whole_stack']} CPU s a minute")
+    print(f"  runs during growth {result['runs_during_growth']}: seconds {result['run_seconds_during_growth']}, "
+          f"start delay {result['run_start_delay_s_during_growth']}")
+    print(f"  failed runs: {len(result['failed_runs'])}; audit clean: {result['audit']['clean']} "
+          f"{result['audit']['findings'][:5]}")
+    print(f"  target p95 <= {TARGET_P95_S:.0f} s, no gap, no failed run: "
+          f"{'met' if result['meets_target'] else 'NOT met'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if not result["audit"]["clean"] or result["failed_runs"]:
+        raise SystemExit("the soak lost, doubled or failed something: see above")
+
+
+if __name__ == "__main__":
+    main()
