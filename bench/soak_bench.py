@@ -346,6 +346,7 @@ def main() -> None:
     if not 0 <= args.tiled <= args.logs or args.logs < 1 or args.rate <= 0:
         parser.error("need --logs >= 1, 0 <= --tiled <= --logs, --rate > 0")
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ct-bench-soak-"))
     print(f"soak: {args.logs} logs ({args.tiled} tiled) growing {args.rate:,.0f} entries/s in all for "
           f"{minutes:g} min, then {idle_minutes:g} min idle; set-up, not measured:", flush=True)
