@@ -171,15 +171,21 @@ class RemoteLog:
             break
 
     def stop(self) -> dict[str, Any]:
-        counts: dict[str, Any] = {}
-        if self._proc.is_alive():
-            self._conn.send("stop")
-            if self._conn.poll(30):
-                counts = self._conn.recv()[1]
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.terminate()  # our own child, by its handle
-        return counts
+        return stop_child(self._proc, self._conn, "stop") or {}
+
+
+def stop_child(proc, conn, message: Any) -> Any:
+    """Send a log-server child process `message` (its stop command) and return what it answers
+    (None without an answer in 30 s); then make sure it is gone."""
+    answer = None
+    if proc.is_alive():
+        conn.send(message)
+        if conn.poll(30):
+            answer = conn.recv()[1]
+    proc.join(10)
+    if proc.is_alive():
+        proc.terminate()  # our own child, by its handle
+    return answer
 
 
 def cpu_seconds(pid: int | None) -> float | None:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catchup_bench import RESULTS, Api, _utc, metadata_database  # noqa: E402
+from catchup_bench import RESULTS, Api, _utc, metadata_database, stop_child  # noqa: E402
 
 INITIAL = 256  # entries each log holds before growth (one full tile)
 TARGET_P95_S = 90.0
@@ -104,15 +104,7 @@ class RemoteLogs:
         return self._conn.recv()[1]
 
     def stop(self) -> int:
-        requests = 0
-        if self._proc.is_alive():
-            self._conn.send(("stop", None))
-            if self._conn.poll(30):
-                requests = self._conn.recv()[1]
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.terminate()  # our own child, by its handle
-        return requests
+        return stop_child(self._proc, self._conn, ("stop", None)) or 0
 
 
 # --------------------------------------------------------------------------- processes
