@@ -210,31 +210,30 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, 
 # --------------------------------------------------------------------------- Airflow
 
 
+def listed(api: Api, path: str, key: str, **params: object) -> list[dict[str, Any]]:
+    """Every item of a paged REST listing (the API serves at most 100 a page)."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = api.get(path, limit=100, offset=len(items), **params)
+        batch = page.get(key, [])
+        items += batch
+        if not batch or len(items) >= page.get("total_entries", 0):
+            return items
+
+
+def states(api: Api) -> dict[str, str]:
+    """The Variables ct_state__<slug> (JSON text), as `ctlib.audit.parse_states` takes them."""
+    return {v["key"]: v["value"] for v in listed(api, "variables", "variables") if v["key"].startswith("ct_state__")}
+
+
 def watermarks(api: Api) -> dict[str, int]:
-    """next_index of every log with a stored state (Variables ct_state__<slug>)."""
-    out = {}
-    variables = api.get("variables", limit=1000).get("variables", [])
-    for variable in variables:
-        key = variable["key"]
-        if key.startswith("ct_state__"):
-            out[key.removeprefix("ct_state__")] = json.loads(variable["value"])["next_index"]
-    return out
-
-
-def states(api: Api) -> dict[str, Any]:
-    variables = api.get("variables", limit=1000).get("variables", [])
-    return {v["key"]: v["value"] for v in variables if v["key"].startswith("ct_state__")}
+    """next_index of every log with a stored state."""
+    return {key.removeprefix("ct_state__"): json.loads(value)["next_index"] for key, value in states(api).items()}
 
 
 def ingest_runs(api: Api) -> list[dict[str, Any]]:
-    runs, offset = [], 0
-    while True:
-        page = api.get("dags/~/dagRuns", limit=100, offset=offset, order_by="start_date")
-        batch = page.get("dag_runs", [])
-        runs += [r for r in batch if r["dag_id"].startswith("ct_ingest__")]
-        offset += len(batch)
-        if not batch or offset >= page.get("total_entries", 0):
-            return runs
+    runs = listed(api, "dags/~/dagRuns", "dag_runs", order_by="start_date")
+    return [r for r in runs if r["dag_id"].startswith("ct_ingest__")]
 
 
 def wait_for(what: str, check, timeout: float, every: float = 2.0) -> float:
@@ -395,7 +394,7 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
         dag_ids += ["ct_score", "ct_enrich"]
 
     def parsed() -> bool:
-        have = {d["dag_id"] for d in api.get("dags", limit=1000).get("dags", [])}
+        have = {d["dag_id"] for d in listed(api, "dags", "dags")}
         return set(dag_ids) <= have
 
     wait_for("every DAG parsed", parsed, 600)
@@ -447,8 +446,8 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
     lag = lag_figures(lake, grow_from, grow_until, remote.tiled, args.out.parent / "soak_lag.png")
     audits = run_audit(lake=str(lake), states=parse_states(states(api)), kafka=kafka, topic=topic)
     gaps = [f for a in audits for f in a.findings()]
-    watermark_short = {s: n - watermarks(api).get(s, 0) for s, n in sizes_end.items()
-                       if watermarks(api).get(s, 0) != n}
+    final = watermarks(api)
+    watermark_short = {s: n - final.get(s, 0) for s, n in sizes_end.items() if final.get(s, 0) != n}
     return {
         "benchmark": "soak",
         "mode": "full" if args.full else "short",
