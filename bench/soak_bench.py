@@ -41,7 +41,6 @@ import json
 import multiprocessing
 import os
 import platform
-import secrets
 import shutil
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catchup_bench import RESULTS, Api, _utc, metadata_database, stop_child  # noqa: E402
+from catchup_bench import RESULTS, Api, _utc, cpu_seconds, standalone, stop_child  # noqa: E402
 
 INITIAL = 256  # entries each log holds before growth (one full tile)
 TARGET_P95_S = 90.0
@@ -110,13 +109,6 @@ class RemoteLogs:
 # --------------------------------------------------------------------------- processes
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def _component(pid: int) -> str:
     """Which part of the stack a process is, from its command line (process title)."""
     try:
@@ -148,7 +140,6 @@ class Stack:
     def __init__(self, session: int, broker_pid: int | None) -> None:
         self.session = session
         self.broker_pid = broker_pid
-        self._tick = os.sysconf("SC_CLK_TCK")
         self.peak_pss_mib = 0.0
         self.peak_pss_by_component: dict[str, float] = {}
         self._stop = threading.Event()
@@ -164,9 +155,9 @@ class Stack:
         """CPU seconds so far by component (with reaped children)."""
         out: Counter[str] = Counter()
         for pid in self.pids():
-            fields = _proc_stat(pid)
-            if fields:
-                out[_component(pid)] += sum(int(f) for f in fields[11:15]) / self._tick
+            seconds = cpu_seconds(pid, reaped_children=True)
+            if seconds is not None:
+                out[_component(pid)] += seconds
         return dict(out)
 
     def pss_mib(self) -> dict[str, float]:
@@ -353,41 +344,23 @@ def main() -> None:
 
 
 def soak(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: float, idle_minutes: float) -> dict[str, Any]:
-    from ctlib.audit import kafka_config, parse_states, run_audit
-    from ctlib.localsvc import free_port
     from ctlib.localsvc.broker import LocalBroker
-    from ctlib.localsvc.run import Orchestrator
 
     topic = "ct-certs-soak"
     lake = work / "lake"
     broker = LocalBroker(topics=[topic, "ct-alerts", "ct-enriched"], log_path=work / "tansu.log").start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CT_")) or k == "CT_TANSU_BIN"}
     try:
-        with metadata_database(work) as url:
-            env.update(
-                AIRFLOW_HOME=str(work / "home"), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=url,
-                AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True", CT_ADMIN_PASSWORD=secrets.token_urlsafe(12),
-                CT_LOG_LIST=str(work / "log_list.json"), CT_LAKE=str(lake), CT_START_AT="beginning",
-                CT_KAFKA_TOPIC=topic, **broker.airflow_env(),
-            )
-            orch = Orchestrator(ui_port=free_port(), run_dir=work / "run", env=env, lake=lake,
-                                airflow_output=work / "standalone.log")
-            try:
-                began = time.monotonic()
-                orch.start()
-                if not orch.wait_until_up(300):
-                    raise SystemExit(f"airflow standalone did not come up; see {work / 'standalone.log'}")
-                api = Api(orch.api_url(), orch.login)
-                return measure(args, api, orch, broker, remote, lake, topic, minutes, idle_minutes, began,
-                               kafka_config(broker.bootstrap_servers, None), run_audit, parse_states)
-            finally:
-                orch.stop()
+        began = time.monotonic()
+        with standalone(work, "soak", lake, broker, CT_KAFKA_TOPIC=topic) as (orch, api):
+            return measure(args, api, orch, broker, remote, lake, topic, minutes, idle_minutes, began)
     finally:
         broker.stop()
 
 
 def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic: str, minutes: float,
-            idle_minutes: float, began: float, kafka: dict[str, Any], run_audit, parse_states) -> dict[str, Any]:
+            idle_minutes: float, began: float) -> dict[str, Any]:
+    from ctlib.audit import kafka_config, parse_states, run_audit
+
     slugs = sorted(remote.tiled)
     dag_ids = [f"ct_ingest__{slug}" for slug in slugs]
     if args.with_downstream:
@@ -444,7 +417,8 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
 
     print("  measuring lag and auditing lake and Kafka...", flush=True)
     lag = lag_figures(lake, grow_from, grow_until, remote.tiled, args.out.parent / "soak_lag.png")
-    audits = run_audit(lake=str(lake), states=parse_states(states(api)), kafka=kafka, topic=topic)
+    audits = run_audit(lake=str(lake), states=parse_states(states(api)),
+                       kafka=kafka_config(broker.bootstrap_servers, None), topic=topic)
     gaps = [f for a in audits for f in a.findings()]
     final = watermarks(api)
     watermark_short = {s: n - final.get(s, 0) for s, n in sizes_end.items() if final.get(s, 0) != n}
