@@ -806,9 +806,17 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
         second = stack.start_scheduler(**runtime)
 
         def reset() -> list[dict] | None:
+            # A reset clears the state and leaves the try number alone; the next try begins when
+            # the task is scheduled again, which for one of them may wait behind fetch[2]
+            # (CT_FETCH_PARALLELISM is 2). An orphan that finished on its own was not reset.
             now = {t["map_index"]: t for t in stack.task_instances(key, run_id) if t["task_id"] == "fetch"}
             tis = [now[i] for i in in_flight]
-            return tis if all(t["try_number"] > in_flight[t["map_index"]][0]["try_number"] for t in tis) else None
+
+            def was_reset(ti: dict) -> bool:
+                orphaned_try = in_flight[ti["map_index"]][0]["try_number"]
+                return ti["try_number"] > orphaned_try or ti["state"] in (None, "scheduled", "queued")
+
+            return tis if all(was_reset(t) for t in tis) else None
 
         retried = stack.wait_for("the new scheduler to reset the orphaned fetch tasks", reset, 120, 1.0)
         print(f"{clock(began)} orphaned tasks reset {time.monotonic() - killed_at:.0f}s after the kill: "
