@@ -42,7 +42,12 @@ a scheduler whose heartbeat is 25 s old counts as dead (not lower: see the env b
    declares the old one dead, resets the orphaned task instances (new tries), and the old
    attempts are stopped by their own supervisors (heartbeat refused). The run completes,
    every certificate is on Kafka, the audit is clean. The old scheduler's idle workers and
-   serve-logs process never exit (printed; stopped with the test's session at the end).
+   serve-logs process never exit (printed; stopped with the test's session at the end), and
+   they hold its database connections open. A scheduler killed inside a transaction
+   therefore keeps its row lock on the run, which the new scheduler skips: the test makes
+   that timing certain (a connection that locked the run's row and went idle) and shows
+   the run waits until the database's idle_in_transaction_session_timeout (60 s, set on
+   the scratch database as the README asks) ends that transaction, then completes.
 
 ~4-5 minutes in all on 2 cores; `-s` shows each test's timeline.
 """
@@ -64,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -71,7 +77,7 @@ import requests
 
 from ctlib.localsvc import free_port, port_accepts
 from ctlib.localsvc.broker import LocalBroker, consume_all, create_topics
-from ctlib.localsvc.postgres import scratch_database
+from ctlib.localsvc.postgres import IDLE_IN_TRANSACTION_TIMEOUT_S, scratch_database
 from ctlib.localsvc.run import session_members
 from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer
 from tests.paths import PROJECT_ROOT
@@ -327,6 +333,10 @@ class Stack:
         began = time.monotonic()
         self.server.start()
         create_topics(self.bootstrap, [TOPIC])
+        with self.db_connect("test-setup") as conn:  # as the README asks of an existing PostgreSQL
+            name = conn.info.dbname
+            conn.execute(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = '
+                         f"'{IDLE_IN_TRANSACTION_TIMEOUT_S}s'")  # fmt: skip
         self.cli(["db", "migrate"], "db-migrate", timeout=300)
         self.components.append(Component(
             "api-server", ["api-server", "--port", str(self.api_port), "--host", "127.0.0.1"], self.env, self.log_dir))
@@ -351,8 +361,10 @@ class Stack:
     def start_scheduler(self, **runtime: str) -> Component:
         """A scheduler whose tasks see `runtime` CT_* settings (the task processes inherit
         its environment); each its own log-serving port (a killed one may still hold its)."""
-        env = {**self.env, **runtime, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
-        scheduler = Component(f"scheduler-{len(self.schedulers) + 1}", ["scheduler"], env, self.log_dir)
+        name = f"scheduler-{len(self.schedulers) + 1}"
+        # PGAPPNAME: libpq names its connections, so pg_stat_activity tells them apart
+        env = {**self.env, **runtime, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()), "PGAPPNAME": name}
+        scheduler = Component(name, ["scheduler"], env, self.log_dir)
         self.schedulers.append(scheduler)
         return scheduler
 
@@ -426,6 +438,20 @@ class Stack:
         if isinstance(value, str):
             value = json.loads(value)
         return {i: (w["start"], w["end"]) for i, w in enumerate(value)}
+
+    def db_connect(self, application_name: str, autocommit: bool = True) -> psycopg.Connection:
+        """A libpq connection to the metadata database."""
+        url = self.db_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        return psycopg.connect(url, application_name=application_name, autocommit=autocommit, connect_timeout=10)
+
+    def db_clients(self, application_name: str) -> list[tuple[int, str]]:
+        """(server pid, state) of every open connection of client `application_name`."""
+        with self.db_connect("test-observer") as conn:
+            rows = conn.execute(
+                "SELECT pid, state FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                (application_name,),
+            ).fetchall()
+        return [(pid, state) for pid, state in rows]
 
     def watermark(self, key: str) -> int | None:
         found = self.api("GET", f"variables/ct_state__{self.logs[key].slug}")
@@ -775,6 +801,7 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
     log.faults = Faults(cap=50, delay=8.0)
     size = stack.grow(key, 3 * per_task)
     runtime = {"CT_ENTRIES_PER_TASK": str(per_task)}
+    idle_timeout = IDLE_IN_TRANSACTION_TIMEOUT_S
     with stack.scheduler(**runtime) as first:
         run_id = stack.start_run(key)
 
@@ -802,6 +829,17 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
             assert procs.runner in orphans and procs.supervisor in orphans, "the running tasks outlive the scheduler"
             visible, _ = stack.lake_files(key)
             assert not any(p.name.startswith(f"{start:012d}-") for p in visible)
+        held = stack.db_clients(first.name)
+        assert held, "the killed scheduler's database connections outlive it (the workers it forked hold them)"
+        print(f"{clock(began)} the killed scheduler's database connections still open: {held}")
+        # Killed inside a transaction (a matter of timing: it failed CI twice), such a
+        # connection keeps its row locks, and the next scheduler skips a locked run (SELECT
+        # ... FOR UPDATE SKIP LOCKED). Make that timing certain: a connection that locked the
+        # run's row and went idle, as the killed scheduler's does. Only the database's
+        # idle_in_transaction_session_timeout (README) ends it.
+        zombie = stack.db_connect(f"{first.name}-locked", autocommit=False)
+        zombie.execute("SELECT id FROM dag_run WHERE dag_id = %s AND run_id = %s FOR UPDATE", (stack.dag_id(key), run_id))
+        locked_at = time.monotonic()
         time.sleep(3)  # down for a few seconds
         second = stack.start_scheduler(**runtime)
 
@@ -821,6 +859,13 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
         retried = stack.wait_for("the new scheduler to reset the orphaned fetch tasks", reset, 120, 1.0)
         print(f"{clock(began)} orphaned tasks reset {time.monotonic() - killed_at:.0f}s after the kill: "
               f"{[(t['map_index'], t['state'], t['try_number']) for t in retried]}")
+        lock_left = idle_timeout - (time.monotonic() - locked_at)
+        if lock_left > 10:  # the reset came well before the timeout (as it does, ~20-30 s)
+            time.sleep(5)
+            now = {t["map_index"]: t for t in stack.task_instances(key, run_id) if t["task_id"] == "fetch"}
+            assert all(now[i]["state"] is None for i in in_flight), \
+                f"the reset tasks were scheduled while the run was locked: {[now[i] for i in in_flight]}"  # fmt: skip
+            print(f"{clock(began)} the reset tasks wait unscheduled while the run's row is locked ({lock_left:.0f}s left)")
         said = second.log_path.read_text(errors="replace").splitlines()
         print("\n".join(f"  scheduler-2: {line[:160]}" for line in said
                         if "SchedulerJob instances as failed" in line or "orphaned TaskInstances" in line))
@@ -832,7 +877,14 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
         print(f"{clock(began)} orphaned runners {runners} gone")
         log.faults = Faults(cap=50, delay=0.2)
         runs = stack.wait_caught_up(key, run_id, 240)
-        print(f"{clock(began)} caught up {time.monotonic() - killed_at:.0f}s after the kill: runs {runs}")
+        print(f"{clock(began)} caught up {time.monotonic() - killed_at:.0f}s after the kill, "
+              f"{time.monotonic() - locked_at - idle_timeout:.0f}s after the lock's timeout: runs {runs}")
+        assert time.monotonic() - locked_at > idle_timeout, "caught up although the run's row was locked"
+        assert not stack.db_clients(f"{first.name}-locked"), "the server did not end the idle transaction"
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout) as ended:
+            zombie.execute("SELECT 1")
+        zombie.close()
+        print(f"{clock(began)} the locking connection was ended by the server: {str(ended.value).strip()[:120]}")
         leaked = {pid: _cmdline(pid) for pid in session_members(first.session)}
         print(f"{clock(began)} still alive in the killed scheduler's session ({_pss_mb(leaked):.0f} MiB PSS): {leaked}")
         history = [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in stack.task_instances(key, runs[0])]

@@ -162,6 +162,9 @@ def test_embedded_postgres_ensure_is_idempotent_and_stop_works(open_tmp):
         dsn = dict(host="127.0.0.1", port=port, user="postgres", dbname="airflow")
         with psycopg2.connect(**dsn) as conn, conn.cursor() as cur:
             cur.execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
+            # a dead client's open transaction (and its row locks) ends after a minute
+            cur.execute("SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'")
+            assert cur.fetchone() == ("60000",)
         conn.close()
 
         again = EmbeddedPostgres(data)  # another handle (e.g. another process) finds it running

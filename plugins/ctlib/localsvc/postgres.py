@@ -52,6 +52,13 @@ SYSTEM_USER = "embedded_postgres"
 MIGRATED_MARKER = ".ct-airflow-migrated"
 """File in the data folder holding the Airflow version whose `db migrate` ran on it."""
 
+IDLE_IN_TRANSACTION_TIMEOUT_S = 60
+"""Server-side end of a transaction left idle this long. A scheduler killed mid-transaction
+keeps its connection open through the LocalExecutor workers it forked (they inherit the
+socket and outlive it); without this its row locks on a DAG run stay held and the next
+scheduler skips that run for as long as those workers live. Airflow's own transactions are
+never idle for seconds. Given at each start, so data folders made before it get it too."""
+
 _CONF_MARK = "# ct-airflow (ctlib.localsvc.postgres)"
 _CONF = f"""
 {_CONF_MARK}
@@ -339,7 +346,7 @@ class EmbeddedPostgres:
         self._run(
             "pg_ctl",
             ["-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", str(int(timeout)),
-             "-o", f"-p {port}", "start"],
+             "-o", f"-p {port} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_S}s", "start"],
             as_server=True,
             timeout=timeout + 10,
         )  # fmt: skip
