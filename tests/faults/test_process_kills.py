@@ -451,7 +451,7 @@ class Stack:
                 "SELECT pid, state FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
                 (application_name,),
             ).fetchall()
-        return [(pid, state) for pid, state in rows]
+        return [tuple(row) for row in rows]
 
     def watermark(self, key: str) -> int | None:
         found = self.api("GET", f"variables/ct_state__{self.logs[key].slug}")
@@ -801,7 +801,6 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
     log.faults = Faults(cap=50, delay=8.0)
     size = stack.grow(key, 3 * per_task)
     runtime = {"CT_ENTRIES_PER_TASK": str(per_task)}
-    idle_timeout = IDLE_IN_TRANSACTION_TIMEOUT_S
     with stack.scheduler(**runtime) as first:
         run_id = stack.start_run(key)
 
@@ -843,12 +842,16 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
         time.sleep(3)  # down for a few seconds
         second = stack.start_scheduler(**runtime)
 
+        def orphaned_now() -> list[dict]:
+            """The task instances of the orphaned fetch tasks as they are now."""
+            now = {t["map_index"]: t for t in stack.task_instances(key, run_id) if t["task_id"] == "fetch"}
+            return [now[i] for i in in_flight]
+
         def reset() -> list[dict] | None:
             # A reset clears the state and leaves the try number alone; the next try begins when
             # the task is scheduled again, which for one of them may wait behind fetch[2]
             # (CT_FETCH_PARALLELISM is 2). An orphan that finished on its own was not reset.
-            now = {t["map_index"]: t for t in stack.task_instances(key, run_id) if t["task_id"] == "fetch"}
-            tis = [now[i] for i in in_flight]
+            tis = orphaned_now()
 
             def was_reset(ti: dict) -> bool:
                 orphaned_try = in_flight[ti["map_index"]][0]["try_number"]
@@ -859,12 +862,12 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
         retried = stack.wait_for("the new scheduler to reset the orphaned fetch tasks", reset, 120, 1.0)
         print(f"{clock(began)} orphaned tasks reset {time.monotonic() - killed_at:.0f}s after the kill: "
               f"{[(t['map_index'], t['state'], t['try_number']) for t in retried]}")
-        lock_left = idle_timeout - (time.monotonic() - locked_at)
+        lock_left = IDLE_IN_TRANSACTION_TIMEOUT_S - (time.monotonic() - locked_at)
         if lock_left > 10:  # the reset came well before the timeout (as it does, ~20-30 s)
             time.sleep(5)
-            now = {t["map_index"]: t for t in stack.task_instances(key, run_id) if t["task_id"] == "fetch"}
-            assert all(now[i]["state"] is None for i in in_flight), \
-                f"the reset tasks were scheduled while the run was locked: {[now[i] for i in in_flight]}"  # fmt: skip
+            waiting = orphaned_now()
+            assert all(t["state"] is None for t in waiting), \
+                f"the reset tasks were scheduled while the run was locked: {waiting}"  # fmt: skip
             print(f"{clock(began)} the reset tasks wait unscheduled while the run's row is locked ({lock_left:.0f}s left)")
         said = second.log_path.read_text(errors="replace").splitlines()
         print("\n".join(f"  scheduler-2: {line[:160]}" for line in said
@@ -878,8 +881,8 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
         log.faults = Faults(cap=50, delay=0.2)
         runs = stack.wait_caught_up(key, run_id, 240)
         print(f"{clock(began)} caught up {time.monotonic() - killed_at:.0f}s after the kill, "
-              f"{time.monotonic() - locked_at - idle_timeout:.0f}s after the lock's timeout: runs {runs}")
-        assert time.monotonic() - locked_at > idle_timeout, "caught up although the run's row was locked"
+              f"{time.monotonic() - locked_at - IDLE_IN_TRANSACTION_TIMEOUT_S:.0f}s after the lock's timeout: runs {runs}")
+        assert time.monotonic() - locked_at > IDLE_IN_TRANSACTION_TIMEOUT_S, "caught up although the run's row was locked"
         assert not stack.db_clients(f"{first.name}-locked"), "the server did not end the idle transaction"
         with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout) as ended:
             zombie.execute("SELECT 1")
