@@ -56,8 +56,9 @@ IDLE_IN_TRANSACTION_TIMEOUT_S = 60
 """Server-side end of a transaction left idle this long. A scheduler killed mid-transaction
 keeps its connection open through the LocalExecutor workers it forked (they inherit the
 socket and outlive it); without this its row locks on a DAG run stay held and the next
-scheduler skips that run for as long as those workers live. Airflow's own transactions are
-never idle for seconds. Given at each start, so data folders made before it get it too."""
+scheduler skips that run for as long as those workers live. Airflow's own transactions do
+not sit idle that long (the process-kill tests run the whole stack with it). Given at each
+start, so data folders made before it get it too."""
 
 _CONF_MARK = "# ct-airflow (ctlib.localsvc.postgres)"
 _CONF = f"""
