@@ -421,6 +421,16 @@ class Api:
         answer.raise_for_status()
         return answer.json()
 
+    def listed(self, path: str, key: str, **params: object) -> list[dict[str, Any]]:
+        """Every item of a paged listing (the API serves at most 100 a page)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.get(path, limit=100, offset=len(items), **params)
+            batch = page.get(key, [])
+            items += batch
+            if not batch or len(items) >= page.get("total_entries", 0):
+                return items
+
     def patch(self, path: str, body: dict) -> dict:
         answer = self._requests.patch(f"{self.url}/api/v2/{path}", json=body, headers=self.headers, timeout=30)
         answer.raise_for_status()
@@ -498,11 +508,11 @@ def run_scheduler(remote: RemoteLog, broker, config: Config, size: int, work: Pa
                 raise SystemExit(f"not caught up after {timeout:.0f} s (next_index {done:,})")
             time.sleep(0.5)
         finished = now
-        runs = api.get(f"dags/{dag_id}/dagRuns", order_by="start_date", limit=100).get("dag_runs", [])
+        runs = api.listed(f"dags/{dag_id}/dagRuns", "dag_runs", order_by="start_date")
         started = min(_utc(r["start_date"]) for r in runs if r.get("start_date"))
         per_run = []
         for r in runs:
-            tis = api.get(f"dags/{dag_id}/dagRuns/{r['dag_run_id']}/taskInstances", limit=200).get("task_instances", [])
+            tis = api.listed(f"dags/{dag_id}/dagRuns/{r['dag_run_id']}/taskInstances", "task_instances")
             fetch = [t for t in tis if t["task_id"] == "fetch" and t.get("duration") is not None]
             per_run.append({
                 "run_id": r["dag_run_id"], "state": r["state"],

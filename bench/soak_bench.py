@@ -201,20 +201,9 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, 
 # --------------------------------------------------------------------------- Airflow
 
 
-def listed(api: Api, path: str, key: str, **params: object) -> list[dict[str, Any]]:
-    """Every item of a paged REST listing (the API serves at most 100 a page)."""
-    items: list[dict[str, Any]] = []
-    while True:
-        page = api.get(path, limit=100, offset=len(items), **params)
-        batch = page.get(key, [])
-        items += batch
-        if not batch or len(items) >= page.get("total_entries", 0):
-            return items
-
-
 def states(api: Api) -> dict[str, str]:
     """The Variables ct_state__<slug> (JSON text), as `ctlib.audit.parse_states` takes them."""
-    return {v["key"]: v["value"] for v in listed(api, "variables", "variables") if v["key"].startswith("ct_state__")}
+    return {v["key"]: v["value"] for v in api.listed("variables", "variables") if v["key"].startswith("ct_state__")}
 
 
 def watermarks(api: Api) -> dict[str, int]:
@@ -223,7 +212,7 @@ def watermarks(api: Api) -> dict[str, int]:
 
 
 def ingest_runs(api: Api) -> list[dict[str, Any]]:
-    runs = listed(api, "dags/~/dagRuns", "dag_runs", order_by="start_date")
+    runs = api.listed("dags/~/dagRuns", "dag_runs", order_by="start_date")
     return [r for r in runs if r["dag_id"].startswith("ct_ingest__")]
 
 
@@ -367,7 +356,7 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
         dag_ids += ["ct_score", "ct_enrich"]
 
     def parsed() -> bool:
-        have = {d["dag_id"] for d in listed(api, "dags", "dags")}
+        have = {d["dag_id"] for d in api.listed("dags", "dags")}
         return set(dag_ids) <= have
 
     wait_for("every DAG parsed", parsed, 600)
