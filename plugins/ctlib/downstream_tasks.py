@@ -23,8 +23,10 @@ def _publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes, byt
 
 
 def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]]) -> dict[str, Any]:
+    """Score every certs file of the triggering events (or `manual_files`). Each distinct
+    (name, issuer) is scored once for the whole run: one DistinctScores serves every file."""
     from ctlib.score import Scorer
-    from ctlib.score_files import alert_messages, files_from_events, score_certs_file
+    from ctlib.score_files import DistinctScores, alert_messages, files_from_events, score_certs_file
 
     settings = Settings.from_env()
     files = manual_files or files_from_events(events)
@@ -32,12 +34,15 @@ def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]]) -> 
         log.info("no certs file to score (no triggering asset event and no `files` param)")
     lake = Lake.open(settings.lake)
     scorer = Scorer()
+    distinct = DistinctScores(scorer)
     results, alerts_sent = [], 0
     for certs_file in files:
-        scored, alerts = score_certs_file(lake, certs_file, scorer)
+        before = distinct.scored
+        scored, alerts = score_certs_file(lake, certs_file, scorer, distinct=distinct)
         alerts_sent += _publish(settings, settings.kafka_alerts_topic, alert_messages(alerts), f"alerts of {certs_file}")
         results.append(scored)
-        log.info("%s: %d names scored, %d alerts", certs_file, scored.names, scored.alerts)
+        log.info("%s: %d names scored (%d distinct, %d new to this run), %d alerts", certs_file, scored.names,
+                 scored.distinct, distinct.scored - before, scored.alerts)
     return {
         "files": len(files),
         "names": sum(r.names for r in results),

@@ -3,22 +3,30 @@
 Each certs file maps to a scores file and an alerts file of the same partition and name
 (`certs/log=x/date=d/N.parquet` -> `scores/log=x/date=d/N.parquet`), so re-scoring a file
 replaces its rows instead of adding to them.
+
+A precertificate and its final certificate name the same hosts, and a batch holds many
+certificates of one domain, so about half the (name, issuer) pairs of a file repeat: each
+distinct pair is scored once (`DistinctScores`, shared by every file of a task run) and its
+verdict joined back to every certificate row that names it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctlib.schema import SCORES_SCHEMA
 from ctlib.sinks.parquet import Lake, write_file
+
+if TYPE_CHECKING:  # the scorer's modules load only where scoring happens
+    from ctlib.score import Score
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +36,50 @@ _CERT_COLUMNS = ["log_id", "log_slug", "index", "timestamp", "cert_sha256", "ent
 
 @dataclass(frozen=True, slots=True)
 class ScoredFile:
+    """What scoring one certs file wrote: `names` score rows (one per name of each certificate),
+    `alerts` of them alerting, `distinct` distinct (name, issuer) pairs among the rows."""
+
     certs_file: str
     scores_file: str | None
     alerts_file: str | None
     names: int
     alerts: int
+    distinct: int = 0
+
+
+class NameScorer(Protocol):
+    """What scoring needs of `ctlib.score.Scorer`."""
+
+    def score(self, name: str, issuer: str | None = None) -> Score: ...
+
+
+class DistinctScores:
+    """Scores each distinct (name, issuer) pair once and remembers the verdict.
+
+    `verdicts(pairs)` returns one Score per pair, in order; `scorer.score` is called once per
+    pair never seen before by this object (`scored` counts those calls), however often a pair
+    repeats within or across calls. At most `limit` verdicts are kept: past that the memory
+    starts over (a long task run stays bounded; a verdict is pure, so only work is repeated).
+    Not safe to share between threads.
+    """
+
+    def __init__(self, scorer: NameScorer, limit: int = 1 << 18) -> None:
+        self.scorer = scorer
+        self.limit = limit
+        self.scored = 0
+        self._seen: dict[tuple[str, str | None], Score] = {}
+
+    def verdicts(self, pairs: Iterable[tuple[str, str | None]]) -> list[Score]:
+        seen, out = self._seen, []
+        for pair in pairs:
+            verdict = seen.get(pair)
+            if verdict is None:
+                if len(seen) >= self.limit:
+                    seen.clear()
+                verdict = seen[pair] = self.scorer.score(pair[0], issuer=pair[1])
+                self.scored += 1
+            out.append(verdict)
+        return out
 
 
 def files_from_events(events_by_asset: Mapping[Any, Iterable[Any]], key: str = "files") -> list[str]:
@@ -67,24 +114,53 @@ def names_of(dns_names: list[str] | None, subject_cn: str | None) -> list[str]:
     return [n for n in seen if n]
 
 
-def score_certs_file(lake: Lake, certs_uri: str, scorer, scored_at: datetime | None = None) -> tuple[ScoredFile, pa.Table]:
-    """Score one certs file; returns what was written and the alert rows (for Kafka)."""
+def scores_table(certs: pa.Table, distinct: DistinctScores, scored_at: datetime) -> tuple[pa.Table, int]:
+    """The `scores` rows of `certs` (columns of _CERT_COLUMNS), one per name of each certificate
+    (`names_of`) in certificate order, and how many distinct (name, issuer) pairs they hold.
+    Each pair is scored once by `distinct`; the certificate columns are repeated by index
+    (Arrow `take`), not rebuilt row by row."""
+    issuers = certs.column("issuer_org").to_pylist()
+    rows: list[int] = []  # the certificate of each output row
+    names: list[str] = []
+    for row, (dns_names, cn) in enumerate(zip(certs.column("dns_names").to_pylist(),
+                                              certs.column("subject_cn").to_pylist(), strict=True)):
+        for name in names_of(dns_names, cn):
+            rows.append(row)
+            names.append(name)
+    pairs = list(zip(names, [issuers[r] for r in rows], strict=True))
+    verdicts = distinct.verdicts(pairs)
+    base = certs.take(pa.array(rows, pa.int64()))
+    rules = {id(v): [f"{rule}={weight:g}" for rule, weight in v.rules] for v in verdicts}
+    computed: dict[str, Sequence[Any]] = {
+        "name": names,
+        "registered_domain": [v.registered_domain or n for v, n in zip(verdicts, names, strict=True)],
+        "brand": [v.brand for v in verdicts],
+        "score": [float(v.score) for v in verdicts],
+        "alert": [bool(v.alert) for v in verdicts],
+        "rules": [rules[id(v)] for v in verdicts],
+        "scored_at": [scored_at] * len(names),
+    }
+    columns = [
+        base.column(f.name).combine_chunks().cast(f.type) if f.name not in computed
+        else pa.array(computed[f.name], type=f.type)
+        for f in SCORES_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=SCORES_SCHEMA), len(set(pairs))
+
+
+def score_certs_file(
+    lake: Lake, certs_uri: str, scorer: NameScorer, scored_at: datetime | None = None,
+    distinct: DistinctScores | None = None,
+) -> tuple[ScoredFile, pa.Table]:
+    """Score one certs file; returns what was written and the alert rows (for Kafka).
+
+    `distinct` (default: one for this file) scores each distinct (name, issuer) once; pass the
+    same one for every file of a run so that names repeated across files are scored once too.
+    """
     scored_at = scored_at or datetime.now(UTC)
+    distinct = distinct if distinct is not None else DistinctScores(scorer)
     certs = pq.read_table(lake.path_of(certs_uri), columns=_CERT_COLUMNS, filesystem=lake.filesystem)
-    rows: list[dict[str, Any]] = []
-    for cert in certs.to_pylist():
-        for name in names_of(cert["dns_names"], cert["subject_cn"]):
-            result = scorer.score(name, issuer=cert["issuer_org"])
-            rows.append({
-                "log_id": cert["log_id"], "log_slug": cert["log_slug"], "index": cert["index"],
-                "timestamp": cert["timestamp"], "cert_sha256": cert["cert_sha256"],
-                "entry_type": cert["entry_type"], "issuer_org": cert["issuer_org"],
-                "name": name, "registered_domain": result.registered_domain or name,
-                "brand": result.brand, "score": float(result.score), "alert": bool(result.alert),
-                "rules": [f"{rule}={weight:g}" for rule, weight in result.rules],
-                "scored_at": scored_at,
-            })
-    table = pa.Table.from_pylist(rows, schema=SCORES_SCHEMA)
+    table, pairs = scores_table(certs, distinct, scored_at)
     alerts = table.filter(pa.compute.field("alert")) if table.num_rows else table
     scores_file = alerts_file = None
     if table.num_rows:
@@ -99,7 +175,7 @@ def score_certs_file(lake: Lake, certs_uri: str, scorer, scored_at: datetime | N
             lake.filesystem.delete_file(f"{directory}/{name}")
         except (FileNotFoundError, OSError):
             pass
-    return ScoredFile(certs_uri, scores_file, alerts_file, table.num_rows, alerts.num_rows), alerts
+    return ScoredFile(certs_uri, scores_file, alerts_file, table.num_rows, alerts.num_rows, pairs), alerts
 
 
 def alert_messages(alerts: pa.Table) -> Iterable[tuple[bytes, bytes]]:

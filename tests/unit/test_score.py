@@ -339,3 +339,93 @@ def test_throughput() -> None:
     # 20,000 names/s is the target on a certificate stream; the margin absorbs a busy machine.
     assert rates["certificates"] >= 20_000, rates
     assert rates["unique"] >= 5_000, rates
+
+
+# --- Known verdicts: the speed work must not move any of them ------------------------------------
+
+# (name, issuer, score, alert, rules, registered_domain, brand) as the scorer gave them before its
+# speed work (one name per rule kind, picked from the labelled hostnames and variants of them).
+KNOWN = [
+    ("04321c.com", None, 25.0, False, (("numeric_label", 25.0),), "04321c.com", None),
+    ("10f9c90.wcomhost.com", None, 15.0, False, (("random_subdomain", 10.0), ("entropy", 5.0)), "wcomhost.com", None),
+    ("123rutor.su", "Let's Encrypt", 20.0, False, (("suspicious_tld:su", 10.0), ("free_ca:lets_encrypt", 10.0)),
+     "123rutor.su", None),
+    ("189371-coinbase.com", "ZeroSSL", 62.7, False,
+     (("brand_in_domain:coinbase", 45.0), ("free_ca:zerossl", 10.0), ("entropy", 7.7)), "189371-coinbase.com", "coinbase"),
+    ("1959atash56446454342112332.blogspot.com", None, 62.9, False,
+     (("shared_platform:blogspot.com", 25.0), ("numeric_label", 25.0), ("long_label", 10.0), ("entropy", 2.9)),
+     "1959atash56446454342112332.blogspot.com", None),
+    ("2026-reactivarcuenta-com.iceiy.com", "ZeroSSL", 74.0, True,
+     (("fake_tld", 35.0), ("keyword:cuenta", 20.0), ("free_ca:zerossl", 10.0), ("entropy", 9.0)), "iceiy.com", None),
+    ("24363bff-3487-4bd5-9659-d3c57d60e577.id.repl.co", "Let's Encrypt", 82.2, True,
+     (("random_label", 25.0), ("shared_platform:id.repl.co", 15.0), ("many_hyphens", 15.0), ("long_label", 10.0),
+      ("free_ca:lets_encrypt", 10.0), ("entropy", 7.2)), "24363bff-3487-4bd5-9659-d3c57d60e577.id.repl.co", None),
+    ("73a2370016b7.atl-ilias.paypal-login.antimoney-laundering.org", "Let's Encrypt", 137.9, True,
+     (("brand_in_subdomain:paypal", 70.0), ("keyword:login", 25.0), ("entropy", 12.9), ("random_subdomain", 10.0),
+      ("deep_nesting", 10.0), ("free_ca:lets_encrypt", 10.0)), "antimoney-laundering.org", "paypal"),
+    ("account-update-cat0245shh-new-site.webflow.io", "ZeroSSL", 119.6, True,
+     (("shared_platform:webflow.io", 30.0), ("keyword:account", 25.0), ("keyword:update", 20.0), ("many_hyphens", 15.0),
+      ("long_label", 10.0), ("free_ca:zerossl", 10.0), ("entropy", 9.6)), "account-update-cat0245shh-new-site.webflow.io", None),
+    ("aeonbanzdk.com", "DigiCert Inc", 40.0, False, (("brand_other_tld:aeon", 40.0),), "aeonbanzdk.com", "aeon"),
+    ("aliexpress.fr", None, 5.0, False, (("brand_cctld:alibaba", 5.0),), "aliexpress.fr", "alibaba"),
+    ("amazom6.top", None, 85.0, True, (("brand_typo:amazon", 55.0), ("suspicious_tld:top", 30.0)), "amazom6.top", "amazon"),
+    ("amendes-gouv-fr.org", "ZeroSSL", 106.4, True,
+     (("fake_tld", 35.0), ("gov_lure", 30.0), ("keyword:amende", 25.0), ("free_ca:zerossl", 10.0), ("entropy", 6.4)),
+     "amendes-gouv-fr.org", None),
+    ("app-exdous.created.app", "ZeroSSL", 55.7, False,
+     (("brand_typo_subdomain:exodus", 40.0), ("free_ca:zerossl", 10.0), ("entropy", 5.7)), "created.app", "exodus"),
+    ("appleid.binanace-auth-0147.com", "ZeroSSL", 115.1, True,
+     (("brand_in_subdomain:apple", 70.0), ("keyword:auth", 15.0), ("entropy", 10.1), ("multi_brand", 10.0),
+      ("free_ca:zerossl", 10.0)), "binanace-auth-0147.com", "apple"),
+    ("financialexpress.com", "ZeroSSL", 33.8, False,
+     (("brand_typo_embedded:alibaba", 20.0), ("free_ca:zerossl", 10.0), ("entropy", 3.8)), "financialexpress.com", "alibaba"),
+    ("xn--mnta-5q5a.network", "DigiCert Inc", 30.0, False, (("idn_lookalike", 25.0), ("suspicious_tld:network", 5.0)),
+     "xn--mnta-5q5a.network", None),
+    ("2023.xn--aptslabs-6fd.net", None, 103.8, True,
+     (("brand_homoglyph:aptos", 70.0), ("idn_lookalike", 25.0), ("entropy", 8.8)), "xn--aptslabs-6fd.net", "aptos"),
+    ("xn--pypal-4ve.com", None, 111.8, True,
+     (("brand_homoglyph:paypal", 70.0), ("mixed_script", 40.0), ("entropy", 1.8)), "xn--pypal-4ve.com", "paypal"),
+    ("*.paypal.com.account-verify.info", "Let's Encrypt", 189.4, True,
+     (("brand_in_subdomain:paypal", 70.0), ("fake_tld", 35.0), ("keyword:account", 25.0), ("keyword:verify", 25.0),
+      ("suspicious_tld:info", 15.0), ("free_ca:lets_encrypt", 10.0), ("entropy", 9.4)), "account-verify.info", "paypal"),
+    ("a.b.c.d.e.f.g.login.example.com", None, 54.7, False,
+     (("keyword:login", 25.0), ("deep_nesting", 25.0), ("entropy", 4.7)), "example.com", None),
+    ("192.168.1.1", None, 0.0, False, (), "", None),
+    ("PayPal.COM.", None, 0.0, False, (("brand_owned:paypal", 0.0),), "paypal.com", "paypal"),
+]
+
+
+@pytest.mark.parametrize("order", ["as_listed", "reversed"])
+def test_known_verdicts_are_unchanged(order: str) -> None:
+    """Exact score, alert, rules (order and weights), registered domain and brand, whichever
+    name comes first (the per-label and per-domain caches must not leak between names)."""
+    scorer = Scorer()
+    cases = KNOWN if order == "as_listed" else KNOWN[::-1]
+    for name, issuer, score, alert, rules, registered, brand in cases:
+        got = scorer.score(name, issuer=issuer)
+        assert (got.score, got.alert, got.rules, got.registered_domain, got.brand) == (
+            score, alert, rules, registered, brand), name
+
+
+def test_a_registrable_domain_alone_and_under_subdomains_scores_as_on_its_own() -> None:
+    """The verdict of a bare registrable domain is cached per domain, worked out only when such
+    a name comes: the order in which a domain's names arrive changes nothing."""
+    names = ["paypa1-login.com", "www.paypa1-login.com", "secure.paypa1-login.com", "*.paypa1-login.com"]
+    first, second = Scorer(), Scorer()
+    forward = [first.score(n) for n in names]
+    backward = [second.score(n) for n in reversed(names)][::-1]
+    assert forward == backward
+    assert forward[0].rules == forward[1].rules  # www. is left out
+    assert forward[2].score > forward[0].score  # keyword:secure on top
+
+
+def test_entropy_matches_the_definition() -> None:
+    from collections import Counter
+    from math import log2
+
+    from ctlib.score.rules import entropy
+
+    for text in ["", "a", "paypal-login", "xn--80ak6aa92e", "ab" * 200, "a" * 300 + "b"]:
+        n = len(text)
+        expected = -sum(c / n * log2(c / n) for c in Counter(text).values()) if n else 0.0
+        assert entropy(text) == pytest.approx(expected, abs=1e-12)

@@ -86,9 +86,13 @@ class ScoringLists:
         return MappingProxyType(owned)
 
 
+# libyaml's loader when PyYAML was built with it: the same documents, ~7x faster to read.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506 (a safe loader)
     except FileNotFoundError:
         raise ScoringListError(f"{path}: missing") from None
     except yaml.YAMLError as exc:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -133,8 +132,12 @@ def entropy(text: str) -> float:
     n = len(text)
     if not n:
         return 0.0
-    counts = Counter(text).values()
-    # H = log2 n - (1/n) sum c log2 c; DNS names stay far below 256 of one character.
+    # Counts in order of first appearance (as Counter would give them: the same float sum);
+    # str.count per distinct character is cheaper than a Counter on names this short.
+    counts = map(text.count, dict.fromkeys(text))
+    # H = log2 n - (1/n) sum c log2 c; no count reaches 256 in a DNS name (at most 253 long).
+    if n < 256:
+        return math.log2(n) - sum(map(_CLOG.__getitem__, counts)) / n
     return math.log2(n) - sum(_CLOG[c] if c < 256 else c * math.log2(c) for c in counts) / n
 
 
@@ -246,6 +249,9 @@ class BrandMatcher:
                 else:
                     self._token.setdefault(term, brand.name)
         self._affix_lengths = sorted({len(t) for t in self._affix})
+        self._typo_terms = lru_cache(maxsize=_CACHE_LABELS)(self._find_typo_terms)
+        # (token length, first, last character) -> the terms of both _by_length lists, merged once.
+        self._choices: dict[tuple[int, str, str], list[str]] = {}
         self._terms: dict[str, _Term] = {}
         # Three characters -> (terms starting with them, long terms whose head or tail does).
         self._at: dict[str, tuple[list[str], list[str]]] = {}
@@ -317,11 +323,13 @@ class BrandMatcher:
         at, terms = self._at, self._terms
         found: set[str] = set()
         embed: set[str] = set()
-        for i in range(len(folded_flat) - _ANCHOR + 1):
-            entry = at.get(folded_flat[i : i + _ANCHOR])
-            if entry is None:
-                continue
-            starting, anchored = entry
+        get = at.get
+        # Only the positions where some term is anchored (a comprehension: most positions have none).
+        entries = [
+            (i, entry) for i in range(len(folded_flat) - _ANCHOR + 1)
+            if (entry := get(folded_flat[i : i + _ANCHOR])) is not None
+        ]
+        for i, (starting, anchored) in entries:
             if anchored:
                 embed.update(anchored)
             for folded in starting:
@@ -345,17 +353,28 @@ class BrandMatcher:
 
     def _typos(self, token: str, folded_flat: str, add: Callable[[BrandHit], None]) -> None:
         """Terms 1 edit (2 for long terms) from the whole (folded) `token`."""
-        size = len(token)
-        choices = self._by_length.get((size, token[0], ""), [])
-        ends = self._by_length.get((size, "", token[-1]))
-        if ends:
-            choices = list(dict.fromkeys(choices + ends))
+        whole = token == folded_flat
+        for t in self._typo_terms(token):
+            add(BrandHit(t.brand, t.term, "typo", whole))
+
+    def _find_typo_terms(self, token: str) -> tuple[_Term, ...]:
+        """The terms 1 edit (2 for long terms) from `token`, closest first, ties in list order
+        (cached per token by `_typo_terms`: tokens such as login or secure recur in many labels)."""
+        key = (len(token), token[0], token[-1])
+        choices = self._choices.get(key)
+        if choices is None:
+            choices = self._by_length.get((key[0], key[1], ""), [])
+            ends = self._by_length.get((key[0], "", key[2]))
+            if ends:
+                choices = list(dict.fromkeys(choices + ends))
+            self._choices[key] = choices  # bounded: lengths x first x last characters
         if not choices:
-            return
-        for folded, dist, _ in process.extract(token, choices, scorer=OSA.distance, score_cutoff=2, limit=None):
-            t = self._terms[folded]
-            if 0 < dist <= t.edits:
-                add(BrandHit(t.brand, t.term, "typo", token == folded_flat))
+            return ()
+        terms = self._terms
+        return tuple(
+            t for folded, dist, _ in process.extract(token, choices, scorer=OSA.distance, score_cutoff=2, limit=None)
+            if 0 < dist <= (t := terms[folded]).edits
+        )
 
     def _tokens(self, text: str) -> list[tuple[str, str]]:
         """(raw, folded) tokens of a label for edit-distance matching, listed words left out."""
@@ -421,6 +440,12 @@ class LabelInfo(NamedTuple):
     tokens: tuple[str, ...]  # split on - and _
     keywords: tuple[str, ...]
     hits: tuple[BrandHit, ...]
+    # Per-label parts of the name-level rules, worked out once here rather than for every name.
+    length: int = 0  # of the label as written (long_label)
+    fake_sub: bool = False  # as a subdomain label, it writes a TLD: com, com-x, x-net (fake_tld)
+    com_edge: bool = False  # as the registrable label, it starts or ends with the token com
+    second_level: bool = False  # a token is a registry's second-level label (co, go, gob)
+    gov: bool = False  # a token is a government word (gov_lure)
 
 
 # Rule precedence among brand rules when weights tie: stronger evidence first.
@@ -441,21 +466,40 @@ def fake_tld(labels: list[LabelInfo], cctlds: frozenset[str]) -> bool:
     paypal-com.xyz, smbc.co.jp.example.com, cao-go-jp.co. `labels` exclude the public suffix,
     the registrable label last."""
     *subs, reg = labels
-    if any(label.text in _FAKE_TLDS for label in subs):
-        return True
-    if any(len(lb.tokens) > 1 and (lb.tokens[0] in _FAKE_TLDS or lb.tokens[-1] in _FAKE_TLDS) for lb in subs):
-        return True
+    for label in subs:
+        if label.fake_sub:  # com, com-x or x-com as a label of its own (see _label_flags)
+            return True
     # A registrable label may well end in -net or -org (cyber-net.de); -com and com- it seldom does.
-    if len(reg.tokens) > 1 and "com" in (reg.tokens[0], reg.tokens[-1]):
+    if reg.com_edge:
         return True
+    for label in labels:
+        if label.second_level:
+            break
+    else:
+        return False
     tokens = [t for lb in labels for t in lb.tokens]
     return any(a in _SECOND_LEVEL and b in cctlds for a, b in pairwise(tokens))
+
+
+def _label_flags(label: str, text: str, tokens: tuple[str, ...]) -> dict[str, int | bool]:
+    """The LabelInfo fields behind fake_tld, gov_lure and long_label, for one label."""
+    several = len(tokens) > 1
+    return {
+        "length": len(label),
+        "fake_sub": text in _FAKE_TLDS or (several and (tokens[0] in _FAKE_TLDS or tokens[-1] in _FAKE_TLDS)),
+        "com_edge": several and "com" in (tokens[0], tokens[-1]),
+        "second_level": not _SECOND_LEVEL.isdisjoint(tokens),
+        "gov": not _GOV_TOKENS.isdisjoint(tokens),
+    }
 
 
 def gov_lure(labels: list[LabelInfo], suffix: str) -> bool:
     """A government word (gov, gouv, gob) as a token outside a government suffix, and not
     a government's own registrable domain (gov.uz)."""
-    if not any(_GOV_TOKENS.intersection(lb.tokens) for lb in labels):
+    for label in labels:
+        if label.gov:
+            break
+    else:
         return False
     if _GOV_TOKENS.intersection(suffix.split(".")):
         return False
@@ -472,8 +516,17 @@ class _Registrable(NamedTuple):
     label: LabelInfo
     brand_rules: tuple[tuple[str, float, str], ...]  # (rule, weight, brand)
     rules: tuple[tuple[str, float], ...]  # platform or TLD, random/numeric label
-    alone: tuple[tuple[str, float], ...] = ()  # every rule of a name without subdomain labels
-    alone_brand: str | None = None
+
+
+@lru_cache(maxsize=4)
+def _suffix_splitter(platforms: tuple[str, ...]) -> tldextract.TLDExtract:
+    """The public-suffix splitter for a list of hosting platforms, built once per process (its
+    suffix trie takes ~40 ms) and shared by every Scorer of those lists; read-only once built.
+    No network at run time: the bundled PSL snapshot only, no cache directory."""
+    return tldextract.TLDExtract(
+        suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True,
+        include_psl_private_domains=True, extra_suffixes=platforms,
+    )
 
 
 class Scorer:
@@ -490,11 +543,7 @@ class Scorer:
         self._w = lists.weights
         self._limit = lists.limits
         self._owned = lists.owned_domains
-        # No network at run time: the bundled PSL snapshot only, no cache directory.
-        self._extract = tldextract.TLDExtract(
-            suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True,
-            include_psl_private_domains=True, extra_suffixes=tuple(lists.platforms),
-        )
+        self._extract = _suffix_splitter(tuple(lists.platforms))
         limits = MatchLimits(*(int(self._limit[k]) for k in (
             "min_substring_len", "min_prefix_len", "min_fuzzy_len", "min_embedded_len",
             "min_deletion_len", "fuzzy_long_len")))
@@ -504,6 +553,7 @@ class Scorer:
         self._keywords = re.compile("|".join(map(re.escape, words))) if words else None
         self._label = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_label)
         self._registrable = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_registrable)
+        self._alone = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_alone)
         self._cached = lru_cache(maxsize=_CACHE_NAMES)(self._score)
 
     @property
@@ -525,6 +575,7 @@ class Scorer:
         uni = decode_label(label)
         idn = uni != label or not label.isascii()  # an A-label, or a U-label given as such
         text = skeleton(uni)
+        tokens = tuple(t for t in _TOKENS.split(text) if t)
         return LabelInfo(
             text=text,
             idn=idn,
@@ -533,9 +584,10 @@ class Scorer:
             random=not idn and looks_random(label),
             numeric=is_numeric(label),
             hyphens=label.count("-") - (2 if label.startswith("xn--") else 0),
-            tokens=tuple(t for t in _TOKENS.split(text) if t),
+            tokens=tokens,
             keywords=tuple(dict.fromkeys(self._keywords.findall(text))) if self._keywords else (),
             hits=self._matcher.match(text) if text.isascii() else (),
+            **_label_flags(label, text, tokens),
         )
 
     def _analyse_registrable(self, reg_label: str, suffix: str, is_private: bool) -> _Registrable:
@@ -569,10 +621,14 @@ class Scorer:
             rules.append(("random_label", w["random_label"]))
         elif info.numeric:
             rules.append(("numeric_label", w["numeric_label"]))
-        partial = _Registrable(registered, suffix, None, info, tuple(brand_rules), tuple(rules))
-        # Most names are the registrable domain itself or its www: worked out once here.
-        alone, brand = self._combine(partial, [], reg_label)
-        return partial._replace(alone=tuple(alone), alone_brand=brand)
+        return _Registrable(registered, suffix, None, info, tuple(brand_rules), tuple(rules))
+
+    def _analyse_alone(self, reg_label: str, suffix: str, is_private: bool) -> tuple[tuple[tuple[str, float], ...], str | None]:
+        """The rules and brand of the name that is the registrable domain alone (or its www):
+        most names of a certificate are, so this is cached per registrable domain, and only
+        worked out when such a name comes (a name with subdomain labels never needs it)."""
+        fired, brand = self._combine(self._registrable(reg_label, suffix, is_private), [], reg_label)
+        return tuple(fired), brand
 
     def _brand_weight(self, rule: str, hit: BrandHit) -> float:
         # An ordinary word (booking.example.com) is a brand far less often than "paypal" is;
@@ -612,14 +668,16 @@ class Scorer:
         suffix, reg_label = parts.suffix, parts.domain
         if not suffix or not reg_label:  # an IP address, a bare suffix, an unknown TLD
             return Score(name, 0.0, False, (), suffix, None)
-        reg = self._registrable(reg_label, suffix, parts.is_private)
+        is_private = parts.is_private
+        reg = self._registrable(reg_label, suffix, is_private)
         if reg.owner is not None:
             return Score(name, 0.0, False, ((f"brand_owned:{reg.owner}", 0.0),), reg.registered, reg.owner)
         subs = [s for s in parts.subdomain.split(".") if s and s != "www"] if parts.subdomain else []
         if subs:
             fired, brand = self._combine(reg, [self._label(s) for s in subs], ".".join([*subs, reg_label]))
         else:
-            fired, brand = list(reg.alone), reg.alone_brand
+            alone, brand = self._alone(reg_label, suffix, is_private)
+            fired = list(alone)
         w = self._w
         if host.count(".") > self._limit["dots"]:
             fired.append(("many_dots", w["many_dots"]))
@@ -662,33 +720,46 @@ class Scorer:
                 fired.append(("multi_brand", w["multi_brand"]))
 
         # Lure words anywhere but in the public suffix (a platform's name is part of it).
-        keywords = self._lists.keywords
-        found = dict.fromkeys(k for info in labels for k in info.keywords)
-        budget = limit["keyword_cap"]
-        for word in sorted(found, key=lambda k: -keywords[k]):
-            weight = min(keywords[word], budget)
-            if weight > 0:
-                fired.append((f"keyword:{word}", weight))
-                budget -= weight
+        found = [k for info in labels for k in info.keywords]
+        if found:
+            keywords = self._lists.keywords
+            budget = limit["keyword_cap"]
+            for word in sorted(dict.fromkeys(found), key=lambda k: -keywords[k]):
+                weight = min(keywords[word], budget)
+                if weight > 0:
+                    fired.append((f"keyword:{word}", weight))
+                    budget -= weight
 
         fired.extend(reg.rules)
         if fake_tld(labels, self._cctlds):
             fired.append(("fake_tld", w["fake_tld"]))
         if gov_lure(labels, reg.suffix):
             fired.append(("gov_lure", w["gov_lure"]))
-        if any(i.mixed_script for i in labels):
+        # One pass over the labels for the structural rules (mixed_script and lookalike imply idn).
+        mixed = lookalike = False
+        hyphens = longest = 0
+        for info in labels:
+            hyphens += info.hyphens
+            if info.length > longest:
+                longest = info.length
+            if info.idn:
+                mixed = mixed or info.mixed_script
+                lookalike = lookalike or info.lookalike
+        if mixed:
             fired.append(("mixed_script", w["mixed_script"]))
-        elif any(i.lookalike for i in labels):
+        elif lookalike:
             fired.append(("idn_lookalike", w["idn_lookalike"]))
-        if any(i.random for i in subs):
-            fired.append(("random_subdomain", w["random_subdomain"]))
-        if sum(i.hyphens for i in labels) > limit["hyphens"]:
+        for info in subs:
+            if info.random:
+                fired.append(("random_subdomain", w["random_subdomain"]))
+                break
+        if hyphens > limit["hyphens"]:
             fired.append(("many_hyphens", w["many_hyphens"]))
         extra = len(subs) - limit["nesting"]
         if extra > 0:
             nesting = min(w["deep_nesting"] + w["deep_nesting_per_label"] * (extra - 1), w["deep_nesting_cap"])
             fired.append(("deep_nesting", nesting))
-        if max(map(len, body.split("."))) > limit["long_label"]:
+        if longest > limit["long_label"]:  # the longest label of `body`
             fired.append(("long_label", w["long_label"]))
         # Continuous, so that names with the same discrete rules still rank by randomness.
         bits = entropy(body) - limit["entropy"]
