@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, get_parsing_context, task
+from airflow.sdk import Asset, AssetAlias, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_parsing_context, task
 
 from ctlib.loglist import CTLog, LogListError, load_log_list
+from ctlib.schedule import LogSchedule, schedule_for
 from ctlib.settings import Settings
 
 CERTS_ASSET = Asset(uri="ct://certs", name="ct_certs")
@@ -23,6 +24,26 @@ def certs_alias(slug: str) -> AssetAlias:
     first events at the same moment on one shared alias made one insert fail with a unique
     violation, failing that run (seen with 6 logs starting together)."""
     return AssetAlias(f"ct_certs_inline__{slug}")
+
+
+def wake_alias(slug: str) -> AssetAlias:
+    """A frozen log's plan or commit announces its wake-up asset through this alias: only a
+    run that leaves a backlog behind emits (one alias per log, as for certs_alias)."""
+    return AssetAlias(f"ct_wake__{slug}")
+
+
+def timetable_for(sched: LogSchedule):
+    """The DAG's schedule: the cron shifted by the log's offset (a timetable registered by
+    plugins/ct_timetables.py); a frozen log's also runs on its wake-up asset."""
+    if sched.offset:
+        from ctlib.timetables import OffsetCronTriggerTimetable
+
+        timetable = OffsetCronTriggerTimetable(sched.cron, timezone="UTC", offset=sched.offset)
+    elif sched.frozen:
+        timetable = CronTriggerTimetable(sched.cron, timezone="UTC")
+    else:
+        return sched.cron  # CT_SCHEDULE_SPREAD=false: the plain cron, as Airflow makes it
+    return AssetOrTimeSchedule(timetable=timetable, assets=Asset(sched.wake)) if sched.frozen else timetable
 
 
 DOC = """
@@ -44,18 +65,24 @@ never doubled.
 before where ingestion began) into the same lake and topic, verified against the log's
 signed root, without touching the watermark. Ranges are rounded out to 8,192-entry cells,
 so repeating a backfill rewrites the same files.
+
+{schedule}
 """
 
 
-def build_ingest_dag(ctlog: CTLog, settings: Settings):
+def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = None):
+    """The ingest DAG of `ctlog`, scheduled as ctlib.schedule decides as of `now` (parse time)."""
     log_json = ctlog.to_dict()
     alias = certs_alias(ctlog.slug)
+    sched = schedule_for(ctlog, now or datetime.now(timezone.utc), settings)
+    wake = Asset(sched.wake) if sched.wake else None
+    woken = [wake_alias(ctlog.slug)] if wake else []
 
     @dag(
         dag_id=f"ct_ingest__{ctlog.slug}",
         description=f"Ingest CT log {ctlog.description}",
-        doc_md=DOC.format(**log_json),
-        schedule=settings.schedule,
+        doc_md=DOC.format(**log_json, schedule=sched.describe()),
+        schedule=timetable_for(sched),
         start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,  # Variables have no compare-and-set: one writer per log
@@ -70,12 +97,16 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
         default_args=settings.default_args(),
     )
     def ingest():
-        @task(outlets=[alias])
+        def waker(outlet_events):
+            return (lambda extra: outlet_events[woken[0]].add(wake, extra=extra)) if wake else None
+
+        @task(outlets=[alias, *woken])
         def plan(params=None, *, outlet_events=None) -> list[dict]:
             from ctlib.dagtasks import plan_task
 
             return plan_task(log_json, params,
-                             lambda extra: outlet_events[alias].add(CERTS_ASSET, extra=extra))
+                             lambda extra: outlet_events[alias].add(CERTS_ASSET, extra=extra),
+                             wake=waker(outlet_events))
 
         @task(max_active_tis_per_dagrun=settings.fetch_parallelism)
         def fetch(work: dict) -> dict:
@@ -83,14 +114,15 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings):
 
             return fetch_task(log_json, work)
 
-        @task(outlets=[CERTS_ASSET])
+        @task(outlets=[CERTS_ASSET, *woken])
         def commit(work: list[dict], summaries: list[dict], *, outlet_events=None) -> dict:
             from ctlib.dagtasks import commit_task
 
             # Index by length: iterating a lazy XCom sequence probes one past its end.
             summaries = [summaries[i] for i in range(len(summaries))]
             return commit_task(log_json, work, summaries,
-                               lambda extra: setattr(outlet_events[CERTS_ASSET], "extra", extra))
+                               lambda extra: setattr(outlet_events[CERTS_ASSET], "extra", extra),
+                               wake=waker(outlet_events))
 
         # One work item per range; none when the log has nothing new, which skips the rest.
         work = plan()
@@ -114,10 +146,11 @@ def _register() -> None:
         logs = _selected_logs()
     except LogListError as err:
         raise RuntimeError(f"cannot build ingest DAGs from {settings.log_list}: {err}") from None
+    now = datetime.now(timezone.utc)  # a log that froze since the last parse is rescheduled now
     for ctlog in logs:
         dag_id = f"ct_ingest__{ctlog.slug}"
         if wanted is None or wanted == dag_id:
-            globals()[dag_id] = build_ingest_dag(ctlog, settings)
+            globals()[dag_id] = build_ingest_dag(ctlog, settings, now)
 
 
 _register()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, AssetAlias, dag, task
 
+from ctlib.schedule import wake_uri
 from ctlib.settings import Settings
 
 SETTINGS = Settings.from_env()
+WAKE_ALIAS = AssetAlias("ct_loglist_wake")
+"""The refresh announces the wake-up assets (`ct://wake/<slug>`) of frozen logs a new list changed."""
 
 
 @dag(
@@ -24,6 +27,10 @@ its key, states and URLs are sane) and replaces the local snapshot (`CT_LOG_LIST
 atomically. The DAG factory then has DAGs for new logs and none for removed or retired ones
 (their state and data stay). A list that fails any check is refused and the old snapshot
 stays. When `CT_LOG_LIST` pins a local file there is nothing to do.
+
+A newly installed list that changes the state or temporal interval of a frozen log (one on
+its hourly schedule) emits that log's wake-up asset `ct://wake/<slug>`, so it runs once more
+at once.
 """,
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -33,14 +40,19 @@ stays. When `CT_LOG_LIST` pins a local file there is nothing to do.
     default_args=SETTINGS.default_args(),
 )
 def loglist_refresh():
-    @task
-    def refresh() -> dict:
-        from ctlib.loglist_sync import refresh_snapshot
+    @task(outlets=[WAKE_ALIAS])
+    def refresh(*, outlet_events=None) -> dict:
+        from ctlib.loglist_sync import installed_list, refresh_snapshot, woken_logs
 
-        loglist = refresh_snapshot(Settings.from_env())
+        settings = Settings.from_env()
+        before = installed_list(settings)
+        loglist = refresh_snapshot(settings)
         if loglist is None:
             return {"downloaded": False}
-        return {"downloaded": True, "version": loglist.version, "monitored": len(loglist.monitored())}
+        woken = woken_logs(before, loglist, datetime.now(timezone.utc))
+        for slug in woken:
+            outlet_events[WAKE_ALIAS].add(Asset(wake_uri(slug)), extra={"log": slug, "version": loglist.version})
+        return {"downloaded": True, "version": loglist.version, "monitored": len(loglist.monitored()), "woken": woken}
 
     refresh()
 

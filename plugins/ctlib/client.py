@@ -59,14 +59,19 @@ class LogClient(Protocol):
     def close(self) -> None: ...
 
 
-def open_client(log: CTLog, settings: Settings) -> LogClient:
+def open_client(log: CTLog, settings: Settings, *, share: int = 1) -> LogClient:
+    """A client of `log` whose session sends at most 1/`share` of the log's request rate
+    (ctlib.limits): `share` is how many clients of the log may run at once (a mapped fetch
+    task: CT_FETCH_PARALLELISM). Raises ctlib.limits.LimitsError if the limits file is bad."""
     from ctlib.http import HttpPolicy, LogSession
+    from ctlib.limits import limits_for
 
-    session = LogSession(log.slug, HttpPolicy.from_settings(settings))
+    limits = limits_for(log, settings)
+    session = LogSession(log.slug, HttpPolicy.from_settings(settings), requests_per_second=limits.rate(share))
     if log.kind == "rfc6962":
         from ctlib.rfc6962 import RFC6962Client
 
-        return RFC6962Client(log, session)
+        return RFC6962Client(log, session, max_batch=limits.entries_per_request)
     from ctlib.static import StaticClient
 
     return StaticClient(log, session, settings)

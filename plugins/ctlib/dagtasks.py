@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ctlib.client import VerificationError
+from ctlib.http import warn_if_anonymous
 from ctlib.ingest import RangeSummary, RunPlan, commit_backfill, commit_run, fetch_range, plan_backfill, plan_run
 from ctlib.loglist import CTLog
 from ctlib.settings import Settings
@@ -44,6 +45,7 @@ def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None,
     fetched, committed and announced through `emit`). With the Params start_index and
     end_index, a backfill of that index range."""
     settings = Settings.from_env()
+    warn_if_anonymous(settings)
     ctlog, store, lake = CTLog.from_dict(log_json), VariableStateStore(), Lake.open(settings.lake)
     start, end = (params or {}).get("start_index"), (params or {}).get("end_index")
     if (start is None) != (end is None):
@@ -58,15 +60,24 @@ def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None,
     if emit is not None and len(plan.ranges) == 1 and plan.ranges[0][1] - plan.ranges[0][0] <= settings.inline_entries:
         log.info("%s: one range of %d entries: fetching and committing in this task (CT_INLINE_ENTRIES=%d)",
                  ctlog.slug, plan.ranges[0][1] - plan.ranges[0][0], settings.inline_entries)
-        summary = fetch_task(log_json, work[0], settings)
+        summary = fetch_task(log_json, work[0], settings, alone=True)
         result = commit_task(log_json, work, [summary], emit, settings)
         log.info("%s: committed in plan: %s", ctlog.slug, result)
         return []  # nothing left for fetch and commit: the scheduler skips them
     return work
 
 
-def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
-    settings = settings or Settings.from_env()
+def _own_settings() -> Settings:
+    """The settings of a task of its own (not a step plan_task runs inline)."""
+    settings = Settings.from_env()
+    warn_if_anonymous(settings)
+    return settings
+
+
+def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Settings | None = None,
+               *, alone: bool = False) -> dict[str, Any]:
+    """`alone`: plan_task fetching inline, the only reader of the log (its whole request rate)."""
+    settings = settings or _own_settings()
     producer_factory = None
     if settings.kafka_enabled:
         from ctlib.sinks.kafka import producer_from_connection
@@ -76,14 +87,14 @@ def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Setting
         producer_factory = lambda: producer  # noqa: E731
     summary = fetch_range(
         CTLog.from_dict(log_json), work["start"], work["end"], settings,
-        Lake.open(settings.lake), producer_factory,
+        Lake.open(settings.lake), producer_factory, alone=alone,
     )
     return summary.to_json()
 
 
 def commit_task(log_json: dict[str, Any], work: list[dict[str, Any]], summaries: list[dict[str, Any]],
                 emit: EmitEvent, settings: Settings | None = None) -> dict[str, Any]:
-    settings = settings or Settings.from_env()
+    settings = settings or _own_settings()
     ctlog = CTLog.from_dict(log_json)
     plan = RunPlan.from_json(work[0]["plan"])
     summaries_ = [RangeSummary.from_json(s) for s in summaries]

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from ctlib.client import LogClient, TreeHead, VerificationError, open_client
 from ctlib.decode import ChainCache, LogRef, decode_entries
+from ctlib.limits import limits_for
 from ctlib.loglist import CTLog
 from ctlib.merkle import CompactRange, MerkleError, verify_consistency
 from ctlib.plan import check_coverage, plan_ranges
@@ -142,8 +143,14 @@ def _end_for_tiles(ctlog: CTLog, state: LogState, head: TreeHead, pending: Pendi
     return max(state.next_index, head.size - head.size % TILE_WIDTH), tile, since
 
 
+def log_limits(ctlog: CTLog, settings: Settings) -> None:
+    """Say in the plan task's log how politely this log is read (ctlib.limits)."""
+    log.info("%s: limits %s", ctlog.slug, limits_for(ctlog, settings).describe(ctlog.kind, settings))
+
+
 def plan_run(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake) -> RunPlan:
     """Verify the log's tree head, then choose this run's ranges (empty when idle)."""
+    log_limits(ctlog, settings)
     client = open_client(ctlog, settings)
     state = store.load(ctlog.slug)
     head = None
@@ -189,6 +196,7 @@ def plan_backfill(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lak
                   start_index: int, end_index: int) -> RunPlan:
     """Ranges for fetching [start_index, end_index) without touching the watermark: history
     before where ingestion began (first_index), or the tree of a log not ingested yet."""
+    log_limits(ctlog, settings)
     client = open_client(ctlog, settings)
     state = store.load(ctlog.slug)
     head = None
@@ -252,8 +260,13 @@ def fetch_range(
     settings: Settings,
     lake: Lake,
     producer_factory: Callable[[], Any] | None,
+    *,
+    alone: bool = False,
 ) -> RangeSummary:
-    """Download, decode and store [start, end): Parquet first, then Kafka. Idempotent."""
+    """Download, decode and store [start, end): Parquet first, then Kafka. Idempotent.
+
+    Reads at the log's request rate / CT_FETCH_PARALLELISM (a mapped fetch task, one of up to
+    that many at once), or at the whole rate when `alone` (the plan task fetching inline)."""
     began = time.monotonic()
     ingested_at = datetime.now(UTC)
     ref = LogRef(log_id=ctlog.log_id, slug=ctlog.slug)
@@ -261,7 +274,7 @@ def fetch_range(
     cert_tables: list[pa.Table] = []
     error_tables: list[pa.Table] = []
     leaf_hashes: list[bytes] = []
-    client = open_client(ctlog, settings)
+    client = open_client(ctlog, settings, share=1 if alone else settings.fetch_parallelism)
     try:
         for window in client.fetch_range(start, end, batch=settings.get_entries_batch, in_flight=settings.http_in_flight):
             if window[0].index != start + len(leaf_hashes):
@@ -270,9 +283,9 @@ def fetch_range(
             cert_tables.append(batch.certs)
             error_tables.append(batch.errors)
             leaf_hashes.extend(batch.leaf_hashes)
-        log.info("%s: downloaded [%d, %d) in %.1fs; %d requests, %d retries",
+        log.info("%s: downloaded [%d, %d) in %.1fs; %d requests, %d retries, %.1fs waited for the rate limit",
                  ctlog.slug, start, end, time.monotonic() - began,
-                 client.session.requests_made, client.session.retries_made)
+                 client.session.requests_made, client.session.retries_made, client.session.bucket.waited)
     finally:
         client.close()
     if len(leaf_hashes) != end - start:

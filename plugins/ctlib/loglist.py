@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -60,6 +61,8 @@ class CTLog:
 
     log_type: str = ""  # "test" logs are never monitored
     problem: str = ""  # why a log that looks monitorable is left out (e.g. a plain-http URL)
+    interval_start: str = ""  # temporal_interval.start_inclusive, ISO 8601 UTC; "" when none
+    interval_end: str = ""  # temporal_interval.end_exclusive; "" when the log has no interval
 
     @property
     def monitored(self) -> bool:
@@ -70,7 +73,8 @@ class CTLog:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> CTLog:
-        return cls(**{name: obj[name] for name in cls.__dataclass_fields__})
+        """Fields with a default may be missing (a dict written before they existed)."""
+        return cls(**{name: obj[name] for name in cls.__dataclass_fields__ if name in obj})
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,7 @@ def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
     mmd = raw.get("mmd", 86400)
     if not isinstance(mmd, int) or mmd < 0:
         raise LogListError(f"{where}: mmd must be a non-negative integer")
+    interval_start, interval_end = _parse_interval(raw.get("temporal_interval"), where)
     return CTLog(
         description=description,
         slug=slug,
@@ -174,7 +179,28 @@ def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
         mmd=mmd,
         log_type=str(raw.get("log_type", "")),
         problem=problem,
+        interval_start=interval_start,
+        interval_end=interval_end,
     )
+
+
+def _parse_interval(raw: Any, where: str) -> tuple[str, str]:
+    """(start_inclusive, end_exclusive) of a temporal_interval, as canonical UTC ISO strings
+    (`2026-01-01T00:00:00Z`); ("", "") when the log has none. Raises LogListError if malformed."""
+    if raw is None:
+        return "", ""
+    if not isinstance(raw, Mapping):
+        raise LogListError(f"{where}: temporal_interval is not an object")
+    bounds = []
+    for name in ("start_inclusive", "end_exclusive"):
+        try:
+            moment = datetime.fromisoformat(str(raw[name]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            raise LogListError(f"{where}: temporal_interval.{name} is missing or not an ISO 8601 time") from None
+        if moment.tzinfo is None:
+            raise LogListError(f"{where}: temporal_interval.{name} has no time zone")
+        bounds.append(moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return bounds[0], bounds[1]
 
 
 def parse_log_list(data: bytes | str | Mapping[str, Any]) -> LogList:

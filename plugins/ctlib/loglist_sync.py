@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from ctlib.http import HttpPolicy, LogSession
-from ctlib.loglist import LogList, LogListError, parse_log_list
+from ctlib.loglist import LogList, LogListError, load_log_list, parse_log_list
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,3 +74,30 @@ def refresh_snapshot(settings: Settings) -> LogList | None:
              loglist.version, loglist.timestamp, len(loglist.monitored()), settings.log_list_snapshot,
              "verified" if signature is not None else "not checked: CT_LOG_LIST_VERIFY=false")
     return loglist
+
+
+def installed_list(settings: Settings) -> LogList | None:
+    """The list the DAG factory reads now; None when there is none or it does not parse."""
+    try:
+        return load_log_list(settings.log_list_path)
+    except LogListError:
+        return None
+
+
+def woken_logs(before: LogList | None, after: LogList, now: datetime) -> list[str]:
+    """Slugs of the logs to run once more after `after` replaced `before`: monitored in
+    `after`, frozen as of `now` (ctlib.schedule: those scheduled on a wake-up asset), and whose
+    state or temporal interval differs from `before`'s (a log new to the list gets a DAG of
+    its own anyway). A log that was live until now runs every minute until the factory
+    re-parses it; the event is for a log already on its hourly schedule."""
+    from ctlib.schedule import frozen_reason
+
+    if before is None:
+        return []
+    old = {log.slug: log for log in before.logs}
+    return [
+        log.slug for log in after.monitored()
+        if log.slug in old and frozen_reason(log, now)
+        and (log.state, log.interval_start, log.interval_end)
+        != (old[log.slug].state, old[log.slug].interval_start, old[log.slug].interval_end)
+    ]

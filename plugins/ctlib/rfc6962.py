@@ -2,7 +2,8 @@
 
 `fetch_range` returns every entry of [start, end) in index order or raises: logs answer
 get-entries with fewer entries than asked (their cap), so it learns the cap from the first
-answer and asks for the rest in cap-sized windows, several in flight at once.
+answer and asks for the rest in cap-sized windows, several in flight at once. A log whose cap
+is known beforehand (`max_batch`, from ctlib.limits) is never asked more than that.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def _b64(value: Any, what: str) -> bytes:
 class RFC6962Client:
     """Reads one RFC 6962 log (a ctlib.client.LogClient). Thread-safe: the session is."""
 
-    def __init__(self, log: CTLog, session: LogSession) -> None:
+    def __init__(self, log: CTLog, session: LogSession, *, max_batch: int = 0) -> None:
         self.log = log
         self.session = session
+        self.max_batch = max_batch  # the log's known cap on entries per get-entries; 0: unknown
         self.learned_cap: int | None = None
 
     def _url(self, endpoint: str) -> str:
@@ -156,11 +158,14 @@ class RFC6962Client:
     def fetch_range(self, start: int, end: int, *, batch: int, in_flight: int) -> Iterator[list[RawEntry]]:
         """Yield the entries of [start, end) in order, window by window.
 
-        The first request asks `batch` entries; the size of its answer is the log's cap.
-        Up to `in_flight` windows are requested at once while the caller decodes earlier ones.
+        The first request asks `batch` entries (at most `max_batch`); the size of its answer
+        is the log's cap. Up to `in_flight` windows are requested at once while the caller
+        decodes earlier ones.
         """
         if start >= end:
             return
+        if self.max_batch:
+            batch = min(batch, self.max_batch)
         first = self._fill_window(start, min(end, start + batch)) if self.learned_cap else None
         if first is None:
             first = self.get_entries(start, min(end, start + batch))

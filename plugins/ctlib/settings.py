@@ -18,6 +18,8 @@ DEFAULT_LOG_LIST = PROJECT_ROOT / "include" / "log_list.json"
 DEFAULT_LAKE = PROJECT_ROOT / "data"
 DEFAULT_LOG_LIST_SNAPSHOT = PROJECT_ROOT / ".cache" / "log_list.json"
 DEFAULT_LOG_LIST_PUBKEY = PROJECT_ROOT / "include" / "google_log_list_pubkey.pem"
+DEFAULT_LOG_LIMITS = PROJECT_ROOT / "include" / "log_limits.yaml"
+USER_AGENT_PRODUCT = "ct-airflow/0.1"
 GOOGLE_LOG_LIST_URL = "https://www.gstatic.com/ct/log_list/v3/log_list.json"
 
 
@@ -49,6 +51,23 @@ def _float(env: Mapping[str, str], name: str, default: float, *, allow_zero: boo
     if value < 0 or (value == 0 and not allow_zero):
         raise SettingsError(f"{name}={value} must be {'non-negative' if allow_zero else 'positive'}")
     return value
+
+
+def _contact(env: Mapping[str, str]) -> str:
+    raw = env.get("CT_CONTACT", "").strip()
+    if not raw:
+        return ""
+    if any(ch in raw for ch in "()\\") or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
+        raise SettingsError(f"CT_CONTACT={raw!r}: no parentheses, backslashes or control characters")
+    if not ("@" in raw or raw.startswith(("http://", "https://"))) or any(ch.isspace() for ch in raw):
+        raise SettingsError(f"CT_CONTACT={raw!r}: give an e-mail address or an http(s) URL")
+    return raw
+
+
+def user_agent(contact: str) -> str:
+    """The User-Agent sent to logs when CT_USER_AGENT does not set one: the product and, as
+    CT log operators ask of monitors, whom to contact about this reader."""
+    return f"{USER_AGENT_PRODUCT} (CT monitor; contact: {contact})" if contact else f"{USER_AGENT_PRODUCT} (CT monitor)"
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -116,7 +135,14 @@ class Settings:
     get_entries_batch: int
     """CT_GET_ENTRIES_BATCH: entries asked per get-entries request until the log's cap is learnt."""
     user_agent: str
-    """CT_USER_AGENT: User-Agent header sent to logs."""
+    """CT_USER_AGENT: User-Agent header sent to logs; default `ct-airflow/0.1 (CT monitor;
+    contact: <CT_CONTACT>)`."""
+    contact: str
+    """CT_CONTACT: the operator's e-mail address or URL, put in the User-Agent so log operators
+    can reach whoever runs this reader (Sunlight logs throttle anonymous readers)."""
+    log_limits: Path | None
+    """CT_LOG_LIMITS: the operator's limits file (requests per second, entries per request, by
+    operator or log slug), laid over the bundled include/log_limits.yaml; None: bundled only."""
     kafka_conn_id: str
     """CT_KAFKA_CONN_ID: Airflow connection of the Kafka cluster; empty turns publishing off."""
     kafka_topic: str
@@ -225,7 +251,9 @@ class Settings:
             http_in_flight=_int(env, "CT_HTTP_IN_FLIGHT", 4),
             http_max_body_mb=_int(env, "CT_HTTP_MAX_BODY_MB", 64),
             get_entries_batch=_int(env, "CT_GET_ENTRIES_BATCH", 1024),
-            user_agent=env.get("CT_USER_AGENT", "").strip() or "ct-airflow/0.1 (CT monitor)",
+            user_agent=env.get("CT_USER_AGENT", "").strip() or user_agent(_contact(env)),
+            contact=_contact(env),
+            log_limits=Path(env["CT_LOG_LIMITS"].strip()) if env.get("CT_LOG_LIMITS", "").strip() else None,
             kafka_conn_id=env.get("CT_KAFKA_CONN_ID", "kafka_default").strip(),
             kafka_topic=env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs",
             kafka_alerts_topic=env.get("CT_KAFKA_ALERTS_TOPIC", "").strip() or "ct-alerts",

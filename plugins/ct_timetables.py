@@ -1,0 +1,11 @@
+"""Registers ct-airflow's timetable with Airflow, so the scheduler, the dag-processor and the
+API server can deserialize DAGs that use it (plugins/.airflowignore hides ctlib/ itself)."""
+
+from airflow.plugins_manager import AirflowPlugin
+
+from ctlib.timetables import OffsetCronTriggerTimetable
+
+
+class CtTimetablesPlugin(AirflowPlugin):
+    name = "ct_timetables"
+    timetables = [OffsetCronTriggerTimetable]

@@ -1,0 +1,98 @@
+"""When each ingest DAG runs: per minute (CT_SCHEDULE) for a log that can still grow, hourly
+(CT_FROZEN_SCHEDULE) plus a wake-up asset for a log that cannot, each at its own offset.
+
+Pure and cheap (hashlib, datetime, croniter): the DAG factory calls `schedule_for` for every
+log at every parse, so a log that froze since the last parse gets its new schedule then.
+
+A log is *frozen* when nothing can be added to it any more: its state is `readonly` or
+`retired`, or its temporal interval ended more than its MMD ago (a shard accepts no
+certificate expiring at or after `end_exclusive`, and has at most its MMD to incorporate
+what it accepted). A log whose interval has not started yet is not frozen: it is about to
+be the busy shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from ctlib.loglist import CTLog
+from ctlib.settings import Settings
+
+FROZEN_STATES = frozenset({"readonly", "retired"})
+MAX_SPREAD = timedelta(hours=1)
+"""The longest offset: a log starts at most this long after its schedule's tick."""
+_SAMPLE_FROM = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday, for a stable sample
+_SAMPLE_RUNS = 64
+
+
+def wake_uri(slug: str) -> str:
+    """The asset whose events start a run of a frozen log at once (a backlog left behind,
+    a new log list that changed the log)."""
+    return f"ct://wake/{slug}"
+
+
+def frozen_reason(ctlog: CTLog, now: datetime) -> str:
+    """Why nothing can be added to the log as of `now`; "" while it can still grow."""
+    if ctlog.state in FROZEN_STATES:
+        return f"its state is {ctlog.state}"
+    if ctlog.interval_end:
+        end = datetime.fromisoformat(ctlog.interval_end.replace("Z", "+00:00"))
+        if now >= end + timedelta(seconds=ctlog.mmd):
+            return (f"its temporal interval ended {ctlog.interval_end} and its MMD "
+                    f"({ctlog.mmd} s) has passed since")
+    return ""
+
+
+def period_of(cron: str) -> timedelta:
+    """The shortest gap between two runs of `cron` (UTC), sampled over its next 64 runs."""
+    from croniter import croniter
+
+    from_presets = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+                    "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
+    runs = croniter(from_presets.get(cron, cron), _SAMPLE_FROM.replace(tzinfo=None))
+    times = [runs.get_next(datetime) for _ in range(_SAMPLE_RUNS)]
+    return min(b - a for a, b in zip(times, times[1:]))
+
+
+def offset_for(slug: str, cron: str) -> timedelta:
+    """The log's fixed start offset after each tick of `cron`: a hash of the slug, in whole
+    seconds, below the cron's shortest gap (so runs keep their order) and below MAX_SPREAD."""
+    window = int(min(period_of(cron), MAX_SPREAD).total_seconds())
+    digest = hashlib.sha256(slug.encode()).digest()
+    return timedelta(seconds=int.from_bytes(digest[:8], "big") % max(window, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class LogSchedule:
+    """How one log's ingest DAG is scheduled. `wake` is the wake-up asset URI of a frozen
+    log, None for a live one."""
+
+    cron: str
+    offset: timedelta
+    frozen: bool
+    reason: str
+    wake: str | None
+
+    def describe(self) -> str:
+        """One paragraph for the DAG's doc_md: which schedule and why."""
+        at = f", {int(self.offset.total_seconds())} s after each tick" if self.offset else ""
+        if not self.frozen:
+            return (f"**Schedule**: `{self.cron}`{at} (CT_SCHEDULE): the log can still grow. "
+                    "Each log starts at its own offset, so the logs do not all start at once.")
+        return (f"**Schedule**: `{self.cron}`{at} (CT_FROZEN_SCHEDULE), or at once on an event of "
+                f"the asset `{self.wake}`: the log is frozen ({self.reason}), nothing can be "
+                "added to it. A run that leaves a backlog behind emits the wake-up event, so a "
+                "backlog drains run after run; the log-list refresh emits it when a new list "
+                "changes the log's state or interval.")
+
+
+def schedule_for(ctlog: CTLog, now: datetime, settings: Settings) -> LogSchedule:
+    """The schedule of `ctlog`'s ingest DAG as of `now` (timezone-aware). Offsets are zero
+    when CT_SCHEDULE_SPREAD is off."""
+    reason = frozen_reason(ctlog, now)
+    cron = settings.frozen_schedule if reason else settings.schedule
+    offset = offset_for(ctlog.slug, cron) if settings.schedule_spread else timedelta()
+    return LogSchedule(cron=cron, offset=offset, frozen=bool(reason), reason=reason,
+                       wake=wake_uri(ctlog.slug) if reason else None)
