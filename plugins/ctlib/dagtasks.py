@@ -39,11 +39,11 @@ def _fail_on_incident(step: Callable[[], Any]) -> Any:
 
 
 def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None,
-              emit: EmitEvent | None = None) -> list[dict[str, Any]]:
+              emit: EmitEvent | None = None, wake: EmitEvent | None = None) -> list[dict[str, Any]]:
     """One work item per planned range, each carrying the run's plan for commit; none when
     the log has nothing new, or when the run was small enough to be done here (`emit` given:
-    fetched, committed and announced through `emit`). With the Params start_index and
-    end_index, a backfill of that index range."""
+    fetched, committed and announced through `emit`; `wake` as in commit_task). With the
+    Params start_index and end_index, a backfill of that index range."""
     settings = Settings.from_env()
     warn_if_anonymous(settings)
     ctlog, store, lake = CTLog.from_dict(log_json), VariableStateStore(), Lake.open(settings.lake)
@@ -61,7 +61,7 @@ def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None,
         log.info("%s: one range of %d entries: fetching and committing in this task (CT_INLINE_ENTRIES=%d)",
                  ctlog.slug, plan.ranges[0][1] - plan.ranges[0][0], settings.inline_entries)
         summary = fetch_task(log_json, work[0], settings, alone=True)
-        result = commit_task(log_json, work, [summary], emit, settings)
+        result = commit_task(log_json, work, [summary], emit, settings, wake=wake)
         log.info("%s: committed in plan: %s", ctlog.slug, result)
         return []  # nothing left for fetch and commit: the scheduler skips them
     return work
@@ -93,7 +93,10 @@ def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Setting
 
 
 def commit_task(log_json: dict[str, Any], work: list[dict[str, Any]], summaries: list[dict[str, Any]],
-                emit: EmitEvent, settings: Settings | None = None) -> dict[str, Any]:
+                emit: EmitEvent, settings: Settings | None = None, wake: EmitEvent | None = None) -> dict[str, Any]:
+    """Commit the run; then, when `wake` is given (a frozen log's wake-up asset) and the
+    committed watermark is still below the verified tree size, emit through it so the next
+    run starts at once rather than at the next hourly tick."""
     settings = settings or _own_settings()
     ctlog = CTLog.from_dict(log_json)
     plan = RunPlan.from_json(work[0]["plan"])
@@ -114,4 +117,7 @@ def commit_task(log_json: dict[str, Any], work: list[dict[str, Any]], summaries:
         "files": [f for s in summaries_ for f in s.cert_files],
         "error_files": [f for s in summaries_ for f in s.error_files],
     })
+    if wake is not None and plan.mode != "backfill" and end < plan.tree_size:
+        log.info("%s: %d entries left behind: waking the next run", ctlog.slug, plan.tree_size - end)
+        wake({"log": ctlog.slug, "next_index": end, "tree_size": plan.tree_size})
     return result

@@ -102,7 +102,14 @@ class Settings:
     start_at: str
     """CT_START_AT: `latest` or `beginning`, for a log with no stored state."""
     schedule: str
-    """CT_SCHEDULE: cron expression of the per-log ingest DAGs."""
+    """CT_SCHEDULE: cron expression (UTC) of the ingest DAGs of logs that can still grow."""
+    schedule_spread: bool
+    """CT_SCHEDULE_SPREAD: each log's DAG starts at its own fixed offset after each tick of its
+    cron (a hash of its slug, below the cron's shortest gap and at most an hour), so the logs
+    do not all start at second :00; false: every DAG starts on the tick."""
+    frozen_schedule: str
+    """CT_FROZEN_SCHEDULE: cron expression (UTC) of the ingest DAGs of frozen logs (read-only,
+    retired, or past their temporal interval and MMD); they also run on their wake-up asset."""
     entries_per_run: int
     """CT_ENTRIES_PER_RUN: most entries one run fetches; a backlog drains over several runs."""
     entries_per_task: int
@@ -238,6 +245,8 @@ class Settings:
             lake=lake,
             start_at=start_at,
             schedule=env.get("CT_SCHEDULE", "").strip() or "* * * * *",
+            schedule_spread=_bool(env, "CT_SCHEDULE_SPREAD", True),
+            frozen_schedule=env.get("CT_FROZEN_SCHEDULE", "").strip() or "0 * * * *",
             entries_per_run=_int(env, "CT_ENTRIES_PER_RUN", 50_000),
             entries_per_task=_int(env, "CT_ENTRIES_PER_TASK", 10_000),
             max_tasks_per_run=_int(env, "CT_MAX_TASKS_PER_RUN", 8),
