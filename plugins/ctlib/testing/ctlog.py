@@ -13,6 +13,10 @@ its entries carry the leaf_index extension from the start, as a static-ct-api lo
 Like a real log, entries appended by `grow` are served only once `publish` has signed
 a tree head covering them. Faults (`Faults`) are changeable while serving.
 
+A log made with `replay=True` grows by replaying a pool of pre-built entries with fresh
+timestamps (ctlib.testing.replay) instead of signing a new certificate for each: cheap
+enough to grow thousands of entries per second (a firehose, ctlib.testing.profiles).
+
     python -m ctlib.testing.ctlog --logs 3 --tiled 1 --port 8800 --log-list .run/log_list.json
 
 Everything here is safe to call from several threads at once.
@@ -52,6 +56,7 @@ from ctlib.loglist import slugify
 from ctlib.merkle import MerkleTree, leaf_hash
 from ctlib.sth import SignedTreeHead, sign_checkpoint, sign_sth
 from ctlib.testing.certs import CertFactory, EntryType, GeneratedEntry
+from ctlib.testing.replay import ReplayEntries, replay_pool, spread_timestamps
 from ctlib.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -69,6 +74,8 @@ OPERATOR = "ct-airflow local"
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _GROW_CHUNK = 64  # entries generated per state-lock acquisition: keeps serving responsive
 _MAX_BACKLOG_S = 5.0  # a growth thread that fell behind catches up at most this many seconds
+_REPLAY_CHUNK = 1024  # replayed entries hashed per state-lock acquisition
+_TILE_CACHE = 2  # full data tiles (raw and gzip) a replay log keeps, most recent first
 ENDPOINTS = frozenset(
     {
         "get-sth",
@@ -114,6 +121,11 @@ class Faults:
     longer hashing to their fingerprints); `raw_gzip` serves data tiles gzip-compressed
     without a Content-Encoding header, like a misconfigured bucket.
 
+    Latency (both APIs, every request, faultable or not): `latency` = (low, high) seconds
+    sleeps a uniformly random time in [low, high] before answering, as a remote log's round
+    trip would (e.g. (0.05, 0.15)); (0, 0), the default, sleeps not at all. The sleep holds
+    no lock and costs no CPU: other requests are served meanwhile.
+
     Transport misbehaviour (classic logs; counted like the `*_every` knobs): `delay_every`
     sleeps `delay` only on every Nth request (0: on every one); `reset_every` sends the
     headers and half the body of every Nth answer, then resets the connection (RST);
@@ -122,11 +134,6 @@ class Faults:
     base64; `huge_body` > 0 pads every get-entries answer with whitespace up to that many
     bytes, streamed (never held in memory), with a Content-Length, or chunked (no length
     announced) when `huge_body_chunked`.
-
-    `max_rps` > 0 limits the log's readers as a real log does: a token bucket of `max_rps`
-    tokens a second (holding at most max(1, max_rps), one second's worth) takes one per
-    request counted like the `*_every` knobs; a request finding it empty answers 429 with
-    `Retry-After: retry_after` and counts as throttled (RequestCounts.throttled).
     """
 
     cap: int = 1000
@@ -150,7 +157,7 @@ class Faults:
     bad_base64: frozenset[int] = frozenset()
     huge_body: int = 0
     huge_body_chunked: bool = False
-    max_rps: float = 0.0
+    latency: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,13 @@ class LocalCTLog:
 
     `grow`, `submit`, `publish`, `answer` and `answer_static` are safe to call concurrently;
     `tick` belongs to the one growth thread of the server hosting the log.
+
+    With `replay=True`, `grow` appends entries of the process's replay pool (shared by every
+    replay log; ctlib.testing.replay) with fresh timestamps spread over the time since the
+    previous growth (non-decreasing), and in a tiled log the leaf_index of their new index,
+    instead of generating certificates; `submit` and `malformed` entries are still generated
+    and stored as such. get-entries answers and data tiles are assembled from per-pool-entry
+    pieces; the most recent full data tiles are kept. `operator` is the log list's operator.
     """
 
     def __init__(
@@ -311,8 +325,11 @@ class LocalCTLog:
         key: ec.EllipticCurvePrivateKey | None = None,
         tiled: bool = False,
         origin: str | None = None,
+        replay: bool = False,
+        operator: str = OPERATOR,
     ) -> None:
         self.description = description
+        self.operator = operator
         self.slug = slugify(description)
         if not self.slug:
             raise ValueError(f"log description {description!r} gives an empty slug")
@@ -333,6 +350,15 @@ class LocalCTLog:
         self._ext_len = len(encode_leaf_index_extension(0)) if tiled else 0
         self._leaves: list[bytes] = []
         self._extras: list[bytes] = []
+        self._replay: ReplayEntries | None = None
+        self._cursor = 0  # the next pool position a replay log appends
+        if replay:
+            self._replay = ReplayEntries(replay_pool(), tiled=tiled)
+            # Same sequence interface as the lists: every reader of _leaves/_extras works as is.
+            self._leaves, self._extras = self._replay, self._replay.extras  # type: ignore[assignment]
+            self._cursor = int.from_bytes(hashlib.sha256(self.slug.encode()).digest()[:4], "big")
+            self._cursor %= len(self._replay.pool)
+        self._tile_cache: dict[int, list[bytes]] = {}  # full data tile index: [raw, gzip]
         self._tree = MerkleTree()
         self._published: list[int] = []  # every tree size published, ascending (partial tiles)
         self._fork: _Fork | None = None
@@ -345,7 +371,6 @@ class LocalCTLog:
         self._carry = 0.0
         self._last_tick: float | None = None
         self._counters = _Counters()
-        self._rps_gate: tuple[float, float] | None = None  # Faults.max_rps: (tokens, monotonic time)
         self._sth = self.publish()  # the empty tree's STH
 
     # ----------------------------------------------------------------- state
@@ -419,8 +444,12 @@ class LocalCTLog:
                 corrupt_malformed(e.leaf_input, i, der_only=self.tiled) if i in malformed else e.leaf_input
                 for i, e in enumerate(entries, first)
             ]
-            self._leaves.extend(leaves)
-            self._extras.extend(e.extra_data for e in entries)
+            if self._replay is not None:
+                for leaf, e in zip(leaves, entries):
+                    self._replay.append_explicit(leaf, e.extra_data)
+            else:
+                self._leaves.extend(leaves)
+                self._extras.extend(e.extra_data for e in entries)
             self._tree.extend(leaf_hash(leaf) for leaf in leaves)
             return first
 
@@ -434,7 +463,10 @@ class LocalCTLog:
         return encode_leaf_index_extension(index) if self.tiled else b""
 
     def grow(self, n: int) -> int:
-        """Append `n` generated entries (not yet published); return the new size."""
+        """Append `n` generated (or replayed) entries, not yet published; return the new size."""
+        if self._replay is not None:
+            self._grow_replay(n)
+            return self.size
         with self._gen_lock:
             done = 0
             while done < n:
@@ -447,6 +479,36 @@ class LocalCTLog:
                 self._append(batch)
                 done += len(batch)
         return self.size
+
+    def _grow_replay(self, n: int) -> None:
+        store = self._replay
+        assert store is not None
+        if n <= 0:
+            return
+        pool_size = len(store.pool)
+        with self._gen_lock:
+            stamps = spread_timestamps(n, self._last_entry_ms, _now_ms(), int(_MAX_BACKLOG_S * 1000))
+            self._last_entry_ms = stamps[-1]
+            for done in range(0, n, _REPLAY_CHUNK):
+                times = stamps[done : done + _REPLAY_CHUNK]
+                sources = [(self._cursor + k) % pool_size for k in range(len(times))]
+                self._cursor = (self._cursor + len(times)) % pool_size
+                first = len(store)  # stable: only this thread (holding _gen_lock) appends
+                leaves = store.build(sources, times)  # hashed outside _lock: serving goes on
+                bad = [i for i in range(first, first + len(leaves)) if i in self.faults.malformed]
+                for i in bad:
+                    leaves[i - first] = corrupt_malformed(leaves[i - first], i, der_only=self.tiled)
+                hashes = [leaf_hash(leaf) for leaf in leaves]
+                with self._lock:
+                    if not bad:
+                        store.append(sources, times)
+                    else:
+                        for k, (source, stamp) in enumerate(zip(sources, times)):
+                            if first + k in bad:
+                                store.append_explicit(leaves[k], store.pool.entries[source].extra_data)
+                            else:
+                                store.append([source], [stamp])
+                    self._tree.extend(hashes)
 
     def submit(self, names: Sequence[str], *, entry_type: EntryType | None = None) -> int:
         """Append one certificate for exactly `names` (not yet published); return its index."""
@@ -566,7 +628,19 @@ class LocalCTLog:
         if answer.status != 200 or endpoint != "data" or not (accept_gzip or raw_gzip):
             return answer
         headers = answer.headers if raw_gzip else answer.headers + (("Content-Encoding", "gzip"),)
-        return replace(answer, body=gzip.compress(answer.body, compresslevel=1, mtime=0), headers=headers)
+        return replace(answer, body=self._gzip_data_tile(answer.body), headers=headers)
+
+    def _gzip_data_tile(self, body: bytes) -> bytes:
+        """`body` gzip-compressed, from the tile cache when it is a cached full tile's body."""
+        with self._lock:
+            cached = next((c for c in self._tile_cache.values() if c[0] is body), None)
+            if cached is not None and len(cached) > 1:
+                return cached[1]
+        compressed = gzip.compress(body, compresslevel=1, mtime=0)
+        if cached is not None:
+            with self._lock:
+                cached[1:] = [compressed]
+        return compressed
 
     def _serve(self, endpoint: str, produce: Callable[[], tuple[Answer, int]]) -> Answer:
         faults = self.faults
@@ -577,11 +651,11 @@ class LocalCTLog:
             if faultable:
                 self._counters.faultable += 1
             n = self._counters.faultable
+        low, high = faults.latency
+        if high > 0:
+            time.sleep(random.uniform(low, high))
         if faultable and faults.delay > 0 and (not faults.delay_every or n % faults.delay_every == 0):
             time.sleep(faults.delay)
-        if faultable and faults.max_rps > 0 and not self._within_max_rps(faults.max_rps):
-            retry_after = (("Retry-After", str(faults.retry_after)),)
-            return self._outcome("throttled", _text(429, "over the request rate", retry_after))
         if faultable and faults.http_429_every and n % faults.http_429_every == 0:
             retry_after = (("Retry-After", str(faults.retry_after)),)
             return self._outcome("throttled", _text(429, "rate limited", retry_after))
@@ -604,17 +678,6 @@ class LocalCTLog:
             self._counters.entries_served += served
         return self._outcome("ok", result)
 
-    def _within_max_rps(self, rate: float) -> bool:
-        """Take a token of the Faults.max_rps bucket; False when there is none."""
-        capacity = max(1.0, rate)
-        with self._lock:
-            now = time.monotonic()
-            tokens, at = self._rps_gate or (capacity, now)
-            tokens = min(capacity, tokens + (now - at) * rate)
-            allowed = tokens >= 1.0
-            self._rps_gate = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
-
     def _outcome(self, what: str, answer: Answer) -> Answer:
         with self._lock:
             self._counters.outcomes[what] += 1
@@ -636,6 +699,8 @@ class LocalCTLog:
             end = min(end, start + max(1, self.faults.cap) - 1)
             end = min(end + max(0, self.faults.extra_entries), sth.tree_size - 1)
             with self._lock:
+                if self._replay is not None and view.leaves is self._replay and self._untouched(start, end + 1):
+                    return Answer(200, self._replay.entries_json(start, end + 1)), end + 1 - start
                 leaves = view.leaves[start : end + 1]
                 extras = self._extras[start : end + 1]
             tampered, bad_base64 = self.faults.tampered, self.faults.bad_base64
@@ -736,7 +801,25 @@ class LocalCTLog:
             at = bisect.bisect_left(self._published, low)
             return at < len(self._published) and self._published[at] < high
 
+    def _untouched(self, start: int, end: int) -> bool:
+        """No tampered or bad_base64 index in [start, end): served as stored."""
+        faults = self.faults
+        span = range(start, end)
+        return faults.tampered.isdisjoint(span) and faults.bad_base64.isdisjoint(span)
+
     def _data_tile(self, view: _View, tile: TileRef) -> bytes:
+        store = self._replay
+        if store is not None and view.leaves is store and self._untouched(tile.start, tile.start + tile.width):
+            with self._lock:
+                cached = None if tile.partial else self._tile_cache.get(tile.index)
+                if cached is not None:
+                    return cached[0]
+                body = store.data_tile(tile.start, tile.start + tile.width, self._fingerprint)
+                if not tile.partial:
+                    if len(self._tile_cache) >= _TILE_CACHE:
+                        del self._tile_cache[min(self._tile_cache)]
+                    self._tile_cache[tile.index] = [body]
+                return body
         with self._lock:
             leaves = view.leaves[tile.start : tile.start + tile.width]
             extras = self._extras[tile.start : tile.start + tile.width]
@@ -891,9 +974,13 @@ class LogServer:
         rate: float = 0.0,
         faults: Faults | None = None,
         tiled: bool = False,
+        replay: bool = False,
+        operator: str = OPERATOR,
     ) -> LocalCTLog:
         """Create, fill (`initial_size` entries, published) and host a log named `name`;
         `tiled` makes it a static-ct-api log (checkpoint origin `127.0.0.1:<port>/<slug>`).
+        `replay` makes it grow from the process's replay pool (cheap; see LocalCTLog);
+        `operator` names its operator in `log_list()`.
 
         `seed` defaults to the log's position (1, 2, ...), so logs differ. Raises
         ValueError if another log already has the same slug.
@@ -907,6 +994,8 @@ class LogServer:
             rate=rate,
             tiled=tiled,
             origin=f"{HOST}:{self.port}/{slugify(name)}",
+            replay=replay,
+            operator=operator,
         )
         if initial_size:
             log.grow(initial_size)
@@ -979,7 +1068,9 @@ class LogServer:
 
     def log_list(self) -> dict[str, Any]:
         """A Google log list v3 describing this server's logs, all `usable`; tiled logs under
-        `tiled_logs` with submission and monitoring URL (the same prefix) and mmd 60."""
+        `tiled_logs` with submission and monitoring URL (the same prefix) and mmd 60. Logs are
+        grouped by operator, operators in the order their first log was added (OPERATOR alone,
+        with no logs, for an empty server)."""
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         # Generous: certificates expire 90 days after issuance, whatever the clock says.
         start = dt.datetime(now.year - 1, 1, 1, tzinfo=dt.timezone.utc)
@@ -998,18 +1089,20 @@ class LogServer:
                 "temporal_interval": {"start_inclusive": _iso(start), "end_exclusive": _iso(end)},
             }
 
-        logs = [entry(log) for log in self.logs if not log.tiled]
-        tiled_logs = [entry(log) for log in self.logs if log.tiled]
+        operators: dict[str, list[LocalCTLog]] = {}
+        for log in self.logs:
+            operators.setdefault(log.operator, []).append(log)
         return {
             "version": "1.0",
             "log_list_timestamp": _iso(now),
             "operators": [
                 {
-                    "name": OPERATOR,
-                    "email": ["ct-airflow-local@example.org"],
-                    "logs": logs,
-                    "tiled_logs": tiled_logs,
+                    "name": name,
+                    "email": [_operator_email(name)],
+                    "logs": [entry(log) for log in logs if not log.tiled],
+                    "tiled_logs": [entry(log) for log in logs if log.tiled],
                 }
+                for name, logs in (operators or {OPERATOR: []}).items()
             ],
         }
 
@@ -1025,6 +1118,11 @@ class LogServer:
 
 def _iso(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _operator_email(operator: str) -> str:
+    """A contact address for a local operator: ct-airflow-local@example.org for OPERATOR."""
+    return f"{slugify(operator) or 'operator'}@example.org" if operator != OPERATOR else "ct-airflow-local@example.org"
 
 
 # --------------------------------------------------------------------------- CLI
