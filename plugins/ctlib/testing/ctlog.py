@@ -134,6 +134,11 @@ class Faults:
     base64; `huge_body` > 0 pads every get-entries answer with whitespace up to that many
     bytes, streamed (never held in memory), with a Content-Length, or chunked (no length
     announced) when `huge_body_chunked`.
+
+    `max_rps` > 0 limits the log's readers as a real log does: a token bucket of `max_rps`
+    tokens a second (holding at most max(1, max_rps), one second's worth) takes one per
+    request counted like the `*_every` knobs; a request finding it empty answers 429 with
+    `Retry-After: retry_after` and counts as throttled (RequestCounts.throttled).
     """
 
     cap: int = 1000
@@ -158,6 +163,7 @@ class Faults:
     huge_body: int = 0
     huge_body_chunked: bool = False
     latency: tuple[float, float] = (0.0, 0.0)
+    max_rps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -371,6 +377,7 @@ class LocalCTLog:
         self._carry = 0.0
         self._last_tick: float | None = None
         self._counters = _Counters()
+        self._rps_gate: tuple[float, float] | None = None  # Faults.max_rps: (tokens, monotonic time)
         self._sth = self.publish()  # the empty tree's STH
 
     # ----------------------------------------------------------------- state
@@ -656,6 +663,9 @@ class LocalCTLog:
             time.sleep(random.uniform(low, high))
         if faultable and faults.delay > 0 and (not faults.delay_every or n % faults.delay_every == 0):
             time.sleep(faults.delay)
+        if faultable and faults.max_rps > 0 and not self._within_max_rps(faults.max_rps):
+            retry_after = (("Retry-After", str(faults.retry_after)),)
+            return self._outcome("throttled", _text(429, "over the request rate", retry_after))
         if faultable and faults.http_429_every and n % faults.http_429_every == 0:
             retry_after = (("Retry-After", str(faults.retry_after)),)
             return self._outcome("throttled", _text(429, "rate limited", retry_after))
@@ -677,6 +687,17 @@ class LocalCTLog:
         with self._lock:
             self._counters.entries_served += served
         return self._outcome("ok", result)
+
+    def _within_max_rps(self, rate: float) -> bool:
+        """Take a token of the Faults.max_rps bucket; False when there is none."""
+        capacity = max(1.0, rate)
+        with self._lock:
+            now = time.monotonic()
+            tokens, at = self._rps_gate or (capacity, now)
+            tokens = min(capacity, tokens + (now - at) * rate)
+            allowed = tokens >= 1.0
+            self._rps_gate = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
 
     def _outcome(self, what: str, answer: Answer) -> Answer:
         with self._lock:
