@@ -75,10 +75,11 @@ def test_pool_is_built_once_and_certificates_repeat_with_fresh_leaves():
     assert first._replay.pool is second._replay.pool is pool
     first.grow(len(pool) + 1)
     leaf0, leaf_n = first.entry(0)[0], first.entry(len(pool))[0]
-    # Same certificate (everything after the 12-byte header), another timestamp or not: the
-    # entries are distinct log entries with the same extra_data.
+    # Same certificate and chain (everything after the 12-byte header), another timestamp:
+    # distinct log entries, with distinct leaf hashes.
     assert leaf0[12:] == leaf_n[12:] and first.entry(0)[1] == first.entry(len(pool))[1]
-    assert parse_merkle_tree_leaf(leaf0).cert_der or parse_merkle_tree_leaf(leaf0).tbs_der
+    assert parse_merkle_tree_leaf(leaf0).timestamp_ms < parse_merkle_tree_leaf(leaf_n).timestamp_ms
+    assert leaf_hash(leaf0) != leaf_hash(leaf_n)
 
 
 def test_replay_timestamps_are_fresh_and_never_decrease_even_when_the_clock_does(monkeypatch):
