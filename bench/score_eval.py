@@ -11,7 +11,15 @@ one half) and the recall on names with ``shared_platform=0`` (at the same thresh
 
 Figures are given on all names and on two halves split by a hash of the registered domain:
 ``tune`` (the half the lists and weights were tuned on) and ``holdout`` (never looked at while
-tuning). ``python bench/score_eval.py [--out bench/results/score_eval.json]``.
+tuning).
+
+Throughput: names per second of CPU time on one core, scoring the distinct labelled names with
+a fresh Scorer (best of 3), and on a certificate-like stream of them; with ``--before REV`` the
+same measurement of the scorer at git revision REV (its ``plugins`` and ``include`` exported to
+a temporary folder, run in a subprocess), so a change is measured against the old code on the
+same machine, names and method.
+
+``python bench/score_eval.py [--out bench/results/score_eval.json] [--before HEAD~1]``.
 """
 
 from __future__ import annotations
@@ -21,7 +29,11 @@ import csv
 import hashlib
 import json
 import math
+import os
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -145,31 +157,67 @@ def scorers() -> dict[str, Callable[[str], float]]:
     return {"phishing_catcher": baseline.score_domain, "ctlib.score": lambda n: ours.score(n).score}
 
 
-def throughput(names: Sequence[str], repeats: int = 3) -> dict[str, float]:
+def throughput(names: Sequence[str], repeats: int = 3, *, detail: bool = False) -> dict[str, float]:
     """Names per second of ctlib.score on one core (per second of this process's CPU time,
     so other load on the machine does not count), best of `repeats` runs, each run with a
-    fresh Scorer (cold caches): `unique` scores every name once; `certificates` scores them as
-    certificates log them (each name with its www. sibling, and every certificate twice, as
-    precertificate and certificate), which is what the per-name and per-registrable-domain
-    caches are for."""
+    fresh Scorer (cold caches): `unique` scores every distinct name once; `certificates` scores
+    them as certificates log them (each name with its www. sibling, and every certificate
+    twice, as precertificate and certificate), which is what the per-name and
+    per-registrable-domain caches are for. With `detail`, also `unique_names` (how many) and
+    `unique_cpu_seconds` (of the best run)."""
     from ctlib.score import Scorer
 
-    stream = [n for name in names for n in (name, "www." + name.removeprefix("www."))] * 2
+    distinct = list(dict.fromkeys(names))
+    stream = [n for name in distinct for n in (name, "www." + name.removeprefix("www."))] * 2
     best: dict[str, float] = {}
-    for label, batch in (("unique", list(names)), ("certificates", stream)):
+    seconds: dict[str, float] = {}
+    for label, batch in (("unique", distinct), ("certificates", stream)):
         for _ in range(repeats):
             scorer = Scorer()
             scorer.score("warm-up.example.com")  # loads the suffix list outside the timing
             start = time.process_time()
             for name in batch:
                 scorer.score(name)
-            rate = len(batch) / max(time.process_time() - start, 1e-9)
-            best[label] = max(best.get(label, 0.0), rate)
+            elapsed = max(time.process_time() - start, 1e-9)
+            if len(batch) / elapsed > best.get(label, 0.0):
+                best[label], seconds[label] = len(batch) / elapsed, elapsed
+    if detail:
+        best.update(unique_names=len(distinct), unique_cpu_seconds=seconds["unique"])
     return best
 
 
-def run(folder: Path) -> dict:
-    """Every figure, for every scorer, on all names and on each half."""
+def throughput_at(revision: str, names: Sequence[str], repeats: int = 3) -> dict:
+    """`throughput(names, detail=True)` of the scorer as it was at git `revision`: its
+    `plugins` and `include` folders are exported (`git archive`) to a temporary folder and
+    measured in a subprocess by this module's own `throughput`, with that `plugins` first on
+    the path (checked: the subprocess reports where it imported ctlib from)."""
+    with tempfile.TemporaryDirectory(prefix="score-before-") as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision, "plugins", "include"],
+                                 check=True, capture_output=True).stdout
+        tar_path = Path(tmp) / "tree.tar"
+        tar_path.write_bytes(archive)
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(tmp, filter="data")
+        names_file = Path(tmp) / "names.txt"
+        names_file.write_text("\n".join(names) + "\n")
+        code = (
+            "import json, sys; sys.path.insert(1, sys.argv[1]); import ctlib;"
+            "from bench.score_eval import throughput;"
+            "names = open(sys.argv[2]).read().split();"
+            "print(json.dumps({'ctlib': ctlib.__file__, **throughput(names, int(sys.argv[3]), detail=True)}))"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tmp) / "plugins"), str(ROOT)])}
+        out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(names_file), str(repeats)],
+                             check=True, capture_output=True, text=True, env=env).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        if not Path(result.pop("ctlib")).resolve().is_relative_to(Path(tmp).resolve()):
+            raise RuntimeError(f"the scorer of {revision} was not the one imported")
+    return {"revision": revision, **result}
+
+
+def run(folder: Path, before: str | None = None) -> dict:
+    """Every figure, for every scorer, on all names and on each half; the scorer's throughput,
+    and with `before` (a git revision) the throughput of the scorer at that revision."""
     examples = load_examples(folder)
     report: dict = {"fprs": list(FPRS), "scorers": {}}
     for name, fn in scorers().items():
@@ -187,7 +235,25 @@ def run(folder: Path) -> dict:
         }
         for split in ("all", "tune", "holdout")
     }
-    report["names_per_second"] = throughput([e.host for e in examples])
+    hosts = [e.host for e in examples]
+    now = throughput(hosts, detail=True)
+    report["names_per_second"] = {"unique": now["unique"], "certificates": now["certificates"]}
+    report["throughput"] = {  # CPU time on one core, distinct labelled names, best of 3
+        "distinct_names": now["unique_names"],
+        "cpu_seconds": now["unique_cpu_seconds"],
+        "names_per_second": now["unique"],
+        "certificate_stream_names_per_second": now["certificates"],
+        "before": None,
+    }
+    if before:
+        then = throughput_at(before, hosts)
+        report["throughput"]["before"] = {
+            "revision": then["revision"],
+            "distinct_names": then["unique_names"],
+            "cpu_seconds": then["unique_cpu_seconds"],
+            "names_per_second": then["unique"],
+            "certificate_stream_names_per_second": then["certificates"],
+        }
     return report
 
 
@@ -205,9 +271,15 @@ def _print(report: dict) -> None:
     for split, ratios in report["recall_ratio"].items():
         cells = "  ".join(f"{float(fpr):.2%}: {r:.1f}x" if r else f"{float(fpr):.2%}: n/a" for fpr, r in ratios.items())
         print(f"recall ctlib.score / phishing_catcher, {split:8s} {cells}")
-    rates = report["names_per_second"]
-    print(f"ctlib.score throughput: {rates['unique']:,.0f} names/s (every name new), "
-          f"{rates['certificates']:,.0f} names/s (certificate-like stream)")
+    t = report["throughput"]
+    print(f"ctlib.score throughput (CPU time, one core, best of 3): {t['names_per_second']:,.0f} names/s "
+          f"on {t['distinct_names']:,} distinct names ({t['cpu_seconds']:.3f} s), "
+          f"{t['certificate_stream_names_per_second']:,.0f} names/s on a certificate-like stream")
+    if t["before"]:
+        b = t["before"]
+        print(f"  before ({b['revision']}): {b['names_per_second']:,.0f} names/s ({b['cpu_seconds']:.3f} s), "
+              f"{b['certificate_stream_names_per_second']:,.0f} names/s on the stream; "
+              f"now {t['names_per_second'] / b['names_per_second']:.2f}x")
 
 
 def _finite(obj):
@@ -227,8 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default: %(default)s)")
     ap.add_argument("--data", type=Path, default=PHISHING, help="folder of the labelled data")
+    ap.add_argument("--before", metavar="REV", help="also measure the scorer at this git revision (e.g. HEAD~1)")
     args = ap.parse_args(argv)
-    report = run(args.data)
+    report = run(args.data, before=args.before)
     _print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_finite(report), indent=2) + "\n")

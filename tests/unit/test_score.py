@@ -335,10 +335,20 @@ def test_recall_is_at_least_twice_the_baseline() -> None:
 
 def test_throughput() -> None:
     names = [e.host for e in score_eval.load_examples(PHISHING)]
-    rates = score_eval.throughput(names, repeats=2)
-    # 20,000 names/s is the target on a certificate stream; the margin absorbs a busy machine.
+    rates = score_eval.throughput(names, repeats=2, detail=True)
+    # 20,000 names/s is the target on distinct names (measured at ~25,000 on an idle core) and on
+    # a certificate stream; the margins absorb a busy machine and the suite running beside.
     assert rates["certificates"] >= 20_000, rates
-    assert rates["unique"] >= 5_000, rates
+    assert rates["unique"] >= 10_000, rates
+    assert rates["unique_names"] == len(set(names)) and rates["unique_cpu_seconds"] > 0
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists(), reason="needs the git checkout")
+def test_throughput_before_measures_the_scorer_of_that_revision() -> None:
+    names = [e.host for e in score_eval.load_examples(PHISHING)][:300]
+    then = score_eval.throughput_at("HEAD", names, repeats=1)  # raises unless HEAD's own ctlib was imported
+    assert then["revision"] == "HEAD" and then["unique_names"] == len(set(names))
+    assert then["unique"] > 0 and then["certificates"] > 0
 
 
 # --- Known verdicts: the speed work must not move any of them ------------------------------------
@@ -429,3 +439,19 @@ def test_entropy_matches_the_definition() -> None:
         n = len(text)
         expected = -sum(c / n * log2(c / n) for c in Counter(text).values()) if n else 0.0
         assert entropy(text) == pytest.approx(expected, abs=1e-12)
+
+
+def test_keyword_trie_pattern_finds_what_the_longest_first_alternation_finds() -> None:
+    import random
+
+    from ctlib.score.rules import longest_match_pattern
+
+    words = ["log", "login", "logon", "sign", "signin", "in", "secure", "sec", "a.b", "x-y", "lo"]
+    alternation = re.compile("|".join(map(re.escape, sorted(words, key=len, reverse=True))))
+    trie = longest_match_pattern(words)
+    rng = random.Random(7)
+    texts = ["loginsecure", "logo", "signinlog", "a.bx-ylogon", "sigsecsecure"]
+    texts += ["".join(rng.choice("logisnecu.-abxy") for _ in range(rng.randint(0, 20))) for _ in range(3000)]
+    for text in texts:
+        assert trie.findall(text) == alternation.findall(text), text
+    assert trie.findall("loginsecure-logo") == ["login", "secure", "log"]

@@ -21,9 +21,14 @@ ASCII skeleton (Unicode TR39 confusables via `confusable_homoglyphs`, then accen
 token for short terms) or by edit distance (OSA: a transposition is one edit), the allowed
 distance growing with the term's length, after folding ASCII look-alikes (0/o, 1/i/l, rn/m).
 
-Speed: every label's analysis is cached, so is the registrable domain's share of the verdict
-(most names of a certificate share it: x.com, www.x.com) and every name's result; all caches
-are bounded LRUs. The analyses are pure, so one Scorer may be shared between threads.
+Speed (about 25,000 distinct names/s on one core, bench/score_eval.py): every label's analysis
+is cached, with the per-label parts of the name-level rules (fake_tld, gov_lure, long_label)
+worked out there once; so are the registrable domain's share of the verdict (most names of a
+certificate share it: x.com, www.x.com), the verdict of a bare registrable domain (worked out
+only when such a name comes), each token's edit-distance candidates, each issuer's free-CA
+rule and every name's result; all caches are bounded LRUs. Keywords are found by one regex
+compiled as a trie; the public-suffix splitter is built once per process. The analyses are
+pure, so one Scorer may be shared between threads.
 """
 
 from __future__ import annotations
@@ -441,11 +446,11 @@ class LabelInfo(NamedTuple):
     keywords: tuple[str, ...]
     hits: tuple[BrandHit, ...]
     # Per-label parts of the name-level rules, worked out once here rather than for every name.
-    length: int = 0  # of the label as written (long_label)
-    fake_sub: bool = False  # as a subdomain label, it writes a TLD: com, com-x, x-net (fake_tld)
-    com_edge: bool = False  # as the registrable label, it starts or ends with the token com
-    second_level: bool = False  # a token is a registry's second-level label (co, go, gob)
-    gov: bool = False  # a token is a government word (gov_lure)
+    length: int  # of the label as written (long_label)
+    fake_sub: bool  # as a subdomain label, it writes a TLD: com, com-x, x-net (fake_tld)
+    com_edge: bool  # as the registrable label, it starts or ends with the token com
+    second_level: bool  # a token is a registry's second-level label (co, go, gob)
+    gov: bool  # a token is a government word (gov_lure)
 
 
 # Rule precedence among brand rules when weights tie: stronger evidence first.
@@ -467,7 +472,7 @@ def fake_tld(labels: list[LabelInfo], cctlds: frozenset[str]) -> bool:
     the registrable label last."""
     *subs, reg = labels
     for label in subs:
-        if label.fake_sub:  # com, com-x or x-com as a label of its own (see _label_flags)
+        if label.fake_sub:  # com, com-x or x-com as a label of its own
             return True
     # A registrable label may well end in -net or -org (cyber-net.de); -com and com- it seldom does.
     if reg.com_edge:
@@ -481,18 +486,6 @@ def fake_tld(labels: list[LabelInfo], cctlds: frozenset[str]) -> bool:
     return any(a in _SECOND_LEVEL and b in cctlds for a, b in pairwise(tokens))
 
 
-def _label_flags(label: str, text: str, tokens: tuple[str, ...]) -> dict[str, int | bool]:
-    """The LabelInfo fields behind fake_tld, gov_lure and long_label, for one label."""
-    several = len(tokens) > 1
-    return {
-        "length": len(label),
-        "fake_sub": text in _FAKE_TLDS or (several and (tokens[0] in _FAKE_TLDS or tokens[-1] in _FAKE_TLDS)),
-        "com_edge": several and "com" in (tokens[0], tokens[-1]),
-        "second_level": not _SECOND_LEVEL.isdisjoint(tokens),
-        "gov": not _GOV_TOKENS.isdisjoint(tokens),
-    }
-
-
 def gov_lure(labels: list[LabelInfo], suffix: str) -> bool:
     """A government word (gov, gouv, gob) as a token outside a government suffix, and not
     a government's own registrable domain (gov.uz)."""
@@ -504,6 +497,28 @@ def gov_lure(labels: list[LabelInfo], suffix: str) -> bool:
     if _GOV_TOKENS.intersection(suffix.split(".")):
         return False
     return not (labels[-1].text in _GOV_TOKENS and len(suffix.rsplit(".", 1)[-1]) == 2)
+
+
+def longest_match_pattern(words: Iterable[str]) -> re.Pattern[str]:
+    """A regex whose `findall` gives, scanning left to right, the longest of `words` at each
+    match (as the alternation of the words, longest first, would) but compiled as a trie:
+    `log(?:in)?` rather than `login|log`, so each position costs one branch, not one per word."""
+    trie: dict[str, dict] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a word ends here
+
+    def branch(node: dict[str, dict]) -> str:
+        alternatives = [re.escape(char) + branch(child) for char, child in sorted(node.items()) if char]
+        if not alternatives:
+            return ""
+        body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+        # Greedy: a longer word through this node is tried before the word ending here.
+        return f"(?:{body})?" if "" in node else body
+
+    return re.compile(branch(trie))
 
 
 class _Registrable(NamedTuple):
@@ -549,12 +564,13 @@ class Scorer:
             "min_deletion_len", "fuzzy_long_len")))
         self._matcher = BrandMatcher(lists.brands, limits, lists.not_typos)
         self._cctlds = frozenset(t for t in self._extract.tlds if len(t) == 2 and t.isalpha())
-        words = sorted(lists.keywords, key=len, reverse=True)  # longest first: "verification" wins
-        self._keywords = re.compile("|".join(map(re.escape, words))) if words else None
+        self._keywords = longest_match_pattern(lists.keywords) if lists.keywords else None
         self._label = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_label)
         self._registrable = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_registrable)
         self._alone = lru_cache(maxsize=_CACHE_LABELS)(self._analyse_alone)
         self._cached = lru_cache(maxsize=_CACHE_NAMES)(self._score)
+        self._issuer_ca = lru_cache(maxsize=1024)(self._free_ca)  # a few issuers sign most names
+        self._threshold = lists.threshold
 
     @property
     def threshold(self) -> float:
@@ -575,19 +591,28 @@ class Scorer:
         uni = decode_label(label)
         idn = uni != label or not label.isascii()  # an A-label, or a U-label given as such
         text = skeleton(uni)
-        tokens = tuple(t for t in _TOKENS.split(text) if t)
+        if "-" in text or "_" in text:
+            tokens = tuple(filter(None, _TOKENS.split(text)))
+        else:
+            tokens = (text,) if text else ()
+        several = len(tokens) > 1
+        # Positional: the hot path, and a NamedTuple builds faster so (fields in LabelInfo order).
         return LabelInfo(
-            text=text,
-            idn=idn,
-            lookalike=idn and text.isascii(),
-            mixed_script=idn and is_mixed_script(uni),
-            random=not idn and looks_random(label),
-            numeric=is_numeric(label),
-            hyphens=label.count("-") - (2 if label.startswith("xn--") else 0),
-            tokens=tokens,
-            keywords=tuple(dict.fromkeys(self._keywords.findall(text))) if self._keywords else (),
-            hits=self._matcher.match(text) if text.isascii() else (),
-            **_label_flags(label, text, tokens),
+            text,
+            idn,
+            idn and text.isascii(),  # lookalike
+            idn and is_mixed_script(uni),  # mixed_script
+            not idn and looks_random(label),  # random
+            is_numeric(label),
+            label.count("-") - (2 if label.startswith("xn--") else 0),  # hyphens
+            tokens,
+            tuple(dict.fromkeys(self._keywords.findall(text))) if self._keywords else (),  # keywords
+            self._matcher.match(text) if text.isascii() else (),  # hits
+            len(label),  # length
+            text in _FAKE_TLDS or (several and (tokens[0] in _FAKE_TLDS or tokens[-1] in _FAKE_TLDS)),  # fake_sub
+            several and "com" in (tokens[0], tokens[-1]),  # com_edge
+            not _SECOND_LEVEL.isdisjoint(tokens),  # second_level
+            not _GOV_TOKENS.isdisjoint(tokens),  # gov
         )
 
     def _analyse_registrable(self, reg_label: str, suffix: str, is_private: bool) -> _Registrable:
@@ -623,7 +648,9 @@ class Scorer:
             rules.append(("numeric_label", w["numeric_label"]))
         return _Registrable(registered, suffix, None, info, tuple(brand_rules), tuple(rules))
 
-    def _analyse_alone(self, reg_label: str, suffix: str, is_private: bool) -> tuple[tuple[tuple[str, float], ...], str | None]:
+    def _analyse_alone(
+        self, reg_label: str, suffix: str, is_private: bool
+    ) -> tuple[tuple[tuple[str, float], ...], str | None]:
         """The rules and brand of the name that is the registrable domain alone (or its www):
         most names of a certificate are, so this is cached per registrable domain, and only
         worked out when such a name comes (a name with subdomain labels never needs it)."""
@@ -683,12 +710,12 @@ class Scorer:
             fired.append(("many_dots", w["many_dots"]))
         if wildcard:
             fired.append(("wildcard", w["wildcard"]))
-        ca = self._free_ca(issuer)
+        ca = self._issuer_ca(issuer)
         if ca:
             fired.append(ca)
         rules = tuple(sorted(((r, float(x)) for r, x in fired if x), key=lambda r: -r[1]))
         total = float(round(sum(x for _, x in rules), 6))
-        return Score(name, total, total >= self.threshold, rules, reg.registered, brand)
+        return Score(name, total, total >= self._threshold, rules, reg.registered, brand)
 
     def _combine(
         self, reg: _Registrable, subs: list[LabelInfo], body: str
