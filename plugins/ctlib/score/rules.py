@@ -280,6 +280,9 @@ class BrandMatcher:
                 for size in range(shortest, len(folded) + k + 1):
                     self._by_length.setdefault((size, folded[0], ""), []).append(folded)
                     self._by_length.setdefault((size, "", folded[-1]), []).append(folded)
+        # The shortest text the scan can find anything in: a substring term, or a token of a
+        # length compared by edit distance (an embedded term is longer than its term).
+        self._min_scan = min([len(t) for t in self._terms] + [size for size, _, _ in self._by_length], default=0)
 
     def match(self, text: str) -> tuple[BrandHit, ...]:
         """Every brand in `text` (one label), the best kind per brand, longest terms only."""
@@ -312,10 +315,12 @@ class BrandMatcher:
                     add(BrandHit(brand, folded, "typo", folded == fold(flat), common=True))
         elif (folded := text.translate(_FOLD)) != text and folded in self._token:
             add(BrandHit(self._token[folded], folded, "typo", True, common=True))
-        self._scan(text, flat, add, variant=False)
-        for pair, single in _FOLD_PAIRS:
-            if pair in flat:
-                self._scan(text.replace(pair, single), flat.replace(pair, single), add, variant=True)
+        # Shorter than every term and every typo length: nothing for the scan to find.
+        if len(flat) >= self._min_scan:
+            self._scan(text, flat, add, variant=False)
+            for pair, single in _FOLD_PAIRS:
+                if pair in flat:
+                    self._scan(text.replace(pair, single), flat.replace(pair, single), add, variant=True)
         if len(hits) < 2:
             return tuple(hits.values())
         found = list(hits.values())
@@ -324,7 +329,7 @@ class BrandMatcher:
         return tuple(sorted(kept, key=lambda h: (_KIND_ORDER[h.kind], h.brand)))
 
     def _scan(self, text: str, flat: str, add: Callable[[BrandHit], None], *, variant: bool) -> None:
-        folded_flat = fold(flat)
+        folded_flat = flat.translate(_FOLD)
         at, terms = self._at, self._terms
         found: set[str] = set()
         embed: set[str] = set()
@@ -347,20 +352,18 @@ class BrandMatcher:
                     else:
                         add(BrandHit(t.brand, t.term, "typo", folded_flat == folded))
         tokens = self._tokens(text)
-        for _, token in tokens:
-            self._typos(token, folded_flat, add)
+        typo_terms = self._typo_terms
+        for _, token in tokens:  # whole tokens 1 edit (2 for long terms) from a term
+            for t in typo_terms(token):
+                add(BrandHit(t.brand, t.term, "typo", token == folded_flat))
+        if not embed:
+            return
         for folded in embed - found:
             t = terms[folded]
             for raw, token in tokens:
                 if len(token) > len(folded) + 1 and self._embedded(raw, token, folded):
                     add(BrandHit(t.brand, t.term, "embedded"))
                     break
-
-    def _typos(self, token: str, folded_flat: str, add: Callable[[BrandHit], None]) -> None:
-        """Terms 1 edit (2 for long terms) from the whole (folded) `token`."""
-        whole = token == folded_flat
-        for t in self._typo_terms(token):
-            add(BrandHit(t.brand, t.term, "typo", whole))
 
     def _find_typo_terms(self, token: str) -> tuple[_Term, ...]:
         """The terms 1 edit (2 for long terms) from `token`, closest first, ties in list order
