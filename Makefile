@@ -6,8 +6,8 @@
 #   make stop    stop what make run / make demo (or bin/airflow) started, from any shell
 #   make test    the test suite
 #   make chromium  Debian's headless Chromium for the browser test (make test installs it)
-#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost, decode vs construct+pyOpenSSL, catch-up through Airflow, soak of 40 growing logs under airflow standalone (short mode)
-#   make bench-full  the same with the decode, catch-up and soak benchmarks in full mode (make bench BENCH_FLAGS=--full)
+#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost, decode vs construct+pyOpenSSL, catch-up through Airflow, the local log server's cost, the CT firehose soak (40 logs, 16 tiled, 3,200 entries/s under airflow standalone; with and without downstream; short mode)
+#   make bench-full  the same with the decode, catch-up and soak benchmarks in full mode (make bench BENCH_FLAGS=--full), plus the uniform 1,000 entries/s soak
 #   make lint    byte-compile plugins/ and dags/
 #   make clean   remove .run/ (PostgreSQL data, pid files, logs), .airflow/ and the data/ lake
 SHELL := /bin/bash
@@ -64,7 +64,10 @@ bench: $(STAMP)
 	$(VPY) bench/verify_cost.py
 	$(VPY) bench/decode_bench.py $(BENCH_FLAGS)
 	$(VPY) bench/catchup_bench.py $(BENCH_FLAGS)
-	$(VPY) bench/soak_bench.py $(BENCH_FLAGS)
+	$(VPY) bench/logserver_bench.py
+	$(VPY) bench/soak_bench.py --profile firehose $(BENCH_FLAGS)
+	$(VPY) bench/soak_bench.py --profile firehose --with-downstream $(BENCH_FLAGS)
+	@if [[ "$(BENCH_FLAGS)" == *--full* ]]; then $(VPY) bench/soak_bench.py --full; fi
 
 bench-full:
 	$(MAKE) bench BENCH_FLAGS=--full

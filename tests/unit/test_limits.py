@@ -32,10 +32,10 @@ def test_bundled_figures_per_operator():
 
 def test_unknown_operator_gets_the_default():
     limits = load_limits().for_log(a_log("Some New Operator"))
-    assert limits.requests_per_second == 20 and limits.entries_per_request == 0
+    assert limits.requests_per_second == 50 and limits.entries_per_request == 0
     assert limits.source == "default of log_limits.yaml"
     # a field the operator's entry leaves out comes from the default
-    assert load_limits().for_log(a_log("Google")).requests_per_second == 20
+    assert load_limits().for_log(a_log("Google")).requests_per_second == 50
 
 
 def test_every_operator_of_the_bundled_log_list_resolves():
@@ -107,7 +107,7 @@ def test_client_gets_the_cap_and_its_share_of_the_rate():
     client = open_client(a_log("Google"), settings, share=4)
     try:
         assert client.max_batch == 32
-        assert client.session.bucket.rate == pytest.approx(20 / 4)
+        assert client.session.bucket.rate == pytest.approx(50 / 4)
     finally:
         client.close()
     client = open_client(a_log("DigiCert", kind="static"), settings)
