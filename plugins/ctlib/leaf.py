@@ -111,8 +111,74 @@ def parse_timestamped_entry(data: bytes, offset: int = 0) -> tuple[MerkleTreeLea
     return leaf, pos + ext_len
 
 
+# Fast paths: one struct.unpack_from of the fixed-size head and slices, for input that is
+# well-formed in every respect; anything else goes to the step-by-step parsers, which say
+# what is wrong (so results and errors are theirs, the fast paths only skip work).
+_X509_HEAD = struct.Struct(">BBQHBH")  # version, leaf_type, timestamp, entry_type=0, ASN.1Cert length (u24)
+_PRECERT_HEAD = struct.Struct(">BBQH32sBH")  # ... entry_type=1, issuer_key_hash, TBSCertificate length (u24)
+_U24 = struct.Struct(">BH")
+
+
+def _fast_leaf(data: bytes) -> MerkleTreeLeaf | None:
+    size = len(data)
+    if size < _X509_HEAD.size + 1 + 2 or data[0] or data[1]:
+        return None
+    entry_type = data[11]
+    if entry_type == _X509_ENTRY and not data[10]:
+        _, _, timestamp_ms, _, high, low = _X509_HEAD.unpack_from(data)
+        start = _X509_HEAD.size
+        end = start + (high << 16 | low)
+        if end == start or end + 2 > size:
+            return None
+        (ext_len,) = _U16.unpack_from(data, end)
+        if end + 2 + ext_len != size:
+            return None
+        return MerkleTreeLeaf(timestamp_ms, "x509", data[start:end], None, None, data[end + 2 :])
+    if entry_type == _PRECERT_ENTRY and not data[10] and size >= _PRECERT_HEAD.size + 1 + 2:
+        _, _, timestamp_ms, _, issuer_key_hash, high, low = _PRECERT_HEAD.unpack_from(data)
+        start = _PRECERT_HEAD.size
+        end = start + (high << 16 | low)
+        if end == start or end + 2 > size:
+            return None
+        (ext_len,) = _U16.unpack_from(data, end)
+        if end + 2 + ext_len != size:
+            return None
+        return MerkleTreeLeaf(timestamp_ms, "precert", None, data[start:end], issuer_key_hash, data[end + 2 :])
+    return None
+
+
+def _fast_chain(data: bytes, pos: int) -> tuple[bytes, ...] | None:
+    """The certificates of a chain<0..2^24-1> at `pos` that ends `data` exactly, else None."""
+    size = len(data)
+    if pos + 3 > size:
+        return None
+    high, low = _U24.unpack_from(data, pos)
+    pos += 3
+    if pos + (high << 16 | low) != size:
+        return None
+    certs = []
+    while pos < size:
+        if pos + 3 > size:
+            return None
+        high, low = _U24.unpack_from(data, pos)
+        start = pos + 3
+        pos = start + (high << 16 | low)
+        if pos == start or pos > size:
+            return None
+        certs.append(data[start:pos])
+    return tuple(certs)
+
+
 def parse_merkle_tree_leaf(leaf_input: bytes) -> MerkleTreeLeaf:
     """Parse a get-entries leaf_input (version 0, timestamped_entry); reject trailing bytes."""
+    if type(leaf_input) is bytes:
+        leaf = _fast_leaf(leaf_input)
+        if leaf is not None:
+            return leaf
+    return _parse_merkle_tree_leaf_strict(leaf_input)
+
+
+def _parse_merkle_tree_leaf_strict(leaf_input: bytes) -> MerkleTreeLeaf:
     if len(leaf_input) < 2:
         raise LeafError(f"truncated MerkleTreeLeaf header: {len(leaf_input)} bytes")
     if leaf_input[0] != 0:
@@ -141,6 +207,20 @@ def _parse_chain(data: bytes, offset: int, what: str) -> tuple[tuple[bytes, ...]
 def parse_extra_data(entry_type: EntryType, extra_data: bytes) -> ExtraData:
     """Parse get-entries extra_data for an entry of `entry_type`; reject trailing bytes."""
     data = bytes(extra_data)
+    if entry_type == "x509":
+        chain = _fast_chain(data, 0)
+        if chain is not None:
+            return ExtraData(None, chain)
+    elif entry_type == "precert" and len(data) >= 3:
+        high, low = _U24.unpack_from(data, 0)
+        end = 3 + (high << 16 | low)
+        chain = _fast_chain(data, end) if end > 3 else None
+        if chain is not None:
+            return ExtraData(data[3:end], chain)
+    return _parse_extra_data_strict(entry_type, data)
+
+
+def _parse_extra_data_strict(entry_type: EntryType, data: bytes) -> ExtraData:
     if entry_type == "x509":
         pre_certificate = None
         chain, end = _parse_chain(data, 0, "certificate_chain")
