@@ -119,6 +119,18 @@ _PRECERT_HEAD = struct.Struct(">BBQH32sBH")  # ... entry_type=1, issuer_key_hash
 _U24 = struct.Struct(">BH")
 
 
+def _body_and_extensions(data: bytes, start: int, length: int) -> tuple[bytes, bytes] | None:
+    """(the non-empty body of `length` bytes at `start`, the u16-framed extensions that end
+    `data` exactly), or None when the framing does not fit (the strict parser says why)."""
+    end = start + length
+    if end == start or end + 2 > len(data):
+        return None
+    (ext_len,) = _U16.unpack_from(data, end)
+    if end + 2 + ext_len != len(data):
+        return None
+    return data[start:end], data[end + 2 :]
+
+
 def _fast_leaf(data: bytes) -> MerkleTreeLeaf | None:
     size = len(data)
     if size < _X509_HEAD.size + 1 + 2 or data[0] or data[1]:
@@ -126,24 +138,12 @@ def _fast_leaf(data: bytes) -> MerkleTreeLeaf | None:
     entry_type = data[11]
     if entry_type == _X509_ENTRY and not data[10]:
         _, _, timestamp_ms, _, high, low = _X509_HEAD.unpack_from(data)
-        start = _X509_HEAD.size
-        end = start + (high << 16 | low)
-        if end == start or end + 2 > size:
-            return None
-        (ext_len,) = _U16.unpack_from(data, end)
-        if end + 2 + ext_len != size:
-            return None
-        return MerkleTreeLeaf(timestamp_ms, "x509", data[start:end], None, None, data[end + 2 :])
+        parts = _body_and_extensions(data, _X509_HEAD.size, high << 16 | low)
+        return MerkleTreeLeaf(timestamp_ms, "x509", parts[0], None, None, parts[1]) if parts else None
     if entry_type == _PRECERT_ENTRY and not data[10] and size >= _PRECERT_HEAD.size + 1 + 2:
         _, _, timestamp_ms, _, issuer_key_hash, high, low = _PRECERT_HEAD.unpack_from(data)
-        start = _PRECERT_HEAD.size
-        end = start + (high << 16 | low)
-        if end == start or end + 2 > size:
-            return None
-        (ext_len,) = _U16.unpack_from(data, end)
-        if end + 2 + ext_len != size:
-            return None
-        return MerkleTreeLeaf(timestamp_ms, "precert", None, data[start:end], issuer_key_hash, data[end + 2 :])
+        parts = _body_and_extensions(data, _PRECERT_HEAD.size, high << 16 | low)
+        return MerkleTreeLeaf(timestamp_ms, "precert", None, parts[0], issuer_key_hash, parts[1]) if parts else None
     return None
 
 
