@@ -72,11 +72,16 @@ TARGET_ALERT_P95_S = 120.0  # with --with-downstream: log timestamp to the alert
 VALID_SHARE = 0.95  # a run whose logs grew less than this share of the rate asked is invalid
 SAMPLE_EVERY_S = 5.0
 DOWNSTREAM_DAGS = ("ct_score", "ct_enrich")
+# Firehose: certificates in the replay pool every log replays. Real logs see ~200,000 new DNS
+# names a minute; a small pool would repeat a few thousand, which the scorer (one score per
+# distinct name and issuer within a run) would make far too cheap. 32,768 entries take ~10 s
+# to build at set-up and hold ~40,000 distinct names.
+REPLAY_POOL = 32_768
 
 # --------------------------------------------------------------------------- the log server
 
 
-def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: float) -> None:
+def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: float, pool: int) -> None:
     """Child process: `logs` logs behind one LogServer; grows them when told to.
 
     `uniform`: every log grows rate / logs entries/s, certificates generated one by one.
@@ -91,7 +96,7 @@ def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: 
         from ctlib.testing.profiles import add_profile, firehose_profile
 
         specs = firehose_profile(total_rate=rate, logs=logs, tiled=tiled)
-        add_profile(server, specs, initial_size=INITIAL, growing=False)
+        add_profile(server, specs, initial_size=INITIAL, growing=False, pool_size=pool)
         rates = [spec.rate for spec in specs]
     else:
         classic = logs - tiled
@@ -117,10 +122,11 @@ def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: 
 
 
 class RemoteLogs:
-    def __init__(self, logs: int, tiled: int, log_list: Path, profile: str = "uniform", rate: float = 0.0) -> None:
+    def __init__(self, logs: int, tiled: int, log_list: Path, profile: str = "uniform", rate: float = 0.0,
+                 pool: int = REPLAY_POOL) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_logs, args=(child, logs, tiled, str(log_list), profile, rate),
+        self._proc = ctx.Process(target=_serve_logs, args=(child, logs, tiled, str(log_list), profile, rate, pool),
                                  daemon=True)
         self._proc.start()
         if not self._conn.poll(300):

@@ -56,7 +56,7 @@ from ctlib.loglist import slugify
 from ctlib.merkle import MerkleTree, leaf_hash
 from ctlib.sth import SignedTreeHead, sign_checkpoint, sign_sth
 from ctlib.testing.certs import CertFactory, EntryType, GeneratedEntry
-from ctlib.testing.replay import ReplayEntries, replay_pool, spread_timestamps
+from ctlib.testing.replay import DEFAULT_POOL_SIZE, ReplayEntries, replay_pool, spread_timestamps
 from ctlib.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -333,6 +333,7 @@ class LocalCTLog:
         origin: str | None = None,
         replay: bool = False,
         operator: str = OPERATOR,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self.description = description
         self.operator = operator
@@ -359,7 +360,7 @@ class LocalCTLog:
         self._replay: ReplayEntries | None = None
         self._cursor = 0  # the next pool position a replay log appends
         if replay:
-            self._replay = ReplayEntries(replay_pool(), tiled=tiled)
+            self._replay = ReplayEntries(replay_pool(pool_size), tiled=tiled)
             # Same sequence interface as the lists: every reader of _leaves/_extras works as is.
             self._leaves, self._extras = self._replay, self._replay.extras  # type: ignore[assignment]
             self._cursor = int.from_bytes(hashlib.sha256(self.slug.encode()).digest()[:4], "big")
@@ -997,11 +998,12 @@ class LogServer:
         tiled: bool = False,
         replay: bool = False,
         operator: str = OPERATOR,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> LocalCTLog:
         """Create, fill (`initial_size` entries, published) and host a log named `name`;
         `tiled` makes it a static-ct-api log (checkpoint origin `127.0.0.1:<port>/<slug>`).
-        `replay` makes it grow from the process's replay pool (cheap; see LocalCTLog);
-        `operator` names its operator in `log_list()`.
+        `replay` makes it grow from the process's replay pool of `pool_size` entries (cheap; see
+        LocalCTLog; a larger pool repeats certificates less often); `operator` names its operator in `log_list()`.
 
         `seed` defaults to the log's position (1, 2, ...), so logs differ. Raises
         ValueError if another log already has the same slug.
@@ -1017,6 +1019,7 @@ class LogServer:
             origin=f"{HOST}:{self.port}/{slugify(name)}",
             replay=replay,
             operator=operator,
+            pool_size=pool_size,
         )
         if initial_size:
             log.grow(initial_size)

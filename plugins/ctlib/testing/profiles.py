@@ -153,13 +153,16 @@ def _name(tier: str, tiled: bool, k: int) -> tuple[str, str]:
 
 
 def add_profile(
-    server: LogServer, specs: Sequence[LogSpec], *, initial_size: int = 0, growing: bool = True
+    server: LogServer, specs: Sequence[LogSpec], *, initial_size: int = 0, growing: bool = True,
+    pool_size: int | None = None,
 ) -> list[LocalCTLog]:
     """Host one replay log per spec on `server` (in order; seeds 1, 2, ...), each holding
     `initial_size` published entries, answering with the spec's cap and latency, and growing
     at the spec's rate once the server runs (`growing=False`: rate 0, so the caller can start
-    growth later by setting `log.rate = spec.rate`). Returns the logs, in the specs' order."""
+    growth later by setting `log.rate = spec.rate`). `pool_size`: entries of the shared replay
+    pool (default ctlib.testing.replay.DEFAULT_POOL_SIZE). Returns the logs, in the specs' order."""
     from ctlib.testing.ctlog import Faults
+    from ctlib.testing.replay import DEFAULT_POOL_SIZE
 
     return [
         server.add_log(
@@ -170,6 +173,7 @@ def add_profile(
             tiled=spec.tiled,
             replay=True,
             operator=spec.operator,
+            pool_size=pool_size or DEFAULT_POOL_SIZE,
         )
         for spec in specs
     ]
