@@ -2,13 +2,8 @@
 replaces the snapshot atomically; the DAG factory follows the snapshot."""
 
 import json
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ctlib.testing.ctlog import LogServer
 from tests.integration.conftest import load_dag_module
@@ -16,30 +11,6 @@ from tests.paths import CTDATA
 
 pytestmark = pytest.mark.integration
 REAL = CTDATA / "loglist"
-
-
-@pytest.fixture
-def static_site(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    handler = partial(SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *a: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield site, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def refresh_env(static_site, tmp_path, monkeypatch):
-    site, base = static_site
-    snapshot = tmp_path / "snapshot.json"
-    monkeypatch.setenv("CT_LOG_LIST", f"{base}/log_list.json")
-    monkeypatch.setenv("CT_LOG_LIST_SNAPSHOT", str(snapshot))
-    monkeypatch.setenv("CT_HTTP_RETRIES", "1")
-    monkeypatch.setenv("CT_TASK_RETRIES", "0")
-    return site, snapshot
 
 
 def test_real_signed_google_list_verifies_and_a_tampered_copy_is_refused(airflow_db, refresh_env):
@@ -58,16 +29,9 @@ def test_real_signed_google_list_verifies_and_a_tampered_copy_is_refused(airflow
     assert snapshot.read_bytes() == good, "a tampered list never replaces the snapshot"
 
 
-def test_url_log_list_is_snapshotted_and_bad_lists_refused(airflow_db, refresh_env, tmp_path, monkeypatch):
+def test_url_log_list_is_snapshotted_and_bad_lists_refused(airflow_db, refresh_env, publish_signed_list, tmp_path):
     site, snapshot = refresh_env
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = tmp_path / "list_key.pem"
-    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    monkeypatch.setenv("CT_LOG_LIST_PUBKEY", str(pem))
-
-    def publish(body: bytes) -> None:
-        (site / "log_list.json").write_bytes(body)
-        (site / "log_list.sig").write_bytes(key.sign(body, padding.PKCS1v15(), hashes.SHA256()))
+    publish = publish_signed_list
 
     with LogServer() as ct_server:
         ct_server.add_log("Local Listed Log")

@@ -14,7 +14,6 @@ from ctlib.settings import DEFAULT_LOG_LIST, Settings
 from ctlib.testing.ctlog import LogServer
 from tests.integration.conftest import load_dag_module
 from tests.integration.test_ingest_dag import configure, state_of
-from tests.integration.test_loglist_refresh import refresh_env, static_site  # noqa: F401 (fixtures)
 from tests.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
@@ -182,20 +181,9 @@ def test_frozen_log_wakes_itself_until_caught_up(airflow_db, tmp_path, monkeypat
         assert len(_wake_events(log.slug)) == 2
 
 
-def test_refresh_wakes_a_frozen_log_its_new_list_changed(airflow_db, refresh_env, tmp_path, monkeypatch):
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    site, _ = refresh_env
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = tmp_path / "list_key.pem"
-    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    monkeypatch.setenv("CT_LOG_LIST_PUBKEY", str(pem))
-
+def test_refresh_wakes_a_frozen_log_its_new_list_changed(airflow_db, publish_signed_list):
     def publish(data: dict) -> None:
-        body = json.dumps(data).encode()
-        (site / "log_list.json").write_bytes(body)
-        (site / "log_list.sig").write_bytes(key.sign(body, padding.PKCS1v15(), hashes.SHA256()))
+        publish_signed_list(json.dumps(data).encode())
 
     with LogServer() as server:
         server.add_log("Local Ended Log")
