@@ -165,7 +165,8 @@ class ReplayEntries(Sequence[bytes]):
         self._timestamp = array("Q")
         self._explicit: dict[int, tuple[bytes, bytes]] = {}  # index: (leaf_input, extra_data)
         self._explicit_json: dict[int, bytes] = {}  # index: get-entries object
-        self.extras = _Extras(self)
+        self._leaves = _Column(self.__len__, self.leaf_input)
+        self.extras = _Column(self.__len__, self.extra_data)
 
     def __len__(self) -> int:
         return len(self._source)
@@ -175,9 +176,7 @@ class ReplayEntries(Sequence[bytes]):
     @overload
     def __getitem__(self, key: slice) -> list[bytes]: ...
     def __getitem__(self, key: int | slice) -> bytes | list[bytes]:
-        if isinstance(key, slice):
-            return [self.leaf_input(i) for i in range(*key.indices(len(self)))]
-        return self.leaf_input(self._index(key))
+        return self._leaves[key]
 
     def _index(self, key: int) -> int:
         n = len(self)
@@ -195,14 +194,16 @@ class ReplayEntries(Sequence[bytes]):
 
     def leaf_input(self, index: int) -> bytes:
         """The leaf_input stored at `index` (IndexError outside [0, len))."""
-        source = self._source[self._index(index)]
+        index = self._index(index)
+        source = self._source[index]
         if source < 0:
             return self._explicit[index][0]
         return self._leaf(index, source, self._timestamp[index])
 
     def extra_data(self, index: int) -> bytes:
         """The extra_data stored at `index` (IndexError outside [0, len))."""
-        source = self._source[self._index(index)]
+        index = self._index(index)
+        source = self._source[index]
         if source < 0:
             return self._explicit[index][1]
         return self.pool.entries[source].extra_data
@@ -277,14 +278,16 @@ def _explicit_tile_leaf(leaf_input: bytes, extra_data: bytes, fingerprint: Calla
     return encode_tile_leaf(leaf_input[2:], [fingerprint(der) for der in chain.chain], chain.pre_certificate)
 
 
-class _Extras(Sequence[bytes]):
-    """The extra_data of a ReplayEntries, as a read-only sequence."""
+class _Column(Sequence[bytes]):
+    """A read-only sequence of bytes computed per index by `item` (which checks the index),
+    `length` long; a slice gives a list."""
 
-    def __init__(self, entries: ReplayEntries) -> None:
-        self._entries = entries
+    def __init__(self, length: Callable[[], int], item: Callable[[int], bytes]) -> None:
+        self._length = length
+        self._item = item
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._length()
 
     @overload
     def __getitem__(self, key: int) -> bytes: ...
@@ -292,8 +295,8 @@ class _Extras(Sequence[bytes]):
     def __getitem__(self, key: slice) -> list[bytes]: ...
     def __getitem__(self, key: int | slice) -> bytes | list[bytes]:
         if isinstance(key, slice):
-            return [self._entries.extra_data(i) for i in range(*key.indices(len(self)))]
-        return self._entries.extra_data(key)
+            return [self._item(i) for i in range(*key.indices(len(self)))]
+        return self._item(key)
 
 
 def spread_timestamps(n: int, last_ms: int, now_ms: int, max_span_ms: int) -> list[int]:
