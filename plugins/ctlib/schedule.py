@@ -13,6 +13,7 @@ be the busy shard.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -45,6 +46,7 @@ def frozen_reason(ctlog: CTLog, now: datetime) -> str:
     return ""
 
 
+@functools.cache  # a handful of crons; asked for every log at every parse of the DAG file
 def period_of(cron: str) -> timedelta:
     """The shortest gap between two runs of `cron` (UTC), sampled over its next 64 runs."""
     from croniter import croniter

@@ -231,6 +231,7 @@ class Settings:
         if start_at not in {"latest", "beginning"}:
             raise SettingsError(f"CT_START_AT={start_at!r}: use latest or beginning")
         lake = env.get("CT_LAKE", "").strip() or str(DEFAULT_LAKE)
+        contact = _contact(env)
         return cls(
             log_list=env.get("CT_LOG_LIST", "").strip() or str(DEFAULT_LOG_LIST),
             log_list_pinned=bool(env.get("CT_LOG_LIST", "").strip())
@@ -260,8 +261,8 @@ class Settings:
             http_in_flight=_int(env, "CT_HTTP_IN_FLIGHT", 4),
             http_max_body_mb=_int(env, "CT_HTTP_MAX_BODY_MB", 64),
             get_entries_batch=_int(env, "CT_GET_ENTRIES_BATCH", 1024),
-            user_agent=env.get("CT_USER_AGENT", "").strip() or user_agent(_contact(env)),
-            contact=_contact(env),
+            user_agent=env.get("CT_USER_AGENT", "").strip() or user_agent(contact),
+            contact=contact,
             log_limits=Path(env["CT_LOG_LIMITS"].strip()) if env.get("CT_LOG_LIMITS", "").strip() else None,
             kafka_conn_id=env.get("CT_KAFKA_CONN_ID", "kafka_default").strip(),
             kafka_topic=env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs",
