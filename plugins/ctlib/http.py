@@ -127,6 +127,18 @@ class TokenBucket:
             self._sleep(wait)
         return wait
 
+    def try_acquire(self) -> bool:
+        """Take a token if one is there now; never waits, never reserves ahead (a server
+        refusing a request over its rate)."""
+        if not self.rate:
+            return True
+        with self._lock:
+            self._refill(self._clock())
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
     def defer(self, seconds: float) -> None:
         """Give no token for `seconds` from now (a log's Retry-After), then resume the rate;
         slots already reserved are kept, new ones come after them."""

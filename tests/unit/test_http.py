@@ -139,6 +139,18 @@ def test_token_bucket_defer_holds_the_rate_back():
     assert bucket.acquire() == pytest.approx(0.5)
 
 
+def test_token_bucket_try_acquire_refuses_over_the_rate_without_waiting():
+    clock = FakeClock()
+    bucket = TokenBucket(5.0, capacity=5, clock=clock, sleep=clock.sleep)
+    assert [bucket.try_acquire() for _ in range(7)] == [True] * 5 + [False] * 2  # one second's worth
+    assert clock.now == 100.0, "never sleeps"
+    clock.now += 0.2  # one token back
+    assert [bucket.try_acquire() for _ in range(2)] == [True, False]
+    clock.now += 60  # refills to its capacity, no further
+    assert sum(bucket.try_acquire() for _ in range(10)) == 5
+    assert all(TokenBucket(0.0, clock=clock).try_acquire() for _ in range(100)), "rate 0: no limit"
+
+
 def test_token_bucket_holds_its_rate_across_threads():
     """8 threads x 6 acquisitions at 40/s with a burst of 1: at least (48 - 1)/40 s in all,
     and in any stretch of time no more than the rate allows (a small allowance for timing)."""

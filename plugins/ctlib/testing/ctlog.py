@@ -51,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ctlib.http import TokenBucket
 from ctlib.leaf import parse_extra_data
 from ctlib.loglist import slugify
 from ctlib.merkle import MerkleTree, leaf_hash
@@ -378,7 +379,7 @@ class LocalCTLog:
         self._carry = 0.0
         self._last_tick: float | None = None
         self._counters = _Counters()
-        self._rps_gate: tuple[float, float] | None = None  # Faults.max_rps: (tokens, monotonic time)
+        self._rps_gate: TokenBucket | None = None  # Faults.max_rps, made anew when it changes
         self._sth = self.publish()  # the empty tree's STH
 
     # ----------------------------------------------------------------- state
@@ -690,15 +691,13 @@ class LocalCTLog:
         return self._outcome("ok", result)
 
     def _within_max_rps(self, rate: float) -> bool:
-        """Take a token of the Faults.max_rps bucket; False when there is none."""
-        capacity = max(1.0, rate)
+        """Take a token of the Faults.max_rps bucket (one second's worth at most); False when
+        there is none."""
         with self._lock:
-            now = time.monotonic()
-            tokens, at = self._rps_gate or (capacity, now)
-            tokens = min(capacity, tokens + (now - at) * rate)
-            allowed = tokens >= 1.0
-            self._rps_gate = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
+            if self._rps_gate is None or self._rps_gate.rate != rate:
+                self._rps_gate = TokenBucket(rate, capacity=max(1.0, rate))
+            gate = self._rps_gate
+        return gate.try_acquire()
 
     def _outcome(self, what: str, answer: Answer) -> Answer:
         with self._lock:
