@@ -249,9 +249,9 @@ def watermarks(api: Api) -> dict[str, int]:
     return {key.removeprefix("ct_state__"): json.loads(value)["next_index"] for key, value in states(api).items()}
 
 
-def ingest_runs(api: Api) -> list[dict[str, Any]]:
-    runs = api.listed("dags/~/dagRuns", "dag_runs", order_by="start_date")
-    return [r for r in runs if r["dag_id"].startswith("ct_ingest__")]
+def dag_runs(api: Api) -> list[dict[str, Any]]:
+    """Every DAG run, by start date (one listing, for ingest and downstream alike)."""
+    return api.listed("dags/~/dagRuns", "dag_runs", order_by="start_date")
 
 
 def wait_for(what: str, check, timeout: float, every: float = 2.0) -> float:
@@ -322,11 +322,6 @@ def alert_lag_figures(lake: Path, since: float, until: float) -> dict[str, Any]:
             where epoch_ms(a.timestamp) / 1000.0 between {since} and {until})""").fetchone()
     return {"alerts": n, **{k: round(v, 1) if v is not None else None
                             for k, v in (("p50_s", p50), ("p95_s", p95), ("max_s", top))}}
-
-
-def downstream_runs(api: Api) -> list[dict[str, Any]]:
-    runs = api.listed("dags/~/dagRuns", "dag_runs", order_by="start_date")
-    return [r for r in runs if r["dag_id"] in DOWNSTREAM_DAGS]
 
 
 def draw(series: list[tuple], path: Path) -> str | None:
@@ -474,7 +469,8 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
     idle_until = time.time()
     stack.stop_sampling()
 
-    runs = ingest_runs(api)
+    every_run = dag_runs(api)
+    runs = [r for r in every_run if r["dag_id"].startswith("ct_ingest__")]
     failed = [r["dag_run_id"] + " " + r["dag_id"] for r in runs if r["state"] == "failed"]
     growth_runs = [r for r in runs if r.get("start_date") and grow_from <= _utc(r["start_date"]) <= grow_until]
     idle_runs = [r for r in runs if r.get("start_date") and r.get("end_date")
@@ -487,8 +483,8 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
     plot = args.out.parent / (args.out.stem.replace("soak", "soak_lag", 1) + ".png")
     lag = lag_figures(lake, grow_from, grow_until, remote.tiled, plot)
     alert_lag = alert_lag_figures(lake, grow_from, grow_until) if args.with_downstream else None
-    downstream_failed = [r["dag_run_id"] + " " + r["dag_id"] for r in downstream_runs(api)
-                         if r["state"] == "failed"] if args.with_downstream else []
+    downstream_failed = [r["dag_run_id"] + " " + r["dag_id"] for r in every_run
+                         if r["dag_id"] in DOWNSTREAM_DAGS and r["state"] == "failed"]
     audits = run_audit(lake=str(lake), states=parse_states(states(api)),
                        kafka=kafka_config(broker.bootstrap_servers, None), topic=topic)
     gaps = [f for a in audits for f in a.findings()]

@@ -159,8 +159,8 @@ class RFC6962Client:
         """Yield the entries of [start, end) in order, window by window.
 
         The first request asks `batch` entries (at most `max_batch`); the size of its answer
-        is the log's cap. Up to `in_flight` windows are requested at once while the caller
-        decodes earlier ones.
+        is the log's cap. Up to `in_flight` windows are requested at once (ctlib.ingest reads
+        the whole range before decoding it: see fetch_range there).
         """
         if start >= end:
             return
