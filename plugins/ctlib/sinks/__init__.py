@@ -1,1 +1,0 @@
-"""Where decoded entries go: the Parquet lake and Kafka."""
