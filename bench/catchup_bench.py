@@ -317,12 +317,12 @@ def _trim(text: str) -> str:
 def profile_fetch(slug: str, config: Config, work: Path, topic: str) -> dict[str, Any]:
     """One fetch task's range [0, per_task), outside Airflow: its phases timed one by one
     (download only, decode, Parquet, Kafka), then fetch_range itself under cProfile."""
-    from ctlib.client import open_client
-    from ctlib.decode import ChainCache, LogRef, decode_entries
-    from ctlib.loglist import load_log_list
+    from ctlib.ct.client import open_client
+    from ctlib.decode.entries import ChainCache, LogRef, decode_entries
+    from ctlib.ct.loglist import load_log_list
     from ctlib.settings import Settings
-    from ctlib.sinks.kafka import producer_from_connection, publish, rows_as_messages
-    from ctlib.sinks.parquet import Lake, write_range
+    from ctlib.kafka import producer_from_connection, publish, rows_as_messages
+    from ctlib.lake.files import Lake, write_range
 
     import pyarrow as pa
 
@@ -352,7 +352,7 @@ def profile_fetch(slug: str, config: Config, work: Path, topic: str) -> dict[str
     publish(producer, topic, rows_as_messages(certs), timeout=settings.kafka_flush_timeout, what="profile")
     phases["kafka_s"] = time.monotonic() - t
 
-    from ctlib.ingest import fetch_range
+    from ctlib.ingest.run import fetch_range
 
     t = time.monotonic()
     fetch_range(ctlog, 0, n, settings, Lake.open(str(work / "lake-profile2")), lambda: producer)

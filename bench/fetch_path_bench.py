@@ -88,17 +88,17 @@ def main() -> None:
 def measure(args: argparse.Namespace, work: Path, remote: RemoteLog) -> dict[str, Any]:
     from confluent_kafka import Producer
 
-    from ctlib.client import open_client
-    from ctlib.decode import ChainCache, LogRef, decode_entries
-    from ctlib.ingest import fetch_range
-    from ctlib.leaf import parse_extra_data, parse_merkle_tree_leaf
+    from ctlib.ct.client import open_client
+    from ctlib.decode.entries import ChainCache, LogRef, decode_entries
+    from ctlib.ingest.run import fetch_range
+    from ctlib.ct.leaf import parse_extra_data, parse_merkle_tree_leaf
     from ctlib.localsvc.broker import LocalBroker
-    from ctlib.loglist import load_log_list
-    from ctlib.merkle import CompactRange
+    from ctlib.ct.loglist import load_log_list
+    from ctlib.ct.merkle import CompactRange
     from ctlib.settings import Settings
-    from ctlib.sinks.kafka import SAFE_PRODUCER_CONFIG, publish, rows_as_messages
-    from ctlib.sinks.parquet import Lake, write_range
-    from ctlib.x509 import cert_fields_and_tbs_sha256, certificate_serial, tbs_fields
+    from ctlib.kafka import SAFE_PRODUCER_CONFIG, publish, rows_as_messages
+    from ctlib.lake.files import Lake, write_range
+    from ctlib.decode.x509 import cert_fields_and_tbs_sha256, certificate_serial, tbs_fields
 
     import pyarrow as pa
 

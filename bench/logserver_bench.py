@@ -158,7 +158,7 @@ class LogReader:
 
     def tree_size(self) -> int:
         if self.tiled:
-            from ctlib.sth import parse_checkpoint
+            from ctlib.ct.sth import parse_checkpoint
 
             return parse_checkpoint(self.get("checkpoint").content).checkpoint.tree_size
         return int(self.get("ct/v1/get-sth").json()["tree_size"])
@@ -180,7 +180,7 @@ class LogReader:
         return got
 
     def fetch_tile(self, index: int, width: int) -> None:
-        from ctlib.tiles import TileRef
+        from ctlib.ct.tiles import TileRef
 
         if not self.get(TileRef(0, index, width, data=True).path).content:
             raise RuntimeError(f"{self.slug}: data tile {index} width {width} is empty")

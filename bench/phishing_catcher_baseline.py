@@ -1,7 +1,7 @@
 """A faithful re-implementation of x0rz/phishing_catcher's domain scoring, as the baseline.
 
 Written here from the project's published logic (``catch_phishing.py`` ``score_domain`` and its
-``suspicious.yaml``), standalone: it imports nothing from ``ctlib.score``. Contract:
+``suspicious.yaml``), standalone: it imports nothing from ``ctlib.downstream.score``. Contract:
 ``score_domain(domain, issuer_org=None) -> int``, higher is more suspicious; the project logs
 names scoring >= 75 (``ALERT_THRESHOLD``).
 

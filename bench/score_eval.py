@@ -1,4 +1,4 @@
-"""Evaluate ctlib.score against the phishing_catcher baseline on the labelled hostnames.
+"""Evaluate ctlib.downstream.score against the phishing_catcher baseline on the labelled hostnames.
 
 Data (tests.paths.PHISHING): ``labelled_hostnames.tsv`` (host, label phishing|benign, source,
 first_seen, shared_platform) plus ``idn_homographs.txt`` (every line a phishing name).
@@ -151,21 +151,24 @@ def score_all(score: Callable[[str], float], examples: Sequence[Example]) -> lis
 
 def scorers() -> dict[str, Callable[[str], float]]:
     """The two scorers compared: name -> function of a DNS name to its score."""
-    from ctlib.score import Scorer
+    from ctlib.downstream.score import Scorer
 
     ours = Scorer()
-    return {"phishing_catcher": baseline.score_domain, "ctlib.score": lambda n: ours.score(n).score}
+    return {"phishing_catcher": baseline.score_domain, "ctlib.downstream.score": lambda n: ours.score(n).score}
 
 
 def throughput(names: Sequence[str], repeats: int = 3, *, detail: bool = False) -> dict[str, float]:
-    """Names per second of ctlib.score on one core (per second of this process's CPU time,
+    """Names per second of ctlib.downstream.score on one core (per second of this process's CPU time,
     so other load on the machine does not count), best of `repeats` runs, each run with a
     fresh Scorer (cold caches): `unique` scores every distinct name once; `certificates` scores
     them as certificates log them (each name with its www. sibling, and every certificate
     twice, as precertificate and certificate), which is what the per-name and
     per-registrable-domain caches are for. With `detail`, also `unique_names` (how many) and
     `unique_cpu_seconds` (of the best run)."""
-    from ctlib.score import Scorer
+    try:
+        from ctlib.downstream.score import Scorer
+    except ImportError:  # a revision before the layered packages
+        from ctlib.score import Scorer
 
     distinct = list(dict.fromkeys(names))
     stream = [n for name in distinct for n in (name, "www." + name.removeprefix("www."))] * 2
@@ -227,8 +230,8 @@ def run(folder: Path, before: str | None = None) -> dict:
             idx = [i for i, e in enumerate(examples) if e.half == half]
             per_split[half] = evaluate([scores[i] for i in idx], [examples[i] for i in idx])
         report["scorers"][name] = per_split
-    ours, base = report["scorers"]["ctlib.score"], report["scorers"]["phishing_catcher"]
-    report["recall_ratio"] = {  # ctlib.score's recall over the baseline's, per split and FPR
+    ours, base = report["scorers"]["ctlib.downstream.score"], report["scorers"]["phishing_catcher"]
+    report["recall_ratio"] = {  # ctlib.downstream.score's recall over the baseline's, per split and FPR
         split: {
             f"{m['target_fpr']:.4f}": m["recall"] / b["recall"] if b["recall"] else None
             for m, b in zip(ours[split]["at_fpr"], base[split]["at_fpr"], strict=True)
@@ -270,9 +273,9 @@ def _print(report: dict) -> None:
             print(f"  {split:8s} n={f['n_phishing']}/{f['n_benign']}  AUC={f['roc_auc']:.3f}  {cells}")
     for split, ratios in report["recall_ratio"].items():
         cells = "  ".join(f"{float(fpr):.2%}: {r:.1f}x" if r else f"{float(fpr):.2%}: n/a" for fpr, r in ratios.items())
-        print(f"recall ctlib.score / phishing_catcher, {split:8s} {cells}")
+        print(f"recall ctlib.downstream.score / phishing_catcher, {split:8s} {cells}")
     t = report["throughput"]
-    print(f"ctlib.score throughput (CPU time, one core, best of 3): {t['names_per_second']:,.0f} names/s "
+    print(f"ctlib.downstream.score throughput (CPU time, one core, best of 3): {t['names_per_second']:,.0f} names/s "
           f"on {t['distinct_names']:,} distinct names ({t['cpu_seconds']:.3f} s), "
           f"{t['certificate_stream_names_per_second']:,.0f} names/s on a certificate-like stream")
     if t["before"]:

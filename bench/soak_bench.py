@@ -23,7 +23,7 @@ time (bench/results/soak_lag.png); CPU seconds per 1,000 entries from the start 
 to catch-up (every process of the standalone session, reaped task processes included, and
 the broker; the local CT logs and PostgreSQL are the world's, not ours), split by
 component; peak memory (sum of PSS of the same processes, sampled every 5 s); CPU per idle
-run; the audit of lake and Kafka (`ctlib.audit`: every index exactly once in the lake,
+run; the audit of lake and Kafka (`ctlib.ops.audit`: every index exactly once in the lake,
 every key in Kafka); failed runs. Targets: p95 lag <= 90 s, no gap, no failed run.
 
     .venv/bin/python bench/soak_bench.py            # short: 3 + 2 minutes
@@ -240,7 +240,7 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, 
 
 
 def states(api: Api) -> dict[str, str]:
-    """The Variables ct_state__<slug> (JSON text), as `ctlib.audit.parse_states` takes them."""
+    """The Variables ct_state__<slug> (JSON text), as `ctlib.ops.audit.parse_states` takes them."""
     return {v["key"]: v["value"] for v in api.listed("variables", "variables") if v["key"].startswith("ct_state__")}
 
 
@@ -417,7 +417,7 @@ def soak(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: floa
 
 def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic: str, minutes: float,
             idle_minutes: float, began: float) -> dict[str, Any]:
-    from ctlib.audit import kafka_config, parse_states, run_audit
+    from ctlib.ops.audit import kafka_config, parse_states, run_audit
 
     slugs = sorted(remote.tiled)
     dag_ids = [f"ct_ingest__{slug}" for slug in slugs]

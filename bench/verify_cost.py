@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ctlib.decode import ChainCache, LogRef, RawEntry, decode_entries
-from ctlib.merkle import CompactRange, MerkleTree, leaf_hash
+from ctlib.decode.entries import ChainCache, LogRef, RawEntry, decode_entries
+from ctlib.ct.merkle import CompactRange, MerkleTree, leaf_hash
 from ctlib.testing.certs import CertFactory
 
 BATCH = 1000  # entries per decode call, as one get-entries window

@@ -1,6 +1,6 @@
 """Threat-intel enrichment of alerted domains, run on every `ct://alerts` asset event.
 
-Wiring only; the work is in ctlib.enrich and ctlib.downstream_tasks.
+Wiring only; the work is in ctlib.downstream.enrich and ctlib.airflow.downstream_tasks.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ Manual run: give `files` (alerts file paths) to enrich their domains.
 def ct_enrich_dag():
     @task
     def select_domains(params=None, triggering_asset_events=None) -> list[dict]:
-        from ctlib.downstream_tasks import enrichment_batches
+        from ctlib.airflow.downstream_tasks import enrichment_batches
 
         return enrichment_batches(list(params.get("files") or []), triggering_asset_events or {})
 
     @task(pool=SETTINGS.enrich_pool)
     def enrich(batch: dict, run_id=None) -> dict:
-        from ctlib.downstream_tasks import enrich_batch
+        from ctlib.airflow.downstream_tasks import enrich_batch
 
         return enrich_batch(batch, run_id)
 

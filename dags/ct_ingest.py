@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, AssetAlias, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_parsing_context, task
 
-from ctlib.loglist import CTLog, LogListError, load_log_list
-from ctlib.schedule import LogSchedule, schedule_for
+from ctlib.ct.loglist import CTLog, LogListError, load_log_list
+from ctlib.ingest.schedule import LogSchedule, schedule_for
 from ctlib.settings import Settings
 
 CERTS_ASSET = Asset(uri="ct://certs", name="ct_certs")
@@ -36,7 +36,7 @@ def timetable_for(sched: LogSchedule):
     """The DAG's schedule: the cron shifted by the log's offset (a timetable registered by
     plugins/ct_timetables.py); a frozen log's also runs on its wake-up asset."""
     if sched.offset:
-        from ctlib.timetables import OffsetCronTriggerTimetable
+        from ctlib.airflow.timetables import OffsetCronTriggerTimetable
 
         timetable = OffsetCronTriggerTimetable(sched.cron, timezone="UTC", offset=sched.offset)
     elif sched.frozen:
@@ -71,7 +71,7 @@ so repeating a backfill rewrites the same files.
 
 
 def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = None):
-    """The ingest DAG of `ctlog`, scheduled as ctlib.schedule decides as of `now` (parse time)."""
+    """The ingest DAG of `ctlog`, scheduled as ctlib.ingest.schedule decides as of `now` (parse time)."""
     log_json = ctlog.to_dict()
     alias = certs_alias(ctlog.slug)
     sched = schedule_for(ctlog, now or datetime.now(timezone.utc), settings)
@@ -102,7 +102,7 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = No
 
         @task(outlets=[alias, *woken])
         def plan(params=None, *, outlet_events=None) -> list[dict]:
-            from ctlib.dagtasks import plan_task
+            from ctlib.airflow.ingest_tasks import plan_task
 
             return plan_task(log_json, params,
                              lambda extra: outlet_events[alias].add(CERTS_ASSET, extra=extra),
@@ -110,13 +110,13 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = No
 
         @task(max_active_tis_per_dagrun=settings.fetch_parallelism)
         def fetch(work: dict) -> dict:
-            from ctlib.dagtasks import fetch_task
+            from ctlib.airflow.ingest_tasks import fetch_task
 
             return fetch_task(log_json, work)
 
         @task(outlets=[CERTS_ASSET, *woken])
         def commit(work: list[dict], summaries: list[dict], *, outlet_events=None) -> dict:
-            from ctlib.dagtasks import commit_task
+            from ctlib.airflow.ingest_tasks import commit_task
 
             # Index by length: iterating a lazy XCom sequence probes one past its end.
             summaries = [summaries[i] for i in range(len(summaries))]

@@ -1,6 +1,6 @@
 """Maintenance DAGs: `ct_compact` merges small lake files, `ct_health` watches ingest lag.
 
-Wiring only; the work is in ctlib.compaction and ctlib.health.
+Wiring only; the work is in ctlib.lake.compaction and ctlib.ops.health.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ named by the range it covers. The swap is one atomic directory exchange: readers
 `*.parquet` see the old files or the new one, never both, never neither, also after a crash
 (leftovers are settled by the next run). One task per log; partitions that cannot be merged
 safely (uncommitted or overlapping ranges, fresh backfills) are skipped and logged.
-Local/POSIX lakes only (see `ctlib.compaction`).
+Local/POSIX lakes only (see `ctlib.lake.compaction`).
 
 Params: `log` (a slug) restricts to one log; `days_back` to the last N days.
 """,
@@ -48,8 +48,8 @@ Params: `log` (a slug) restricts to one log; `days_back` to the last N days.
 def ct_compact_dag():
     @task
     def targets(params=None) -> list[dict]:
-        from ctlib.compaction import compaction_targets
-        from ctlib.state import VariableStateStore
+        from ctlib.lake.compaction import compaction_targets
+        from ctlib.ingest.state import VariableStateStore
 
         return compaction_targets(Settings.from_env(), VariableStateStore(), (params or {}).get("log"))
 
@@ -58,7 +58,7 @@ def ct_compact_dag():
     def compact(target: dict, params=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from ctlib.compaction import CompactionBusy, CompactionUnsupported, compact_target
+        from ctlib.lake.compaction import CompactionBusy, CompactionUnsupported, compact_target
 
         try:
             return compact_target(Settings.from_env(), target, (params or {}).get("days_back"))
@@ -96,7 +96,7 @@ def ct_health_dag():
     def check() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from ctlib.health import run_health_check
+        from ctlib.ops.health import run_health_check
 
         healths, path, failure = run_health_check(Settings.from_env())
         if failure:

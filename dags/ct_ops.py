@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Asset, AssetAlias, dag, task
 
-from ctlib.schedule import wake_uri
+from ctlib.ingest.schedule import wake_uri
 from ctlib.settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -42,7 +42,7 @@ at once.
 def loglist_refresh():
     @task(outlets=[WAKE_ALIAS])
     def refresh(*, outlet_events=None) -> dict:
-        from ctlib.loglist_sync import installed_list, refresh_snapshot, woken_logs
+        from ctlib.ct.loglist_sync import installed_list, refresh_snapshot, woken_logs
 
         settings = Settings.from_env()
         before = installed_list(settings)

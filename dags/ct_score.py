@@ -1,6 +1,6 @@
 """Phishing scoring of new certificates, run on every `ct://certs` asset event.
 
-Wiring only; the work is in ctlib.score_files and ctlib.score.
+Wiring only; the work is in ctlib.downstream.scoring and ctlib.downstream.score.
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ Manual run: give `files` (certs file paths) to re-score them.
 def ct_score_dag():
     @task
     def score(params=None, triggering_asset_events=None) -> dict:
-        from ctlib.downstream_tasks import score_task
+        from ctlib.airflow.downstream_tasks import score_task
 
         return score_task(list(params.get("files") or []), triggering_asset_events or {})
 
     @task(outlets=[ALERTS_ASSET])
     def announce(summary: dict, outlet_events=None) -> dict:
-        from ctlib.downstream_tasks import announce_alerts
+        from ctlib.airflow.downstream_tasks import announce_alerts
 
         return announce_alerts(summary, outlet_events[ALERTS_ASSET])
 

@@ -3,7 +3,7 @@ API server can deserialize DAGs that use it (plugins/.airflowignore hides ctlib/
 
 from airflow.plugins_manager import AirflowPlugin
 
-from ctlib.timetables import OffsetCronTriggerTimetable
+from ctlib.airflow.timetables import OffsetCronTriggerTimetable
 
 
 class CtTimetablesPlugin(AirflowPlugin):

@@ -22,13 +22,13 @@ import duckdb
 import pytest
 import requests
 
-from ctlib import query
+from ctlib.lake import query
 from ctlib.localsvc import free_port, port_accepts
 from ctlib.localsvc.broker import consume_all
 from ctlib.localsvc.postgres import scratch_database
 from ctlib.localsvc.run import Orchestrator
-from ctlib.loglist import slugify
-from ctlib.state import state_key
+from ctlib.ct.loglist import slugify
+from ctlib.ingest.state import state_key
 
 pytestmark = pytest.mark.e2e
 

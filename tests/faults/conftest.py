@@ -1,5 +1,5 @@
 """Fault tests: each breaks one thing under a real `dag.test()` run (a local CT log over
-HTTP, a real tansu broker where Kafka matters) and ends with `ctlib.audit` proving the lake
+HTTP, a real tansu broker where Kafka matters) and ends with `ctlib.ops.audit` proving the lake
 holds every committed index exactly once (and Kafka every certificate, where it is checked).
 
 Importing tests.integration.conftest sets up the throw-away Airflow home and database
@@ -58,7 +58,7 @@ def failure_lines(output: str, limit: int = 20) -> str:
 
 def audit(*args: str) -> tuple[int, str]:
     """`python -m ctlib.audit ARGS` in this process (states from the test's Airflow Variables)."""
-    from ctlib.audit import main
+    from ctlib.ops.audit import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):

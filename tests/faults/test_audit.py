@@ -1,4 +1,4 @@
-"""ctlib.audit: the interval logic (pure), the DuckDB lake scan on hand-made lakes (gaps,
+"""ctlib.ops.audit: the interval logic (pure), the DuckDB lake scan on hand-made lakes (gaps,
 duplicates, errors counting as present, other logs and uncommitted rows), the CLI's exit
 status and report, and a scan of millions of rows."""
 
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctlib.audit import (
+from ctlib.ops.audit import (
     CountRun,
     Since,
     Watermark,

@@ -1,5 +1,5 @@
 """A hostile log list: descriptions that try to leave the lake, plain-http URLs to the
-internet, duplicate slugs, oversized names. Checked through ctlib.loglist and through the
+internet, duplicate slugs, oversized names. Checked through ctlib.ct.loglist and through the
 DAG factory as the dag-processor runs it (DagBag): refused or neutralised with a message
 naming the log, never a crash deep inside Airflow, and the lake stays under its root."""
 
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctlib.loglist import MAX_SLUG, LogListError, parse_log_list, slugify
-from ctlib.sinks.parquet import Lake, partition_dir
+from ctlib.ct.loglist import MAX_SLUG, LogListError, parse_log_list, slugify
+from ctlib.lake.files import Lake, partition_dir
 from ctlib.testing.ctlog import Faults, LogServer
 from tests.faults.conftest import assert_audit_clean, configure, ingest_dag, run_until_caught_up
 from tests.paths import PROJECT_ROOT
@@ -84,7 +84,7 @@ def test_empty_slug_and_duplicate_slugs_refuse_the_list_clearly(template):
 @pytest.mark.parametrize("url", ["http://ct.example.com/log/", "http://127.0.0.1.evil.com/", "http://localhost.evil.com/",
                                  "http://0.0.0.0/", "http://[::ffff:8.8.8.8]/", "http://2130706433/"])
 def test_plain_http_to_the_internet_is_neutralised_with_a_message(url, template, caplog):
-    with caplog.at_level(logging.WARNING, logger="ctlib.loglist"):
+    with caplog.at_level(logging.WARNING, logger="ctlib.ct.loglist"):
         loglist = parse_log_list(edited(template, {"url": url}))
     bad = loglist.logs[0]
     assert not bad.monitored and "refusing plain-http URL" in bad.problem and url in bad.problem
@@ -106,7 +106,7 @@ def test_other_urls_refuse_the_list_naming_the_log(url, message, template):
 
 
 def test_oversized_description_is_neutralised(template, caplog):
-    with caplog.at_level(logging.WARNING, logger="ctlib.loglist"):
+    with caplog.at_level(logging.WARNING, logger="ctlib.ct.loglist"):
         loglist = parse_log_list(edited(template, {"description": "L" * 300}))
     assert not loglist.logs[0].monitored and f"300-character slug (at most {MAX_SLUG})" in loglist.logs[0].problem
     assert "300-character slug" in caplog.text
@@ -134,7 +134,7 @@ def test_dag_factory_builds_the_safe_logs_and_skips_the_neutralised_ones(airflow
     data["operators"][0]["logs"][1]["description"] = "Hostile Other Log"
     # the appended copies share a key with log 1; that is fine for parsing (slugs differ)
     capfd.readouterr()
-    with caplog.at_level(logging.WARNING, logger="ctlib.loglist"):
+    with caplog.at_level(logging.WARNING, logger="ctlib.ct.loglist"):
         bag = dagbag(tmp_path, monkeypatch, data, "mixed")
     # The parse's log reaches stdout or only the stdlib handlers, as earlier tests left logging.
     logged = "".join(capfd.readouterr()) + caplog.text

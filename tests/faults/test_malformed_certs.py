@@ -22,8 +22,8 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctlib.decode import ChainCache, LogRef, RawEntry, decode_entries
-from ctlib.leaf import encode_precert_chain_entry, encode_precert_leaf, encode_x509_chain, encode_x509_leaf
+from ctlib.decode.entries import ChainCache, LogRef, RawEntry, decode_entries
+from ctlib.ct.leaf import encode_precert_chain_entry, encode_precert_leaf, encode_x509_chain, encode_x509_leaf
 from tests.paths import CTDATA
 
 LOG = LogRef(log_id=base64.b64encode(b"\x01" * 32).decode(), slug="fault_log")

@@ -36,7 +36,7 @@ a scheduler whose heartbeat is 25 s old counts as dead (not lower: see the env b
    runner and no final file of the range existed. Right after: DuckDB reads
    `certs/**/*.parquet` cleanly with no row of the range, the watermark is not past it, the
    REST API shows that pid's try failed. After the retry: the run completes, no temporary
-   is left (the retry's writer removes a dead writer's temporary: ctlib.sinks.parquet).
+   is left (the retry's writer removes a dead writer's temporary: ctlib.lake.files).
 3. scheduler: SIGKILL of the scheduler while two fetch tasks download. Its LocalExecutor
    workers survive it and keep running their tasks; a new scheduler starts 4 s later,
    declares the old one dead, resets the orphaned task instances (new tries), and the old
@@ -411,7 +411,7 @@ class Stack:
 
     @staticmethod
     def dag_id(key: str) -> str:
-        from ctlib.loglist import slugify
+        from ctlib.ct.loglist import slugify
 
         return f"ct_ingest__{slugify(LOGS[key])}"
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ctlib.loglist import load_log_list
+from ctlib.ct.loglist import load_log_list
 from ctlib.settings import DEFAULT_LOG_LIST
 from tests.paths import PROJECT_ROOT
 
@@ -39,7 +39,7 @@ def test_dag_file_imports_nothing_heavy():
     # Compared with what `import airflow.sdk` itself loads (it brings cryptography along).
     code = (
         "import sys, airflow.sdk; before = set(sys.modules); import runpy; runpy.run_path(sys.argv[1]); "
-        "heavy = [m for m in ('pyarrow', 'cryptography', 'requests', 'duckdb', 'confluent_kafka', 'pandas', 'ctlib.ingest') "
+        "heavy = [m for m in ('pyarrow', 'cryptography', 'requests', 'duckdb', 'confluent_kafka', 'pandas', 'ctlib.ingest.run') "
         "if m in sys.modules and m not in before]; "
         "print(','.join(heavy))"
     )

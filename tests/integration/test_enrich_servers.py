@@ -13,11 +13,11 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from ctlib.enrich.cache import EnrichmentRecord, recently_enriched, write_enrichment
-from ctlib.enrich.connections import PASSIVETOTAL, THREATSTREAM, credentials_for
-from ctlib.enrich.passivetotal import PassiveTotalClient
-from ctlib.enrich.risk import combined_risk
-from ctlib.enrich.threatstream import ThreatStreamClient
+from ctlib.downstream.enrich.cache import EnrichmentRecord, recently_enriched, write_enrichment
+from ctlib.downstream.enrich.connections import PASSIVETOTAL, THREATSTREAM, credentials_for
+from ctlib.downstream.enrich.passivetotal import PassiveTotalClient
+from ctlib.downstream.enrich.risk import combined_risk
+from ctlib.downstream.enrich.threatstream import ThreatStreamClient
 from ctlib.testing.enrichment_servers import FakePassiveTotal, FakeThreatStream
 from tests.paths import ENRICHMENT, PROJECT_ROOT
 
@@ -62,9 +62,9 @@ def test_airflow_connections_feed_both_clients(airflow_db, monkeypatch, tmp_path
 
 def test_missing_airflow_connection_skips_with_one_line(airflow_db, monkeypatch, caplog):
     monkeypatch.delenv("AIRFLOW_CONN_PASSIVETOTAL_DEFAULT", raising=False)
-    caplog.set_level(logging.INFO, logger="ctlib.enrich")
+    caplog.set_level(logging.INFO, logger="ctlib.downstream.enrich")
     assert credentials_for(PASSIVETOTAL) is None
-    ours = [r.getMessage() for r in caplog.records if r.name.startswith("ctlib.enrich")]
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("ctlib.downstream.enrich")]
     assert ours == ["PassiveTotal: connection passivetotal_default not configured; skipping"]
 
 

@@ -117,8 +117,8 @@ def test_exactly_once_in_lake_and_kafka_across_growing_runs(tiled, airflow_db, k
 
 
 def test_failure_after_parquet_before_kafka_ack_leaves_one_copy(airflow_db, kafka_broker, ct_server, tmp_path, monkeypatch):
-    import ctlib.sinks.kafka as kafka_sink
-    from ctlib.sinks.kafka import KafkaDeliveryError
+    import ctlib.kafka as kafka_sink
+    from ctlib.kafka import KafkaDeliveryError
 
     topic = "ct-certs-retry"
     log = ct_server.add_log("Local Retry Log", initial_size=120, faults=Faults(cap=40))
@@ -191,7 +191,7 @@ def test_start_at_latest_skips_history_and_idle_runs_skip_fetch(airflow_db, ct_s
 
 
 def test_missing_kafka_connection_fails_the_task_clearly(airflow_db, ct_server, tmp_path, monkeypatch):
-    from ctlib.sinks.kafka import KafkaConfigError, producer_from_connection
+    from ctlib.kafka import KafkaConfigError, producer_from_connection
 
     monkeypatch.delenv("AIRFLOW_CONN_KAFKA_NOWHERE", raising=False)
     with pytest.raises(KafkaConfigError, match=r"'kafka_nowhere' \(CT_KAFKA_CONN_ID\) is not configured"):

@@ -12,8 +12,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from ctlib.decode import LogRef, RawEntry, decode_entries
-from ctlib.sinks.parquet import Lake, write_range
+from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.lake.files import Lake, write_range
 from ctlib.testing.ctlog import LogServer
 from tests.integration.conftest import load_dag_module, run_dag
 from tests.integration.test_ingest_dag import configure, lake_rows, state_of

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pendulum
 import pytest
 
-from ctlib.schedule import schedule_for, wake_uri
+from ctlib.ingest.schedule import schedule_for, wake_uri
 from ctlib.settings import DEFAULT_LOG_LIST, Settings
 from ctlib.testing.ctlog import LogServer
 from tests.integration.conftest import load_dag_module
@@ -26,7 +26,7 @@ def _restriction(catchup: bool):
 
 
 def test_offset_timetable_lands_on_its_offset_every_period_without_drift():
-    from ctlib.timetables import OffsetCronTriggerTimetable
+    from ctlib.airflow.timetables import OffsetCronTriggerTimetable
 
     timetable = OffsetCronTriggerTimetable("* * * * *", timezone="UTC", offset=timedelta(seconds=17))
     timetable.validate()
@@ -59,11 +59,11 @@ def test_offset_timetable_serializes_through_the_plugin():
     from airflow.serialization.decoders import decode_timetable
     from airflow.serialization.encoders import encode_timetable
 
-    from ctlib.timetables import OffsetCronTriggerTimetable
+    from ctlib.airflow.timetables import OffsetCronTriggerTimetable
 
     timetable = OffsetCronTriggerTimetable("*/5 * * * *", timezone="UTC", offset=timedelta(seconds=123))
     encoded = encode_timetable(timetable)
-    assert encoded["__type"] == "ctlib.timetables.OffsetCronTriggerTimetable"
+    assert encoded["__type"] == "ctlib.airflow.timetables.OffsetCronTriggerTimetable"
     decoded = decode_timetable(json.loads(json.dumps(encoded)))
     assert decoded == timetable and decoded.offset == timedelta(seconds=123) and decoded.summary == "*/5 * * * * +123s"
     assert decoded != OffsetCronTriggerTimetable("*/5 * * * *", timezone="UTC", offset=timedelta(seconds=124))
@@ -93,8 +93,8 @@ def test_bundled_list_gets_spread_and_frozen_schedules(bundled_dags):
     from airflow.sdk import AssetOrTimeSchedule
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from ctlib.loglist import load_log_list
-    from ctlib.timetables import OffsetCronTriggerTimetable
+    from ctlib.ct.loglist import load_log_list
+    from ctlib.airflow.timetables import OffsetCronTriggerTimetable
 
     now, settings = datetime.now(timezone.utc), Settings.from_env({})
     live_offsets, frozen = [], []

@@ -1,4 +1,4 @@
-"""ctlib.compaction on a real lake of many small range files over several days: same rows
+"""ctlib.lake.compaction on a real lake of many small range files over several days: same rows
 (every column, as a multiset) before, during and after; one sorted file per closed
 partition; idempotent; crash at every step recoverable; concurrent writers and readers."""
 
@@ -17,8 +17,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-import ctlib.compaction as compaction
-from ctlib.compaction import (
+import ctlib.lake.compaction as compaction
+from ctlib.lake.compaction import (
     STEPS,
     CompactionBusy,
     CompactionUnsupported,
@@ -31,9 +31,9 @@ from ctlib.compaction import (
     latest_committed_day,
     log_lock,
 )
-from ctlib.decode import LogRef, RawEntry, decode_entries
-from ctlib.schema import ERRORS_SCHEMA
-from ctlib.sinks.parquet import Lake, range_file_name, write_range
+from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.lake.layout import ERRORS_SCHEMA
+from ctlib.lake.files import Lake, range_file_name, write_range
 from ctlib.testing.certs import CertFactory
 
 SLUG = "local_compact_log"

@@ -21,13 +21,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ctlib.leaf import parse_extra_data, parse_merkle_tree_leaf
-from ctlib.loglist import load_log_list
-from ctlib.merkle import MerkleError, MerkleTree, leaf_hash, root_hash, verify_consistency, verify_inclusion
-from ctlib.sth import SignatureError, SignedTreeHead, verify_checkpoint, verify_sth
+from ctlib.ct.leaf import parse_extra_data, parse_merkle_tree_leaf
+from ctlib.ct.loglist import load_log_list
+from ctlib.ct.merkle import MerkleError, MerkleTree, leaf_hash, root_hash, verify_consistency, verify_inclusion
+from ctlib.ct.sth import SignatureError, SignedTreeHead, verify_checkpoint, verify_sth
 from ctlib.testing.certs import CertFactory, GeneratedEntry
 from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer
-from ctlib.tiles import encode_leaf_index_extension, leaf_index_of, parse_data_tile, parse_hash_tile
+from ctlib.ct.tiles import encode_leaf_index_extension, leaf_index_of, parse_data_tile, parse_hash_tile
 
 INITIAL = 1000
 JAN_2026_MS = 1_767_225_600_000

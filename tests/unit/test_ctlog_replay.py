@@ -11,16 +11,16 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from ctlib.decode import LogRef, RawEntry, decode_entries
-from ctlib.leaf import parse_extra_data, parse_merkle_tree_leaf
-from ctlib.loglist import load_log_list
-from ctlib.merkle import leaf_hash, root_hash, verify_inclusion
-from ctlib.sth import verify_checkpoint, verify_sth
+from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.leaf import parse_extra_data, parse_merkle_tree_leaf
+from ctlib.ct.loglist import load_log_list
+from ctlib.ct.merkle import leaf_hash, root_hash, verify_inclusion
+from ctlib.ct.sth import verify_checkpoint, verify_sth
 from ctlib.testing import ctlog
 from ctlib.testing.ctlog import OPERATOR, Faults, LocalCTLog, LogServer
 from ctlib.testing.profiles import LATENCY, LogSpec, add_profile, firehose_profile
 from ctlib.testing.replay import replay_pool
-from ctlib.tiles import leaf_index_of, parse_data_tile
+from ctlib.ct.tiles import leaf_index_of, parse_data_tile
 
 
 def _now_ms() -> int:

@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtensionOID
 
-import ctlib.decode as decode_module
-from ctlib.decode import ChainCache, DecodedBatch, LogRef, RawEntry, decode_entries
-from ctlib.leaf import (
+import ctlib.decode.entries as decode_module
+from ctlib.decode.entries import ChainCache, DecodedBatch, LogRef, RawEntry, decode_entries
+from ctlib.ct.leaf import (
     encode_precert_chain_entry,
     encode_precert_leaf,
     encode_x509_chain,
@@ -22,8 +22,8 @@ from ctlib.leaf import (
     parse_extra_data,
     parse_merkle_tree_leaf,
 )
-from ctlib.schema import CERTS_SCHEMA, ERRORS_SCHEMA
-from ctlib.x509 import PRECERT_SIGNING_EKU
+from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
+from ctlib.decode.x509 import PRECERT_SIGNING_EKU
 from tests.unit.test_leaf import REAL, RealEntry
 from tests.unit.test_x509 import DER, PrecertPair, leaf_builder, make_ca, make_precert_pair
 

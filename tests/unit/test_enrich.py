@@ -1,4 +1,4 @@
-"""ctlib.enrich: sample parsing, both clients against the local fakes (every error path),
+"""ctlib.downstream.enrich: sample parsing, both clients against the local fakes (every error path),
 combined risk, the enrichment table and caches, and that API keys never leak."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from ctlib.enrich import normalize_domain
-from ctlib.enrich.cache import (
+from ctlib.downstream.enrich import normalize_domain
+from ctlib.downstream.enrich.cache import (
     ENRICHMENT_SCHEMA,
     EnrichmentRecord,
     RunCache,
@@ -27,7 +27,7 @@ from ctlib.enrich.cache import (
     records_table,
     write_enrichment,
 )
-from ctlib.enrich.connections import (
+from ctlib.downstream.enrich.connections import (
     PASSIVETOTAL,
     THREATSTREAM,
     ProviderCredentials,
@@ -35,7 +35,7 @@ from ctlib.enrich.connections import (
     credentials_for,
     read_credentials,
 )
-from ctlib.enrich.passivetotal import (
+from ctlib.downstream.enrich.passivetotal import (
     RETIRED_NOTICE,
     PassiveTotalAuthError,
     PassiveTotalClient,
@@ -48,8 +48,8 @@ from ctlib.enrich.passivetotal import (
     error_message,
     result_from,
 )
-from ctlib.enrich.risk import combined_risk
-from ctlib.enrich.threatstream import (
+from ctlib.downstream.enrich.risk import combined_risk
+from ctlib.downstream.enrich.threatstream import (
     SEVERITIES,
     ThreatIndicator,
     ThreatStreamAuthError,
@@ -61,7 +61,7 @@ from ctlib.enrich.threatstream import (
     parse_indicator,
     parse_page,
 )
-from ctlib.sinks.parquet import Lake
+from ctlib.lake.files import Lake
 from ctlib.testing.enrichment_servers import FakePassiveTotal, FakeThreatStream
 from tests.paths import ENRICHMENT
 
@@ -596,7 +596,7 @@ def test_read_credentials_from_a_connection():
 
 
 def test_missing_connection_skips_with_one_log_line(caplog):
-    caplog.set_level(logging.DEBUG, logger="ctlib.enrich")
+    caplog.set_level(logging.DEBUG, logger="ctlib.downstream.enrich")
     assert credentials_for(PASSIVETOTAL, get_connection=lambda _: None) is None
     assert credentials_for(THREATSTREAM, "ts_other", get_connection=lambda _: None) is None
     assert [r.getMessage() for r in caplog.records] == [

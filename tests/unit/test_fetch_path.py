@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ctlib import leaf as leaf_mod
-from ctlib.sinks.kafka import _iso_utc
+from ctlib.ct import leaf as leaf_mod
+from ctlib.kafka import _iso_utc
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""ctlib.health: the verdict rules (pure), the table and its file, and `observe` against a
+"""ctlib.ops.health: the verdict rules (pure), the table and its file, and `observe` against a
 fake log client (unreachable log, backlog age from the first pending entry)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import ctlib.client
-from ctlib.client import TreeHead
-from ctlib.decode import RawEntry
-from ctlib.health import (
+import ctlib.ct.client
+from ctlib.ct.client import TreeHead
+from ctlib.decode.entries import RawEntry
+from ctlib.ops.health import (
     HEALTH_SCHEMA,
     LAGGING,
     NOT_STARTED,
@@ -31,10 +31,10 @@ from ctlib.health import (
     to_table,
     write_health,
 )
-from ctlib.loglist import CTLog
+from ctlib.ct.loglist import CTLog
 from ctlib.settings import Settings
-from ctlib.sinks.parquet import Lake, write_file, write_incident
-from ctlib.state import LogState, MemoryStateStore
+from ctlib.lake.files import Lake, write_file, write_incident
+from ctlib.ingest.state import LogState, MemoryStateStore
 from ctlib.testing.certs import CertFactory
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -134,7 +134,7 @@ def test_text_table_for_the_task_log():
 def test_error_and_incident_rows_are_counted_from_the_lake(tmp_path):
     lake = Lake.open(str(tmp_path))
     assert count_rows(lake, "errors", "log_a") == 0
-    from ctlib.schema import ERRORS_SCHEMA
+    from ctlib.lake.layout import ERRORS_SCHEMA
 
     errors = pa.Table.from_pylist([{"log_id": "aWQ=", "log_slug": "log_a", "index": i, "timestamp": NOW, "reason": "x",
                                     "leaf_input_b64": "", "extra_data_b64": "", "ingested_at": NOW} for i in range(3)],
@@ -180,7 +180,7 @@ def pending_leaf() -> tuple[bytes, datetime]:
 def test_observe_reads_the_age_of_the_first_pending_entry(kind, asked_end, pending_leaf, tmp_path, monkeypatch):
     leaf, at = pending_leaf
     client = FakeClient(size=700, entries={300: leaf})
-    monkeypatch.setattr(ctlib.client, "open_client", lambda log, settings: client)
+    monkeypatch.setattr(ctlib.ct.client, "open_client", lambda log, settings: client)
     state = LogState(next_index=300, tree_size=650, first_index=0, updated_at=(NOW - timedelta(minutes=1)).isoformat())
     o = observe(_log(kind), state, Settings.from_env({}), Lake.open(str(tmp_path)), NOW)
     assert (o.tree_size, o.next_index, o.oldest_pending_at, o.problem) == (700, 300, at, "")
@@ -194,7 +194,7 @@ def test_observe_records_an_unreachable_log_instead_of_raising(tmp_path, monkeyp
     from ctlib.http import LogHTTPError
 
     client = FakeClient(size=0, entries={}, fail=LogHTTPError("log_a: connection refused"))
-    monkeypatch.setattr(ctlib.client, "open_client", lambda log, settings: client)
+    monkeypatch.setattr(ctlib.ct.client, "open_client", lambda log, settings: client)
     state = LogState(next_index=5, tree_size=5, first_index=0, updated_at=(NOW - timedelta(hours=1)).isoformat())
     o = observe(_log(), state, Settings.from_env({}), Lake.open(str(tmp_path)), NOW)
     assert o.tree_size is None and "connection refused" in o.problem and client.closed
@@ -208,7 +208,7 @@ def test_check_logs_uses_short_http_retries_and_reads_state_first(tmp_path, monk
         seen.append((settings.http_retries, settings.http_max_backoff))
         return FakeClient(size=10, entries={})
 
-    monkeypatch.setattr(ctlib.client, "open_client", open_client)
+    monkeypatch.setattr(ctlib.ct.client, "open_client", open_client)
     store = MemoryStateStore()
     store.save("log_a", LogState(next_index=10, tree_size=10, first_index=0))
     healths = check_logs([_log(), replace(_log(), slug="log_b")], Settings.from_env({}), store,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from ctlib.schema import CERTS_SCHEMA
-from ctlib.sinks.kafka import rows_as_messages
+from ctlib.lake.layout import CERTS_SCHEMA
+from ctlib.kafka import rows_as_messages
 
 
 def _row(index: int, **overrides) -> dict:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ctlib.leaf import (
+from ctlib.ct.leaf import (
     LeafError,
     encode_precert_chain_entry,
     encode_precert_leaf,

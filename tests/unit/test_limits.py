@@ -8,8 +8,8 @@ import hashlib
 
 import pytest
 
-from ctlib.limits import LimitsError, LogLimits, limits_for, load_limits
-from ctlib.loglist import CTLog, load_log_list
+from ctlib.ct.limits import LimitsError, LogLimits, limits_for, load_limits
+from ctlib.ct.loglist import CTLog, load_log_list
 from ctlib.settings import DEFAULT_LOG_LIST, Settings
 
 
@@ -101,7 +101,7 @@ def test_batch_rate_share_and_description():
 
 
 def test_client_gets_the_cap_and_its_share_of_the_rate():
-    from ctlib.client import open_client
+    from ctlib.ct.client import open_client
 
     settings = Settings.from_env({"CT_FETCH_PARALLELISM": "4"})
     client = open_client(a_log("Google"), settings, share=4)
@@ -120,8 +120,8 @@ def test_client_gets_the_cap_and_its_share_of_the_rate():
 def test_first_get_entries_asks_within_the_cap():
     """A log capped at 32 is asked 32, not CT_GET_ENTRIES_BATCH, and a smaller answer still
     teaches the client a smaller cap."""
-    from ctlib.decode import RawEntry
-    from ctlib.rfc6962 import RFC6962Client
+    from ctlib.decode.entries import RawEntry
+    from ctlib.ct.rfc6962 import RFC6962Client
 
     asked = []
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ctlib.loglist import LogListError, load_log_list, parse_log_list, slugify
+from ctlib.ct.loglist import LogListError, load_log_list, parse_log_list, slugify
 from tests.paths import CTDATA, PROJECT_ROOT
 
 SIGNED_LIST = CTDATA / "loglist" / "google_log_list_v3_v80.14_2026-01-02.json"

@@ -1,4 +1,4 @@
-"""ctlib.merkle against transparency-dev/merkle known answers, the RFC 6962 reference
+"""ctlib.ct.merkle against transparency-dev/merkle known answers, the RFC 6962 reference
 tree, real Pilot/Icarus data, and a brute-force reference implementation."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ctlib.merkle import (
+from ctlib.ct.merkle import (
     EMPTY_ROOT,
     CompactRange,
     MerkleError,

@@ -1,4 +1,4 @@
-"""Temporary files of the lake writer (ctlib.sinks.parquet.write_file): a writer killed
+"""Temporary files of the lake writer (ctlib.lake.files.write_file): a writer killed
 between creating its hidden temporary and renaming it leaves the temporary behind; the next
 writer of the same file removes it, unless its writer may still be alive."""
 
@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctlib.sinks import parquet
-from ctlib.sinks.parquet import Lake, range_file_name, remove_stale_temporaries, write_file
+from ctlib.lake import files as parquet
+from ctlib.lake.files import Lake, range_file_name, remove_stale_temporaries, write_file
 
 NAME = range_file_name(0, 100)
 TABLE = pa.table({"index": pa.array(range(100), pa.int64())})
@@ -72,7 +72,7 @@ def test_a_sigkilled_writer_leaves_its_temporary_and_the_next_write_removes_it(l
     # A real writer process, SIGKILLed by itself in the middle of pyarrow's write.
     script = f"""
 import os, signal, pyarrow as pa, pyarrow.parquet as pq
-from ctlib.sinks.parquet import Lake, write_file
+from ctlib.lake.files import Lake, write_file
 real = pq.write_table
 def half_then_die(table, where, *args, **kwargs):
     with kwargs["filesystem"].open_output_stream(where) as out:
@@ -134,7 +134,7 @@ def test_missing_directory_and_listing_problems_are_not_errors(tmp_path):
 
 
 def test_without_a_name_every_dead_writers_temporary_goes_and_compaction_sweeps(tmp_path):
-    from ctlib.compaction import compact_log
+    from ctlib.lake.compaction import compact_log
 
     lake_ = Lake.open(str(tmp_path))
     today = tmp_path / "certs" / "log=x" / f"date={time.strftime('%Y-%m-%d', time.gmtime())}"

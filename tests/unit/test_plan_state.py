@@ -1,7 +1,7 @@
 import pytest
 
-from ctlib.plan import check_coverage, plan_ranges
-from ctlib.state import LogState, MemoryStateStore, PendingPlan, StateError
+from ctlib.ingest.plan import check_coverage, plan_ranges
+from ctlib.ingest.state import LogState, MemoryStateStore, PendingPlan, StateError
 
 
 def test_nothing_new_plans_nothing():
@@ -58,7 +58,7 @@ def test_pending_plan_damage_is_ignored():
 # ----------------------------------------------------------------- tiled logs: the partial tile
 
 def _tiled_log():
-    from ctlib.loglist import CTLog
+    from ctlib.ct.loglist import CTLog
 
     return CTLog(description="Tiled", slug="tiled", operator="op", log_id="aWQ=", key="a2V5",
                  kind="static", url="http://127.0.0.1:1/tiled/", state="usable", mmd=60)
@@ -69,8 +69,8 @@ def _at(next_index):
 
 
 def _ends(state, size, pending, now_ms, wait=30.0):
-    from ctlib.client import TreeHead
-    from ctlib.ingest import _end_for_tiles
+    from ctlib.ct.client import TreeHead
+    from ctlib.ingest.run import _end_for_tiles
     from ctlib.settings import Settings
 
     settings = Settings.from_env({"CT_PARTIAL_TILE_WAIT": str(wait)})

@@ -1,4 +1,4 @@
-"""ctlib.preload: which Airflow processes preload the task code, and that a preload never
+"""ctlib.airflow.preload: which Airflow processes preload the task code, and that a preload never
 stops Airflow. The effect itself (task processes forked with the modules imported) is
 measured by the soak bench (idle CPU per run)."""
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ctlib.preload import PARSE_MODULES, TASK_MODULES, modules_for, preload, preload_for
+from ctlib.airflow.preload import PARSE_MODULES, TASK_MODULES, modules_for, preload, preload_for
 
 
 def test_task_forking_processes_preload_the_task_code():
     assert modules_for(["airflow", "scheduler"]) == TASK_MODULES
     assert modules_for(["/venv/bin/airflow", "celery", "worker", "--concurrency", "4"]) == TASK_MODULES
     assert modules_for(["airflow", "dag-processor"]) == PARSE_MODULES
-    assert "ctlib.dagtasks" in TASK_MODULES and "ctlib.dagtasks" not in PARSE_MODULES
+    assert "ctlib.airflow.ingest_tasks" in TASK_MODULES and "ctlib.airflow.ingest_tasks" not in PARSE_MODULES
 
 
 def test_other_processes_stay_lean():
@@ -36,7 +36,7 @@ def test_airflow_local_settings_preloads_only_in_the_scheduler(tmp_path):
     """The real module Airflow imports, in fresh interpreters: the scheduler's argv gets
     pyarrow and the decoder imported, another command's does not."""
     code = ("import sys; sys.argv = {argv!r}; import airflow_local_settings; "
-            "print('ctlib.dagtasks' in sys.modules, 'pyarrow' in sys.modules)")
+            "print('ctlib.airflow.ingest_tasks' in sys.modules, 'pyarrow' in sys.modules)")
     from ctlib.settings import PROJECT_ROOT
 
     def run(argv: list[str]) -> str:

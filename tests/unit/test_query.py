@@ -1,4 +1,4 @@
-"""ctlib.query and the analysts' SQL files over a real lake written by the Parquet sink."""
+"""ctlib.lake.query and the analysts' SQL files over a real lake written by the Parquet sink."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ctlib.decode import LogRef, RawEntry, decode_entries
-from ctlib.query import TABLES, connect, run
-from ctlib.sinks.parquet import Lake, write_range
+from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.lake.query import TABLES, connect, run
+from ctlib.lake.files import Lake, write_range
 from ctlib.testing.certs import CertFactory
 from tests.paths import PROJECT_ROOT
 

@@ -1,12 +1,12 @@
-"""Which logs are frozen, and each log's start offset (ctlib.schedule), on the bundled list."""
+"""Which logs are frozen, and each log's start offset (ctlib.ingest.schedule), on the bundled list."""
 
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ctlib.loglist import load_log_list, parse_log_list
-from ctlib.schedule import frozen_reason, offset_for, period_of, schedule_for, wake_uri
+from ctlib.ct.loglist import load_log_list, parse_log_list
+from ctlib.ingest.schedule import frozen_reason, offset_for, period_of, schedule_for, wake_uri
 from ctlib.settings import DEFAULT_LOG_LIST, Settings
 
 UTC = timezone.utc
@@ -98,7 +98,7 @@ def test_offset_stays_within_the_cron_period():
 
 
 def test_malformed_interval_fails_clearly():
-    from ctlib.loglist import LogListError
+    from ctlib.ct.loglist import LogListError
     from tests.unit.test_loglist import _one_log_list
 
     data = _one_log_list()
@@ -108,8 +108,8 @@ def test_malformed_interval_fails_clearly():
 
 
 def test_a_new_list_wakes_the_frozen_logs_it_changed(bundled):
-    from ctlib.loglist import LogList
-    from ctlib.loglist_sync import woken_logs
+    from ctlib.ct.loglist import LogList
+    from ctlib.ct.loglist_sync import woken_logs
 
     def changed(**fields):
         return LogList(bundled.version, bundled.timestamp, tuple(

@@ -1,4 +1,4 @@
-"""ctlib.score: phishing scores of DNS names, the editable lists, the CLI, and the evaluation
+"""ctlib.downstream.score: phishing scores of DNS names, the editable lists, the CLI, and the evaluation
 against the phishing_catcher baseline on the shared labelled hostnames."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import tldextract
 
 from bench import phishing_catcher_baseline as baseline
 from bench import score_eval
-from ctlib.score import DEFAULT_FOLDER, Score, Scorer, ScoringListError, load_lists
-from ctlib.score.rules import decode_label, fold, looks_random, skeleton
+from ctlib.downstream.score import DEFAULT_FOLDER, Score, Scorer, ScoringListError, load_lists
+from ctlib.downstream.score.rules import decode_label, fold, looks_random, skeleton
 from tests.paths import PHISHING, PROJECT_ROOT
 
 
@@ -433,7 +433,7 @@ def test_entropy_matches_the_definition() -> None:
     from collections import Counter
     from math import log2
 
-    from ctlib.score.rules import entropy
+    from ctlib.downstream.score.rules import entropy
 
     for text in ["", "a", "paypal-login", "xn--80ak6aa92e", "ab" * 200, "a" * 300 + "b"]:
         n = len(text)
@@ -444,7 +444,7 @@ def test_entropy_matches_the_definition() -> None:
 def test_keyword_trie_pattern_finds_what_the_longest_first_alternation_finds() -> None:
     import random
 
-    from ctlib.score.rules import longest_match_pattern
+    from ctlib.downstream.score.rules import longest_match_pattern
 
     words = ["log", "login", "logon", "sign", "signin", "in", "secure", "sec", "a.b", "x-y", "lo"]
     alternation = re.compile("|".join(map(re.escape, sorted(words, key=len, reverse=True))))

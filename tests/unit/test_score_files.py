@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ctlib.decode import LogRef, RawEntry, decode_entries
-from ctlib.score import Scorer
-from ctlib.schema import SCORES_SCHEMA
-from ctlib.score_files import DistinctScores, alert_messages, files_from_events, names_of, score_certs_file
-from ctlib.sinks.parquet import Lake, write_range
+from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.downstream.score import Scorer
+from ctlib.lake.layout import SCORES_SCHEMA
+from ctlib.downstream.scoring import DistinctScores, alert_messages, files_from_events, names_of, score_certs_file
+from ctlib.lake.files import Lake, write_range
 from ctlib.testing.certs import CertFactory
 
 

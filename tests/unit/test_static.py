@@ -1,4 +1,4 @@
-"""StaticClient (ctlib.static) on the real Navigli 2025h2 tiles and on the local tiled log."""
+"""StaticClient (ctlib.ct.static) on the real Navigli 2025h2 tiles and on the local tiled log."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 
-from ctlib.client import TreeHead, VerificationError, open_client
-from ctlib.decode import LogRef, RawEntry, decode_entries
-from ctlib.loglist import CTLog, parse_log_list
-from ctlib.merkle import CompactRange, MerkleError, MerkleTree, leaf_hash, root_hash, verify_consistency
+from ctlib.ct.client import TreeHead, VerificationError, open_client
+from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.loglist import CTLog, parse_log_list
+from ctlib.ct.merkle import CompactRange, MerkleError, MerkleTree, leaf_hash, root_hash, verify_consistency
 from ctlib.settings import Settings
-from ctlib.static import StaticClient, StaticResponseError, gunzip_if_gzip
+from ctlib.ct.static import StaticClient, StaticResponseError, gunzip_if_gzip
 from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer
-from ctlib.tiles import TILE_WIDTH, TileError, parse_hash_tile
+from ctlib.ct.tiles import TILE_WIDTH, TileError, parse_hash_tile
 from tests.paths import CTDATA
 from tests.unit.test_tiles import FACTS, NAVIGLI, navigli_leaves
 

@@ -1,4 +1,4 @@
-"""ctlib.sth against real signed tree heads (Pilot, Icarus, Argon2024), real checkpoints
+"""ctlib.ct.sth against real signed tree heads (Pilot, Icarus, Argon2024), real checkpoints
 (Rome 2024h1, Sycamore 2024h2) and fresh keys."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from ctlib.sth import (
+from ctlib.ct.sth import (
     Checkpoint,
     DigitallySigned,
     SignatureError,

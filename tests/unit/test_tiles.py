@@ -1,4 +1,4 @@
-"""ctlib.tiles: tile paths, TileLeaf entries, hash tiles and proofs from tiles, on the real
+"""ctlib.ct.tiles: tile paths, TileLeaf entries, hash tiles and proofs from tiles, on the real
 Navigli 2025h2 tiles and on random trees checked against MerkleTree."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from functools import cache
 
 import pytest
 
-from ctlib.leaf import encode_precert_leaf, encode_x509_leaf
-from ctlib.merkle import (
+from ctlib.ct.leaf import encode_precert_leaf, encode_x509_leaf
+from ctlib.ct.merkle import (
     CompactRange,
     MerkleError,
     MerkleTree,
@@ -22,7 +22,7 @@ from ctlib.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from ctlib.tiles import (
+from ctlib.ct.tiles import (
     TILE_WIDTH,
     TileError,
     TileLeaf,
@@ -46,7 +46,7 @@ from ctlib.tiles import (
     parse_tile_path,
     tile_width,
 )
-from ctlib.x509 import tbs_fields
+from ctlib.decode.x509 import tbs_fields
 from tests.paths import CTDATA
 
 NAVIGLI = CTDATA / "static-ct" / "navigli2025h2" / "tile"

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ctlib.leaf import parse_extra_data, parse_merkle_tree_leaf
-from ctlib.x509 import (
+from ctlib.ct.leaf import parse_extra_data, parse_merkle_tree_leaf
+from ctlib.decode.x509 import (
     PRECERT_SIGNING_EKU,
     SCT_LIST_OID,
     CertError,

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ctlib.settings import Settings
-from ctlib.sinks.parquet import Lake
+from ctlib.lake.files import Lake
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def _publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes, bytes]], what: str) -> int:
     if not settings.kafka_enabled:
         return 0
-    from ctlib.sinks.kafka import producer_from_connection, publish
+    from ctlib.kafka import producer_from_connection, publish
 
     return publish(producer_from_connection(settings.kafka_conn_id), topic, messages,
                    timeout=settings.kafka_flush_timeout, what=what)
@@ -25,8 +25,8 @@ def _publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes, byt
 def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]]) -> dict[str, Any]:
     """Score every certs file of the triggering events (or `manual_files`). Each distinct
     (name, issuer) is scored once for the whole run: one DistinctScores serves every file."""
-    from ctlib.score import Scorer
-    from ctlib.score_files import DistinctScores, alert_messages, files_from_events, score_certs_file
+    from ctlib.downstream.score import Scorer
+    from ctlib.downstream.scoring import DistinctScores, alert_messages, files_from_events, score_certs_file
 
     settings = Settings.from_env()
     files = manual_files or files_from_events(events)
@@ -67,9 +67,9 @@ def enrichment_batches(manual_files: list[str], events: Mapping[Any, Iterable[An
     in batches (one pooled task each). Each domain carries its best score and evidence."""
     import pyarrow.parquet as pq
 
-    from ctlib.enrich import normalize_domain
-    from ctlib.enrich.cache import recently_enriched
-    from ctlib.score_files import files_from_events
+    from ctlib.downstream.enrich import normalize_domain
+    from ctlib.downstream.enrich.cache import recently_enriched
+    from ctlib.downstream.scoring import files_from_events
 
     settings = Settings.from_env()
     lake = Lake.open(settings.lake)
@@ -99,12 +99,12 @@ def enrich_batch(batch: dict[str, Any], run_id: str) -> dict[str, Any]:
     import re
     from datetime import UTC, datetime
 
-    from ctlib.enrich.cache import EnrichmentRecord, write_enrichment
-    from ctlib.enrich.connections import PASSIVETOTAL, THREATSTREAM, credentials_for
-    from ctlib.enrich.passivetotal import PassiveTotalClient
-    from ctlib.enrich.risk import combined_risk
-    from ctlib.enrich.threatstream import ThreatStreamClient
-    from ctlib.score import Scorer
+    from ctlib.downstream.enrich.cache import EnrichmentRecord, write_enrichment
+    from ctlib.downstream.enrich.connections import PASSIVETOTAL, THREATSTREAM, credentials_for
+    from ctlib.downstream.enrich.passivetotal import PassiveTotalClient
+    from ctlib.downstream.enrich.risk import combined_risk
+    from ctlib.downstream.enrich.threatstream import ThreatStreamClient
+    from ctlib.downstream.score import Scorer
 
     settings = Settings.from_env()
     threshold = Scorer().threshold

@@ -14,13 +14,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ctlib.client import VerificationError
+from ctlib.ct.client import VerificationError
 from ctlib.http import warn_if_anonymous
-from ctlib.ingest import RangeSummary, RunPlan, commit_backfill, commit_run, fetch_range, plan_backfill, plan_run
-from ctlib.loglist import CTLog
+from ctlib.ingest.run import RangeSummary, RunPlan, commit_backfill, commit_run, fetch_range, plan_backfill, plan_run
+from ctlib.ct.loglist import CTLog
 from ctlib.settings import Settings
-from ctlib.sinks.parquet import Lake
-from ctlib.state import VariableStateStore
+from ctlib.lake.files import Lake
+from ctlib.ingest.state import VariableStateStore
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Setting
     settings = settings or _own_settings()
     producer_factory = None
     if settings.kafka_enabled:
-        from ctlib.sinks.kafka import producer_from_connection
+        from ctlib.kafka import producer_from_connection
 
         # Fail before downloading anything when the connection is missing.
         producer = producer_from_connection(settings.kafka_conn_id)

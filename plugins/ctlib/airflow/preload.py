@@ -5,7 +5,7 @@ forked from the scheduler, a Celery worker's pool from the Celery main process, 
 task's process from its worker's supervisor; the dag-processor forks one process per DAG file
 parse. A module imported before those forks is inherited, already imported, by every task
 and parse. Without this, each ingest task paid ~0.4 CPU s importing pyarrow, cryptography
-and the decode path again (measured: `import ctlib.dagtasks` in a fresh interpreter), more
+and the decode path again (measured: `import ctlib.airflow.ingest_tasks` in a fresh interpreter), more
 than the rest of an idle run.
 
 `preload_for(argv)` is called by `plugins/airflow_local_settings.py`, which Airflow imports
@@ -26,21 +26,21 @@ from collections.abc import Sequence
 log = logging.getLogger(__name__)
 
 TASK_MODULES: tuple[str, ...] = (
-    # What an ingest task imports (ctlib.dagtasks pulls pyarrow, cryptography, the decoder,
+    # What an ingest task imports (ctlib.airflow.ingest_tasks pulls pyarrow, cryptography, the decoder,
     # the HTTP client), its Kafka sink and the Kafka provider's hook, DuckDB (Kafka messages
     # and downstream tasks), the Task SDK's task runner, and the DAG files' own imports.
     "airflow.sdk",
     "airflow.sdk.execution_time.task_runner",
-    "ctlib.loglist",
+    "ctlib.ct.loglist",
     "ctlib.settings",
-    "ctlib.dagtasks",
-    "ctlib.sinks.kafka",
+    "ctlib.airflow.ingest_tasks",
+    "ctlib.kafka",
     "airflow.providers.apache.kafka.hooks.produce",
     "duckdb",
-    "ctlib.downstream_tasks",
-    "ctlib.score",
+    "ctlib.airflow.downstream_tasks",
+    "ctlib.downstream.score",
 )
-PARSE_MODULES: tuple[str, ...] = ("airflow.sdk", "ctlib.loglist", "ctlib.settings")
+PARSE_MODULES: tuple[str, ...] = ("airflow.sdk", "ctlib.ct.loglist", "ctlib.settings")
 """What parsing the DAG files imports (the DAG factory reads the log list)."""
 
 # CLI command (argv[1] of `airflow ...`) -> what its forked children need.

@@ -9,7 +9,7 @@ interval rules are Airflow's own.
 
 A custom timetable must be registered through a plugin for the scheduler to deserialize it:
 plugins/ct_timetables.py does it (by this module's class, so its import path is
-`ctlib.timetables.OffsetCronTriggerTimetable` on both sides).
+`ctlib.airflow.timetables.OffsetCronTriggerTimetable` on both sides).
 """
 
 from __future__ import annotations

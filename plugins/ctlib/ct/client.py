@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ctlib.decode import RawEntry
-from ctlib.loglist import CTLog
-from ctlib.merkle import CompactRange
+from ctlib.decode.entries import RawEntry
+from ctlib.ct.loglist import CTLog
+from ctlib.ct.merkle import CompactRange
 from ctlib.settings import Settings
 
 
@@ -61,17 +61,17 @@ class LogClient(Protocol):
 
 def open_client(log: CTLog, settings: Settings, *, share: int = 1) -> LogClient:
     """A client of `log` whose session sends at most 1/`share` of the log's request rate
-    (ctlib.limits): `share` is how many clients of the log may run at once (a mapped fetch
-    task: CT_FETCH_PARALLELISM). Raises ctlib.limits.LimitsError if the limits file is bad."""
+    (ctlib.ct.limits): `share` is how many clients of the log may run at once (a mapped fetch
+    task: CT_FETCH_PARALLELISM). Raises ctlib.ct.limits.LimitsError if the limits file is bad."""
     from ctlib.http import HttpPolicy, LogSession
-    from ctlib.limits import limits_for
+    from ctlib.ct.limits import limits_for
 
     limits = limits_for(log, settings)
     session = LogSession(log.slug, HttpPolicy.from_settings(settings), requests_per_second=limits.rate(share))
     if log.kind == "rfc6962":
-        from ctlib.rfc6962 import RFC6962Client
+        from ctlib.ct.rfc6962 import RFC6962Client
 
         return RFC6962Client(log, session, max_batch=limits.entries_per_request)
-    from ctlib.static import StaticClient
+    from ctlib.ct.static import StaticClient
 
     return StaticClient(log, session, settings)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctlib.loglist import CTLog
+from ctlib.ct.loglist import CTLog
 from ctlib.settings import DEFAULT_LOG_LIMITS, Settings, SettingsError
 
 FIELDS = ("requests_per_second", "entries_per_request")

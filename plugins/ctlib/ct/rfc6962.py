@@ -3,7 +3,7 @@
 `fetch_range` returns every entry of [start, end) in index order or raises: logs answer
 get-entries with fewer entries than asked (their cap), so it learns the cap from the first
 answer and asks for the rest in cap-sized windows, several in flight at once. A log whose cap
-is known beforehand (`max_batch`, from ctlib.limits) is never asked more than that.
+is known beforehand (`max_batch`, from ctlib.ct.limits) is never asked more than that.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ctlib.client import TreeHead, VerificationError
-from ctlib.decode import RawEntry
+from ctlib.ct.client import TreeHead, VerificationError
+from ctlib.decode.entries import RawEntry
 from ctlib.http import LogSession
-from ctlib.loglist import CTLog
-from ctlib.merkle import CompactRange, leaf_hash, left_siblings, verify_inclusion
-from ctlib.sth import SignatureError, SignedTreeHead, verify_sth
+from ctlib.ct.loglist import CTLog
+from ctlib.ct.merkle import CompactRange, leaf_hash, left_siblings, verify_inclusion
+from ctlib.ct.sth import SignatureError, SignedTreeHead, verify_sth
 
 
 class LogResponseError(RuntimeError):
@@ -38,7 +38,7 @@ def _b64(value: Any, what: str) -> bytes:
 
 
 class RFC6962Client:
-    """Reads one RFC 6962 log (a ctlib.client.LogClient). Thread-safe: the session is."""
+    """Reads one RFC 6962 log (a ctlib.ct.client.LogClient). Thread-safe: the session is."""
 
     def __init__(self, log: CTLog, session: LogSession, *, max_batch: int = 0) -> None:
         self.log = log
@@ -159,7 +159,7 @@ class RFC6962Client:
         """Yield the entries of [start, end) in order, window by window.
 
         The first request asks `batch` entries (at most `max_batch`); the size of its answer
-        is the log's cap. Up to `in_flight` windows are requested at once (ctlib.ingest reads
+        is the log's cap. Up to `in_flight` windows are requested at once (ctlib.ingest.run reads
         the whole range before decoding it: see fetch_range there).
         """
         if start >= end:

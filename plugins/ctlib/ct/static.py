@@ -37,15 +37,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from ctlib.client import TreeHead, VerificationError
-from ctlib.decode import RawEntry
+from ctlib.ct.client import TreeHead, VerificationError
+from ctlib.decode.entries import RawEntry
 from ctlib.http import LogHTTPError, LogSession
-from ctlib.leaf import encode_precert_chain_entry, encode_x509_chain
-from ctlib.loglist import CTLog
-from ctlib.merkle import HASH_SIZE, CompactRange, prefix_nodes
+from ctlib.ct.leaf import encode_precert_chain_entry, encode_x509_chain
+from ctlib.ct.loglist import CTLog
+from ctlib.ct.merkle import HASH_SIZE, CompactRange, prefix_nodes
 from ctlib.settings import Settings
-from ctlib.sth import SignatureError, parse_checkpoint, verify_checkpoint
-from ctlib.tiles import (
+from ctlib.ct.sth import SignatureError, parse_checkpoint, verify_checkpoint
+from ctlib.ct.tiles import (
     TILE_WIDTH,
     TileError,
     TileLeaf,
@@ -92,7 +92,7 @@ def gunzip_if_gzip(body: bytes, limit: int, plain_len: int | None = None) -> byt
 
 
 class StaticClient:
-    """Reads one static-ct-api log (a ctlib.client.LogClient)."""
+    """Reads one static-ct-api log (a ctlib.ct.client.LogClient)."""
 
     def __init__(self, log: CTLog, session: LogSession, settings: Settings) -> None:
         self.log = log
@@ -168,7 +168,7 @@ class StaticClient:
     # ----------------------------------------------------------------- resources
 
     def read_tile(self, level: int, index: int, width: int) -> list[bytes]:
-        """The `width` hashes of hash tile (level, index); a ctlib.tiles.ReadTile."""
+        """The `width` hashes of hash tile (level, index); a ctlib.ct.tiles.ReadTile."""
         tile = TileRef(level, index, width)
         with self._cache_lock:
             hit = self._hash_tiles.get(tile)

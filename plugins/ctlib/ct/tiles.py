@@ -15,7 +15,7 @@ The RFC 6962 leaf_input of an entry is 0x00 0x00 || TimestampedEntry, so its lea
 SHA-256(0x00 || 0x00 0x00 || TimestampedEntry): `TileLeaf.leaf_input` gives those bytes.
 
 Format errors raise TileError naming the tile, entry and byte offset; size arguments out
-of range raise MerkleError, as ctlib.merkle does.
+of range raise MerkleError, as ctlib.ct.merkle does.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ctlib.leaf import LeafError, MerkleTreeLeaf, parse_timestamped_entry
-from ctlib.merkle import HASH_SIZE, CompactRange, MerkleError, node_hash
+from ctlib.ct.leaf import LeafError, MerkleTreeLeaf, parse_timestamped_entry
+from ctlib.ct.merkle import HASH_SIZE, CompactRange, MerkleError, node_hash
 
 __all__ = [
     "TILE_HEIGHT",

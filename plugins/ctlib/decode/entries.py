@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from ctlib.leaf import ExtraData, LeafError, MerkleTreeLeaf, parse_extra_data, parse_merkle_tree_leaf
-from ctlib.schema import CERTS_SCHEMA, ERRORS_SCHEMA
-from ctlib.x509 import (
+from ctlib.ct.leaf import ExtraData, LeafError, MerkleTreeLeaf, parse_extra_data, parse_merkle_tree_leaf
+from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
+from ctlib.decode.x509 import (
     CertError,
     cert_fields_and_tbs_sha256,
     certificate_serial,

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctlib.schema import SCORES_SCHEMA
-from ctlib.sinks.parquet import Lake, write_file
+from ctlib.lake.layout import SCORES_SCHEMA
+from ctlib.lake.files import Lake, write_file
 
 if TYPE_CHECKING:  # the scorer's modules load only where scoring happens
-    from ctlib.score import Score
+    from ctlib.downstream.score import Score
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ScoredFile:
 
 
 class NameScorer(Protocol):
-    """What scoring needs of `ctlib.score.Scorer`."""
+    """What scoring needs of `ctlib.downstream.score.Scorer`."""
 
     def score(self, name: str, issuer: str | None = None) -> Score: ...
 

@@ -22,17 +22,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from ctlib.client import LogClient, TreeHead, VerificationError, open_client
-from ctlib.decode import ChainCache, LogRef, decode_entries
-from ctlib.limits import limits_for
-from ctlib.loglist import CTLog
-from ctlib.merkle import CompactRange, MerkleError, verify_consistency
-from ctlib.plan import check_coverage, plan_ranges
-from ctlib.schema import CERTS_SCHEMA, ERRORS_SCHEMA
+from ctlib.ct.client import LogClient, TreeHead, VerificationError, open_client
+from ctlib.decode.entries import ChainCache, LogRef, decode_entries
+from ctlib.ct.limits import limits_for
+from ctlib.ct.loglist import CTLog
+from ctlib.ct.merkle import CompactRange, MerkleError, verify_consistency
+from ctlib.ingest.plan import check_coverage, plan_ranges
+from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.settings import Settings
-from ctlib.sinks.parquet import Lake, delete_files, write_incident, write_range
-from ctlib.state import LogState, PendingPlan, StateError, StateStore
-from ctlib.tiles import TILE_WIDTH
+from ctlib.lake.files import Lake, delete_files, write_incident, write_range
+from ctlib.ingest.state import LogState, PendingPlan, StateError, StateStore
+from ctlib.ct.tiles import TILE_WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _end_for_tiles(ctlog: CTLog, state: LogState, head: TreeHead, pending: Pendi
 
 
 def log_limits(ctlog: CTLog, settings: Settings) -> None:
-    """Say in the plan task's log how politely this log is read (ctlib.limits)."""
+    """Say in the plan task's log how politely this log is read (ctlib.ct.limits)."""
     log.info("%s: limits %s", ctlog.slug, limits_for(ctlog, settings).describe(ctlog.kind, settings))
 
 
@@ -307,7 +307,7 @@ def fetch_range(
     error_files = write_range(lake, "errors", ctlog.slug, start, end, errors)
     delivered = 0
     if producer_factory is not None and certs.num_rows:
-        from ctlib.sinks.kafka import publish, rows_as_messages
+        from ctlib.kafka import publish, rows_as_messages
 
         delivered = publish(
             producer_factory(), settings.kafka_topic, rows_as_messages(certs),

@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from ctlib.loglist import CTLog
+from ctlib.ct.loglist import CTLog
 from ctlib.settings import Settings
 
 FROZEN_STATES = frozenset({"readonly", "retired"})

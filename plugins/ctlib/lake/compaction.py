@@ -8,7 +8,7 @@ compacting an already compacted partition changes nothing).
 
 Contract for readers
 --------------------
-Readers list `<table>/**/*.parquet` (ctlib.query, DuckDB, pyarrow.dataset). At every instant,
+Readers list `<table>/**/*.parquet` (ctlib.lake.query, DuckDB, pyarrow.dataset). At every instant,
 and after a crash at any point, each partition lists either exactly its old files or exactly
 the merged file: never both (a row twice), never neither (rows missing). A reader that listed
 the old files just before the swap and opens them after it gets "file not found" and must
@@ -28,7 +28,7 @@ The swap (local/POSIX lake)
    path now holds only the merged file, the staging path the old files.
 4. *settle*: each file left at the staging path is deleted when its rows are live in the
    partition (its name is a live file's, or is listed in a live merged file's
-   `ctlib.compaction` metadata as absorbed), or moved back into the partition otherwise (a
+   `ctlib.lake.compaction` metadata as absorbed), or moved back into the partition otherwise (a
    file some writer renamed into the partition between 2 and 3); then the directory goes.
 
 Crash safety. Before 3 the partition is untouched and the staging directory holds only the
@@ -91,14 +91,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ctlib.sinks.parquet import UNKNOWN_DATE, Lake, range_file_name, remove_stale_temporaries
+from ctlib.lake.files import UNKNOWN_DATE, Lake, range_file_name, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
 TABLES = ("certs", "errors")
 STAGING = ".compaction"
 """Directory under the lake root holding staging directories and per-log lock files."""
-META_KEY = b"ctlib.compaction"
+META_KEY = b"ctlib.lake.compaction"
 """Parquet key-value metadata of a merged file: JSON {"sources", "absorbed", "compacted_at"}."""
 ROW_GROUP_ROWS = 65_536
 """Rows per row group of a merged file: large enough for fast scans, small enough for memory."""
@@ -576,7 +576,7 @@ def compaction_targets(settings, store, only_log: str | None = None) -> list[dic
 
     Retired logs of the list are included (their data stays); logs dropped from the list
     are not, since their MMD is no longer known."""
-    from ctlib.loglist import load_log_list
+    from ctlib.ct.loglist import load_log_list
 
     targets = []
     for ctlog in load_log_list(settings.log_list_path).logs:

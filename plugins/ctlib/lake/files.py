@@ -171,7 +171,7 @@ def write_file(lake: Lake, directory: str, name: str, table: pa.Table) -> str:
 
 def write_incident(lake: Lake, row: dict) -> str:
     """One incident row (INCIDENTS_SCHEMA) as its own file; returns its path."""
-    from ctlib.schema import INCIDENTS_SCHEMA
+    from ctlib.lake.layout import INCIDENTS_SCHEMA
 
     detected = row["timestamp"]
     return write_file(

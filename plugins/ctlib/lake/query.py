@@ -26,9 +26,9 @@ TABLES = ("certs", "errors", "incidents", "scores", "alerts", "enrichment", "hea
 
 
 def _schemas() -> dict[str, pa.Schema]:
-    from ctlib import schema
-    from ctlib.enrich.cache import ENRICHMENT_SCHEMA
-    from ctlib.health import HEALTH_SCHEMA
+    from ctlib.lake import layout as schema
+    from ctlib.downstream.enrich.cache import ENRICHMENT_SCHEMA
+    from ctlib.ops.health import HEALTH_SCHEMA
 
     known = {
         "certs": schema.CERTS_SCHEMA,

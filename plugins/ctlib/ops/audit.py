@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ctlib.state import LogState, StateError
+from ctlib.ingest.state import LogState, StateError
 
 Run = tuple[int, int]
 """Half-open index range [start, end)."""
@@ -602,7 +602,7 @@ def _run_audit(con, lake, states, kafka, topic, since, log_ids, kafka_timeout) -
 
 def _log_ids_from_log_list(settings) -> dict[str, str]:
     try:
-        from ctlib.loglist import LogListError, load_log_list
+        from ctlib.ct.loglist import LogListError, load_log_list
 
         return {log.slug: log.log_id for log in load_log_list(settings.log_list_path).logs}
     except (LogListError, OSError):

@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from ctlib.loglist import CTLog
+from ctlib.ct.loglist import CTLog
 from ctlib.settings import Settings
-from ctlib.sinks.parquet import Lake, write_file
-from ctlib.state import LogState, StateStore
+from ctlib.lake.files import Lake, write_file
+from ctlib.ingest.state import LogState, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,11 @@ def count_rows(lake: Lake, table: str, slug: str) -> int:
 
 def _first_pending_timestamp(client, ctlog: CTLog, next_index: int, tree_size: int) -> datetime:
     """Log timestamp of the entry at `next_index` (< tree_size)."""
-    from ctlib.leaf import parse_merkle_tree_leaf
+    from ctlib.ct.leaf import parse_merkle_tree_leaf
 
     end = next_index + 1
     if ctlog.kind == "static":
-        from ctlib.tiles import TILE_WIDTH
+        from ctlib.ct.tiles import TILE_WIDTH
 
         # Tiles are served whole, or partial only at a published tree size: read to the
         # end of the tile holding next_index, or to the tree size inside the last tile.
@@ -256,7 +256,7 @@ def _progress_time(state: LogState) -> datetime | None:
 def observe(ctlog: CTLog, state: LogState | None, settings: Settings, lake: Lake, checked_at: datetime) -> Observation:
     """Everything `assess` needs about one log whose watermark is `state`. Never raises for
     a log that cannot be read: the problem is recorded in the observation instead."""
-    from ctlib.client import open_client
+    from ctlib.ct.client import open_client
 
     obs = Observation(
         slug=ctlog.slug, log_id=ctlog.log_id, checked_at=checked_at,
@@ -303,8 +303,8 @@ def run_health_check(settings: Settings, store: StateStore | None = None) -> tup
 
     Returns (healths, path written, failure message or None); the caller fails the task
     when there is a message, after the rows are stored."""
-    from ctlib.loglist import load_log_list
-    from ctlib.state import VariableStateStore
+    from ctlib.ct.loglist import load_log_list
+    from ctlib.ingest.state import VariableStateStore
 
     store = store or VariableStateStore()
     lake = Lake.open(settings.lake)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from ctlib.leaf import (
+from ctlib.ct.leaf import (
     encode_precert_chain_entry,
     encode_precert_leaf,
     encode_x509_chain,

@@ -52,13 +52,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ctlib.http import TokenBucket
-from ctlib.leaf import parse_extra_data
-from ctlib.loglist import slugify
-from ctlib.merkle import MerkleTree, leaf_hash
-from ctlib.sth import SignedTreeHead, sign_checkpoint, sign_sth
+from ctlib.ct.leaf import parse_extra_data
+from ctlib.ct.loglist import slugify
+from ctlib.ct.merkle import MerkleTree, leaf_hash
+from ctlib.ct.sth import SignedTreeHead, sign_checkpoint, sign_sth
 from ctlib.testing.certs import CertFactory, EntryType, GeneratedEntry
 from ctlib.testing.replay import DEFAULT_POOL_SIZE, ReplayEntries, replay_pool, spread_timestamps
-from ctlib.tiles import (
+from ctlib.ct.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
     TileError,

@@ -16,7 +16,7 @@ leaf_input after its first 12 bytes and of the extra_data for get-entries; the T
 bytes around the timestamp and leaf_index for data tiles), so an answer is mostly joins.
 
 Contracts:
-* A replayed entry decodes (ctlib.decode) exactly like the pool entry it copies, but for its
+* A replayed entry decodes (ctlib.decode.entries) exactly like the pool entry it copies, but for its
   timestamp and, in a tiled log, its leaf_index. Certificates repeat every `len(pool)`
   entries of a log. The SCTs embedded in final certificates are the pool's, signed by a key
   of the pool's own: well-formed, not verifiable against the replaying log's key.
@@ -38,9 +38,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import overload
 
-from ctlib.leaf import EntryType, parse_extra_data, parse_merkle_tree_leaf
+from ctlib.ct.leaf import EntryType, parse_extra_data, parse_merkle_tree_leaf
 from ctlib.testing.certs import CertFactory, GeneratedEntry, TestPKI, shared_pki
-from ctlib.tiles import encode_leaf_index_extension, encode_tile_leaf
+from ctlib.ct.tiles import encode_leaf_index_extension, encode_tile_leaf
 
 DEFAULT_POOL_SIZE = 2048
 # MerkleTreeLeaf header: version, leaf_type, timestamp, entry_type: 12 bytes, a multiple of 3,

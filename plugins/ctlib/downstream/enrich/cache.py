@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from ctlib.enrich import normalize_domain
-from ctlib.enrich.passivetotal import PassiveTotalResult
-from ctlib.enrich.threatstream import ThreatStreamResult
-from ctlib.sinks.parquet import Lake, write_file
+from ctlib.downstream.enrich import normalize_domain
+from ctlib.downstream.enrich.passivetotal import PassiveTotalResult
+from ctlib.downstream.enrich.threatstream import ThreatStreamResult
+from ctlib.lake.files import Lake, write_file
 
 TABLE = "enrichment"
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import requests
 
-from ctlib.enrich import normalize_domain
-from ctlib.enrich.connections import (
+from ctlib.downstream.enrich import normalize_domain
+from ctlib.downstream.enrich.connections import (
     PASSIVETOTAL,
     ApiResponse,
     ProviderClient,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from ctlib.enrich.passivetotal import PassiveTotalResult
-from ctlib.enrich.threatstream import ThreatIndicator, ThreatStreamResult
+from ctlib.downstream.enrich.passivetotal import PassiveTotalResult
+from ctlib.downstream.enrich.threatstream import ThreatIndicator, ThreatStreamResult
 
 SCORE_POINTS = 40.0  # points for a phishing score exactly at its alert threshold
 SCORE_CAP_RATIO = 1.5  # a score above 1.5x the threshold adds nothing more (60 points)

@@ -18,8 +18,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from ctlib.enrich import normalize_domain
-from ctlib.enrich.connections import (
+from ctlib.downstream.enrich import normalize_domain
+from ctlib.downstream.enrich.connections import (
     THREATSTREAM,
     ApiResponse,
     HeaderAuth,

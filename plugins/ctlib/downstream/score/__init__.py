@@ -1,6 +1,6 @@
 """Phishing scores for DNS names seen in Certificate Transparency.
 
-    from ctlib.score import Scorer
+    from ctlib.downstream.score import Scorer
     s = Scorer().score("paypal.com.secure-login.xyz", issuer="Let's Encrypt")
     s.score, s.alert, s.rules, s.registered_domain, s.brand
 
@@ -8,7 +8,7 @@
 editable lists of `include/scoring/`. `python -m ctlib.score NAME...` scores from the shell.
 """
 
-from ctlib.score.lists import DEFAULT_FOLDER, Brand, ScoringListError, ScoringLists, load_lists
-from ctlib.score.rules import Score, Scorer
+from ctlib.downstream.score.lists import DEFAULT_FOLDER, Brand, ScoringListError, ScoringLists, load_lists
+from ctlib.downstream.score.rules import Score, Scorer
 
 __all__ = ["DEFAULT_FOLDER", "Brand", "Score", "Scorer", "ScoringListError", "ScoringLists", "load_lists"]

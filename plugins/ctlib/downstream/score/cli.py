@@ -17,8 +17,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ctlib.score.lists import DEFAULT_FOLDER, ScoringListError, load_lists
-from ctlib.score.rules import Score, Scorer
+from ctlib.downstream.score.lists import DEFAULT_FOLDER, ScoringListError, load_lists
+from ctlib.downstream.score.rules import Score, Scorer
 
 
 def format_line(result: Score, threshold: float) -> str:

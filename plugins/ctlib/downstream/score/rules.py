@@ -48,7 +48,7 @@ from confusable_homoglyphs import confusables as _confusables
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from ctlib.score.lists import Brand, ScoringLists, load_lists
+from ctlib.downstream.score.lists import Brand, ScoringLists, load_lists
 
 _CACHE_NAMES = 1 << 16
 _CACHE_LABELS = 1 << 16
