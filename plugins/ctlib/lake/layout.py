@@ -6,6 +6,8 @@ always concatenate. Hashes are lowercase hex strings; timestamps are UTC.
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 
 _TS_MS = pa.timestamp("ms", tz="UTC")
@@ -87,3 +89,23 @@ SCORES_SCHEMA = pa.schema(
         pa.field("scored_at", _TS_MS, nullable=False),
     ]
 )
+
+
+def local_root(lake: str) -> str:
+    """The local directory of a lake location (a path or a file:// URI); ValueError for an
+    object store."""
+    if lake.startswith("file://"):
+        return lake[len("file://"):]
+    if "://" in lake:
+        raise ValueError(f"{lake!r} is not a local lake; mount or sync the bucket and pass its local path")
+    return os.path.abspath(lake)
+
+
+def table_glob(root: str, table: str) -> str:
+    """Every Parquet file of `table` (any partition depth)."""
+    return f"{root.rstrip('/')}/{table}/**/*.parquet"
+
+
+def log_glob(root: str, table: str, slug: str) -> str:
+    """Every Parquet file of one log's `table` (all days)."""
+    return f"{root.rstrip('/')}/{table}/log={slug}/*/*.parquet"

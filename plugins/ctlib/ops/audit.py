@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ctlib.ingest.state import LogState, StateError
+from ctlib.lake import layout
 
 Run = tuple[int, int]
 """Half-open index range [start, end)."""
@@ -311,10 +312,6 @@ def states_from_airflow(slug: str | None = None) -> dict[str, Watermark]:
 # --------------------------------------------------------------------------- lake
 
 
-def _table_glob(lake: str, table: str, slug: str) -> str:
-    return f"{lake.rstrip('/')}/{table}/log={slug}/*/*.parquet"
-
-
 def _has_files(con, pattern: str) -> bool:
     return con.execute("select count(*) from (select 1 from glob(?) limit 1)", [pattern]).fetchone()[0] > 0
 
@@ -329,15 +326,6 @@ select min(index) as s, max(index) + 1 as e, n from g group by n, grp order by s
 """
 
 
-def _local_root(lake: str) -> str:
-    if lake.startswith("file://"):
-        return lake[len("file://"):]
-    if "://" in lake:
-        raise ValueError(f"the audit reads local lakes only (got {lake!r}); "
-                         "mount or sync the bucket and pass its local path")
-    return os.path.abspath(lake)
-
-
 def scan_lake(lake: str, slug: str, *, tables: Sequence[str] = TABLES, con=None, where: str = "",
               params: Sequence[Any] = (), window: Run | None = None) -> tuple[list[CountRun], dict[str, int]]:
     """Count runs of `slug`'s indexes over `tables` of the lake, and rows per table (inside
@@ -347,13 +335,13 @@ def scan_lake(lake: str, slug: str, *, tables: Sequence[str] = TABLES, con=None,
     `<table>/log=<slug>/date=*/*.parquet`; rows of another log_slug in the folder are ignored."""
     import duckdb
 
-    root = _local_root(lake)
+    root = layout.local_root(lake)
     if con is None:
         with duckdb.connect() as own:
             return scan_lake(lake, slug, tables=tables, con=own, where=where, params=params, window=window)
     selects, args, per_table = [], [], dict.fromkeys(tables, 0)
     for table in tables:
-        pattern = _table_glob(root, table, slug)
+        pattern = layout.log_glob(root, table, slug)
         if not _has_files(con, pattern):
             continue
         selects.append(
@@ -387,7 +375,7 @@ def log_id_from_lake(lake: str, slug: str, con=None) -> str | None:
     if con is None:
         with duckdb.connect() as own:
             return log_id_from_lake(lake, slug, own)
-    pattern = _table_glob(_local_root(lake), "certs", slug)
+    pattern = layout.log_glob(layout.local_root(lake), "certs", slug)
     if not _has_files(con, pattern):
         return None
     row = con.execute("select log_id from read_parquet(?, hive_partitioning = true) where log_slug = ? limit 1",
