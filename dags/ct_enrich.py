@@ -1,17 +1,17 @@
 """Threat-intel enrichment of alerted domains, run on every `ct://alerts` asset event.
 
-Wiring only; the work is in ctlib.downstream.enrich and ctlib.airflow.downstream_tasks.
+Wiring only; the task bodies are in ctlib.airflow.downstream_tasks.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from ctlib.settings import Settings
+from ctlib.airflow.assets import ALERTS
+from ctlib.airflow.parse import Settings
 
-ALERTS_ASSET = Asset(uri="ct://alerts", name="ct_alerts")
 SETTINGS = Settings.from_env()
 
 
@@ -34,7 +34,7 @@ says so and goes on with ThreatStream.
 
 Manual run: give `files` (alerts file paths) to enrich their domains.
 """,
-    schedule=[ALERTS_ASSET],
+    schedule=[ALERTS],
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

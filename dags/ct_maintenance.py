@@ -1,6 +1,6 @@
 """Maintenance DAGs: `ct_compact` merges small lake files, `ct_health` watches ingest lag.
 
-Wiring only; the work is in ctlib.lake.compaction and ctlib.ops.health.
+Wiring only; the task bodies are in ctlib.airflow.maintenance_tasks.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, dag, task
 
-from ctlib.settings import Settings
+from ctlib.airflow.parse import Settings
 
 SETTINGS = Settings.from_env()
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -48,22 +48,16 @@ Params: `log` (a slug) restricts to one log; `days_back` to the last N days.
 def ct_compact_dag():
     @task
     def targets(params=None) -> list[dict]:
-        from ctlib.lake.compaction import compaction_targets
-        from ctlib.ingest.state import VariableStateStore
+        from ctlib.airflow.maintenance_tasks import compaction_targets_task
 
-        return compaction_targets(Settings.from_env(), VariableStateStore(), (params or {}).get("log"))
+        return compaction_targets_task((params or {}).get("log"))
 
     # I/O-heavy: a couple at a time, so ingest keeps the disk.
     @task(max_active_tis_per_dagrun=2)
     def compact(target: dict, params=None) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from ctlib.airflow.maintenance_tasks import compact_task
 
-        from ctlib.lake.compaction import CompactionBusy, CompactionUnsupported, compact_target
-
-        try:
-            return compact_target(Settings.from_env(), target, (params or {}).get("days_back"))
-        except (CompactionUnsupported, CompactionBusy) as err:
-            raise AirflowSkipException(str(err)) from None
+        return compact_task(target, (params or {}).get("days_back"))
 
     compact.expand(target=targets())
 
@@ -94,14 +88,9 @@ message names the logs and their figures, so the usual failure alerting fires.
 def ct_health_dag():
     @task
     def check() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from ctlib.airflow.maintenance_tasks import health_task
 
-        from ctlib.ops.health import run_health_check
-
-        healths, path, failure = run_health_check(Settings.from_env())
-        if failure:
-            raise AirflowFailException(failure)  # no retry: the next check is 5 minutes away
-        return {"file": path, "statuses": {h.slug: h.status for h in healths}}
+        return health_task()
 
     check()
 

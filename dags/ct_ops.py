@@ -1,17 +1,18 @@
-"""Operations DAGs: keep the log list snapshot fresh."""
+"""Operations DAGs: keep the log list snapshot fresh.
+
+Wiring only; the task body is in ctlib.airflow.maintenance_tasks.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import Asset, AssetAlias, dag, task
+from airflow.sdk import dag, task
 
-from ctlib.ingest.schedule import wake_uri
-from ctlib.settings import Settings
+from ctlib.airflow.assets import LOGLIST_WAKE_ALIAS
+from ctlib.airflow.parse import Settings
 
 SETTINGS = Settings.from_env()
-WAKE_ALIAS = AssetAlias("ct_loglist_wake")
-"""The refresh announces the wake-up assets (`ct://wake/<slug>`) of frozen logs a new list changed."""
 
 
 @dag(
@@ -40,19 +41,11 @@ at once.
     default_args=SETTINGS.default_args(),
 )
 def loglist_refresh():
-    @task(outlets=[WAKE_ALIAS])
+    @task(outlets=[LOGLIST_WAKE_ALIAS])
     def refresh(*, outlet_events=None) -> dict:
-        from ctlib.ct.loglist_sync import installed_list, refresh_snapshot, woken_logs
+        from ctlib.airflow.maintenance_tasks import loglist_refresh_task
 
-        settings = Settings.from_env()
-        before = installed_list(settings)
-        loglist = refresh_snapshot(settings)
-        if loglist is None:
-            return {"downloaded": False}
-        woken = woken_logs(before, loglist, datetime.now(timezone.utc))
-        for slug in woken:
-            outlet_events[WAKE_ALIAS].add(Asset(wake_uri(slug)), extra={"log": slug, "version": loglist.version})
-        return {"downloaded": True, "version": loglist.version, "monitored": len(loglist.monitored()), "woken": woken}
+        return loglist_refresh_task(outlet_events)
 
     refresh()
 

@@ -1,18 +1,17 @@
 """Phishing scoring of new certificates, run on every `ct://certs` asset event.
 
-Wiring only; the work is in ctlib.downstream.scoring and ctlib.downstream.score.
+Wiring only; the task bodies are in ctlib.airflow.downstream_tasks.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from ctlib.settings import Settings
+from ctlib.airflow.assets import ALERTS, CERTS
+from ctlib.airflow.parse import Settings
 
-CERTS_ASSET = Asset(uri="ct://certs", name="ct_certs")
-ALERTS_ASSET = Asset(uri="ct://alerts", name="ct_alerts")
 SETTINGS = Settings.from_env()
 
 
@@ -32,7 +31,7 @@ announces the alert files on the `ct://alerts` asset.
 
 Manual run: give `files` (certs file paths) to re-score them.
 """,
-    schedule=[CERTS_ASSET],
+    schedule=[CERTS],
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -47,11 +46,11 @@ def ct_score_dag():
 
         return score_task(list(params.get("files") or []), triggering_asset_events or {})
 
-    @task(outlets=[ALERTS_ASSET])
+    @task(outlets=[ALERTS])
     def announce(summary: dict, outlet_events=None) -> dict:
         from ctlib.airflow.downstream_tasks import announce_alerts
 
-        return announce_alerts(summary, outlet_events[ALERTS_ASSET])
+        return announce_alerts(summary, outlet_events[ALERTS])
 
     announce(score())
 

@@ -11,7 +11,7 @@ on a scratch database of the local PostgreSQL (127.0.0.1:5432), with a local CT 
 in this process (one log per test; `Faults(cap, delay)` makes get-entries slow, so a fetch
 lasts seconds), the session's tansu broker as Kafka and a temporary lake. Runs are triggered
 through the REST API (CT_SCHEDULE never fires). Backlogs are three ranges of
-CT_ENTRIES_PER_TASK, so fetch tasks are mapped (one range may be fetched by plan itself:
+CT_ENTRIES_PER_TASK, so fetch tasks are mapped (one range may be fetched by the ingest task itself:
 the one-range case of test 1 kills whichever task downloads).
 
 Every Airflow process is started with start_new_session=True: its session holds exactly the
@@ -429,8 +429,8 @@ class Stack:
         return found["task_instances"] if found else []
 
     def ranges(self, key: str, run_id: str) -> dict[int, tuple[int, int]] | None:
-        """{map_index: (start, end)} of the run's mapped fetch tasks, from plan's XCom."""
-        found = self.api("GET", f"dags/{self.dag_id(key)}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value",
+        """{map_index: (start, end)} of the run's mapped fetch tasks, from the ingest task's XCom."""
+        found = self.api("GET", f"dags/{self.dag_id(key)}/dagRuns/{run_id}/taskInstances/ingest/xcomEntries/return_value",
                          params={"deserialize": True})  # fmt: skip
         if not found:
             return None
@@ -551,7 +551,7 @@ def clock(began: float) -> str:
 
 @pytest.mark.parametrize("ranges", [3, 1], ids=["three-ranges", "one-range"])
 def test_task_killed_mid_fetch_is_found_by_its_missing_heartbeat_and_retried(stack: Stack, ranges: int) -> None:
-    """Three ranges map fetch tasks; one range may be fetched by plan itself (CT_INLINE_ENTRIES):
+    """Three ranges map fetch tasks; one range may be fetched by the ingest task itself (CT_INLINE_ENTRIES):
     whichever task downloads is killed."""
     began = time.monotonic()
     key, per_task = "fetch", 2000
@@ -569,7 +569,7 @@ def test_task_killed_mid_fetch_is_found_by_its_missing_heartbeat_and_retried(sta
                     continue
                 if ti["task_id"] == "fetch":
                     start, end = (stack.ranges(key, run_id) or {}).get(ti["map_index"], (0, 0))
-                else:  # plan fetching a small backlog itself: all of it
+                else:  # the ingest task fetching a small backlog itself: all of it
                     start, end = first, size
                 served = stack.served[key].count(start, end)
                 procs = task_processes(scheduler.session, ti["id"])

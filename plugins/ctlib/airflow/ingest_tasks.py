@@ -1,11 +1,19 @@
-"""Task bodies of the ingest DAG: build settings, state store, lake and Kafka producer from
-the environment and Airflow, then call ctlib.ingest. Kept out of the DAG file so parsing it
-stays cheap; imported only when a task runs.
+"""Task bodies of the ingest DAG (dags/ct_ingest.py): build settings, state store, lake and
+Kafka producer from the environment and Airflow, then call ctlib.ingest. Imported only when a
+task runs, so parsing the DAG file stays cheap.
 
-A run with a small backlog (one range of at most CT_INLINE_ENTRIES) is fetched and committed
-by `plan_task` itself: the same `fetch_range` and `commit_run`, in the same order, so every
-invariant holds, but one task instance instead of three (each costs ~0.65 CPU s of Airflow
-overhead, more than fetching a minute of a busy log). Larger backlogs map fetch tasks.
+A run's tasks, and what each shows in the grid:
+- `ingest` verifies the tree head and plans the run. A backlog that fits in one range of at
+  most CT_INLINE_ENTRIES it fetches and commits itself, and says so: its `result` XCom and
+  log give the entries it committed. That is one task instance instead of three (each costs
+  ~0.65 CPU s of Airflow overhead, more than fetching a minute of a busy log). A larger
+  backlog it returns as work items, one `[start, end)` each; an idle run returns none.
+- `fetch` (mapped, labelled by its range) downloads, decodes and stores one range.
+- `commit` verifies the run's entries against the signed root and advances the watermark.
+`fetch` and `commit` are skipped only when they had nothing to do. Whichever task commits
+announces the new files the same way (`_commit`, through the log's certs alias). The run's
+plan travels once: the `plan` XCom of `ingest`, which `commit` reads; a work item holds
+only its range.
 """
 
 from __future__ import annotations
@@ -14,18 +22,25 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ctlib.ct.client import VerificationError
+from ctlib.airflow.assets import CERTS, certs_alias, wake_alias, wake_asset
+from ctlib.ct.loglist import CTLog
+from ctlib.ct.types import VerificationError
 from ctlib.http import warn_if_anonymous
 from ctlib.ingest.run import RangeSummary, RunPlan, commit_backfill, commit_run, fetch_range, plan_backfill, plan_run
-from ctlib.ct.loglist import CTLog
-from ctlib.settings import Settings
-from ctlib.lake.files import Lake
 from ctlib.ingest.state import VariableStateStore
+from ctlib.lake.files import Lake
+from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EmitEvent = Callable[[dict[str, Any]], None]
-"""Emits the ct://certs asset event with this `extra` (how depends on the task's outlet)."""
+Emit = Callable[[dict[str, Any]], None]
+"""Adds one asset event with this `extra` (ct://certs through the certs alias, or the wake-up)."""
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    warn_if_anonymous(settings)
+    return settings
 
 
 def _fail_on_incident(step: Callable[[], Any]) -> Any:
@@ -38,46 +53,20 @@ def _fail_on_incident(step: Callable[[], Any]) -> Any:
         raise AirflowFailException(f"INCIDENT {err.kind}: {err}") from err
 
 
-def plan_task(log_json: dict[str, Any], params: dict[str, Any] | None = None,
-              emit: EmitEvent | None = None, wake: EmitEvent | None = None) -> list[dict[str, Any]]:
-    """One work item per planned range, each carrying the run's plan for commit; none when
-    the log has nothing new, or when the run was small enough to be done here (`emit` given:
-    fetched, committed and announced through `emit`; `wake` as in commit_task). With the
-    Params start_index and end_index, a backfill of that index range."""
-    settings = Settings.from_env()
-    warn_if_anonymous(settings)
-    ctlog, store, lake = CTLog.from_dict(log_json), VariableStateStore(), Lake.open(settings.lake)
+def _plan(ctlog: CTLog, settings: Settings, params: dict[str, Any] | None) -> RunPlan:
     start, end = (params or {}).get("start_index"), (params or {}).get("end_index")
     if (start is None) != (end is None):
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException("a backfill needs both start_index and end_index")
+    store, lake = VariableStateStore(), Lake.open(settings.lake)
     if start is not None:
-        plan = _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, int(start), int(end)))
-    else:
-        plan = _fail_on_incident(lambda: plan_run(ctlog, settings, store, lake))
-    work = [{"start": start, "end": end, "plan": plan.to_json()} for start, end in plan.ranges]
-    if emit is not None and len(plan.ranges) == 1 and plan.ranges[0][1] - plan.ranges[0][0] <= settings.inline_entries:
-        log.info("%s: one range of %d entries: fetching and committing in this task (CT_INLINE_ENTRIES=%d)",
-                 ctlog.slug, plan.ranges[0][1] - plan.ranges[0][0], settings.inline_entries)
-        summary = fetch_task(log_json, work[0], settings, alone=True)
-        result = commit_task(log_json, work, [summary], emit, settings, wake=wake)
-        log.info("%s: committed in plan: %s", ctlog.slug, result)
-        return []  # nothing left for fetch and commit: the scheduler skips them
-    return work
+        return _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, int(start), int(end)))
+    return _fail_on_incident(lambda: plan_run(ctlog, settings, store, lake))
 
 
-def _own_settings() -> Settings:
-    """The settings of a task of its own (not a step plan_task runs inline)."""
-    settings = Settings.from_env()
-    warn_if_anonymous(settings)
-    return settings
-
-
-def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Settings | None = None,
-               *, alone: bool = False) -> dict[str, Any]:
-    """`alone`: plan_task fetching inline, the only reader of the log (its whole request rate)."""
-    settings = settings or _own_settings()
+def _fetch(ctlog: CTLog, start: int, end: int, settings: Settings, *, alone: bool) -> RangeSummary:
+    """`alone`: the only reader of the log in this run (its whole request rate)."""
     producer_factory = None
     if settings.kafka_enabled:
         from ctlib.kafka import producer_from_connection
@@ -85,39 +74,95 @@ def fetch_task(log_json: dict[str, Any], work: dict[str, Any], settings: Setting
         # Fail before downloading anything when the connection is missing.
         producer = producer_from_connection(settings.kafka_conn_id)
         producer_factory = lambda: producer  # noqa: E731
-    summary = fetch_range(
-        CTLog.from_dict(log_json), work["start"], work["end"], settings,
-        Lake.open(settings.lake), producer_factory, alone=alone,
-    )
-    return summary.to_json()
+    return fetch_range(ctlog, start, end, settings, Lake.open(settings.lake), producer_factory, alone=alone)
 
 
-def commit_task(log_json: dict[str, Any], work: list[dict[str, Any]], summaries: list[dict[str, Any]],
-                emit: EmitEvent, settings: Settings | None = None, wake: EmitEvent | None = None) -> dict[str, Any]:
-    """Commit the run; then, when `wake` is given (a frozen log's wake-up asset) and the
-    committed watermark is still below the verified tree size, emit through it so the next
-    run starts at once rather than at the next hourly tick."""
-    settings = settings or _own_settings()
-    ctlog = CTLog.from_dict(log_json)
-    plan = RunPlan.from_json(work[0]["plan"])
-    summaries_ = [RangeSummary.from_json(s) for s in summaries]
+def _commit(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], settings: Settings,
+            announce: Emit, wake: Emit | None) -> dict[str, Any]:
+    """Commit the run and announce its files on ct://certs. Then, when `wake` is given (a
+    frozen log's wake-up asset) and the committed watermark is still below the verified tree
+    size, emit through it so the next run starts at once rather than at the next hourly tick."""
     lake = Lake.open(settings.lake)
     if plan.mode == "backfill":
-        compact = _fail_on_incident(lambda: commit_backfill(ctlog, plan, summaries_, lake, settings))
+        compact = _fail_on_incident(lambda: commit_backfill(ctlog, plan, summaries, lake, settings))
         end, result = compact.end, {"backfilled": [plan.start, compact.end], "tree_size": plan.tree_size}
     else:
-        state = _fail_on_incident(lambda: commit_run(ctlog, plan, summaries_, VariableStateStore(), lake, settings))
+        state = _fail_on_incident(lambda: commit_run(ctlog, plan, summaries, VariableStateStore(), lake, settings))
         end, result = state.next_index, {k: v for k, v in state.to_json().items() if k != "compact_range"}
-    emit({
+    announce({
         "log": ctlog.slug,
         "log_id": ctlog.log_id,
         "mode": plan.mode,
         "start": plan.start,
         "end": end,
-        "files": [f for s in summaries_ for f in s.cert_files],
-        "error_files": [f for s in summaries_ for f in s.error_files],
+        "files": [f for s in summaries for f in s.cert_files],
+        "error_files": [f for s in summaries for f in s.error_files],
     })
     if wake is not None and plan.mode != "backfill" and end < plan.tree_size:
         log.info("%s: %d entries left behind: waking the next run", ctlog.slug, plan.tree_size - end)
         wake({"log": ctlog.slug, "next_index": end, "tree_size": plan.tree_size})
-    return result
+    return {"entries": end - plan.start, "certs": sum(s.certs for s in summaries),
+            "errors": sum(s.errors for s in summaries), **result}
+
+
+def _emitters(slug: str, outlet_events: Any, wakes: bool) -> tuple[Emit, Emit | None]:
+    """How a task announces (ctlib.airflow.assets): ct://certs through the log's certs alias,
+    and, for a frozen log (`wakes`), its wake-up asset through its wake alias."""
+    def announce(extra: dict[str, Any]) -> None:
+        outlet_events[certs_alias(slug)].add(CERTS, extra=extra)
+
+    def wake(extra: dict[str, Any]) -> None:
+        outlet_events[wake_alias(slug)].add(wake_asset(slug), extra=extra)
+
+    return announce, (wake if wakes else None)
+
+
+def ingest_task(log_json: dict[str, Any], params: dict[str, Any] | None, ti: Any, outlet_events: Any,
+                *, wakes: bool = False) -> list[dict[str, int]]:
+    """Plan the run (with the Params start_index and end_index: a backfill of that index
+    range). Returns the work items for `fetch`: none when the log has nothing new or when the
+    backlog was small enough to be fetched and committed here. Pushes the XComs `plan` (for
+    commit, when there is work) and `result` (what this task did, with `entries` committed)."""
+    settings = _settings()
+    ctlog = CTLog.from_dict(log_json)
+    announce, wake = _emitters(ctlog.slug, outlet_events, wakes)
+    plan = _plan(ctlog, settings, params)
+    ranges = plan.ranges
+    if len(ranges) == 1 and ranges[0][1] - ranges[0][0] <= settings.inline_entries:
+        (start, end), = ranges
+        log.info("%s: one range of %d entries: fetching and committing in this task (CT_INLINE_ENTRIES=%d)",
+                 ctlog.slug, end - start, settings.inline_entries)
+        summary = _fetch(ctlog, start, end, settings, alone=True)
+        result = _commit(ctlog, plan, [summary], settings, announce, wake)
+        log.info("%s: committed %d entries in this task: %s", ctlog.slug, result["entries"], result)
+        ti.xcom_push("result", {"done_here": True, **result})
+        return []
+    ti.xcom_push("result", {"done_here": False, "entries": 0, "planned": sum(e - s for s, e in ranges), "ranges": len(ranges)})
+    if ranges:
+        ti.xcom_push("plan", plan.to_json())
+    return [{"start": start, "end": end} for start, end in ranges]
+
+
+def fetch_task(log_json: dict[str, Any], work: dict[str, int]) -> dict[str, Any]:
+    """Fetch one work item's range; its summary (RangeSummary) is for commit."""
+    _label_map_index(f"[{work['start']}, {work['end']})")
+    return _fetch(CTLog.from_dict(log_json), work["start"], work["end"], _settings(),
+                  alone=False).to_json()
+
+
+def commit_task(log_json: dict[str, Any], plan: dict[str, Any], summaries: list[dict[str, Any]],
+                outlet_events: Any, *, wakes: bool = False) -> dict[str, Any]:
+    """Commit what the run's fetch tasks stored (see `_commit`)."""
+    ctlog = CTLog.from_dict(log_json)
+    return _commit(ctlog, RunPlan.from_json(plan), [RangeSummary.from_json(s) for s in summaries],
+                   _settings(), *_emitters(ctlog.slug, outlet_events, wakes))
+
+
+RANGE_LABEL = "ct_range"
+"""Context key the fetch task's map_index_template shows: its range, not a bare map index."""
+
+
+def _label_map_index(label: str) -> None:
+    from airflow.sdk import get_current_context
+
+    get_current_context()[RANGE_LABEL] = label  # type: ignore[literal-required]

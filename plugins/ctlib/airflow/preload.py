@@ -31,8 +31,7 @@ TASK_MODULES: tuple[str, ...] = (
     # and downstream tasks), the Task SDK's task runner, and the DAG files' own imports.
     "airflow.sdk",
     "airflow.sdk.execution_time.task_runner",
-    "ctlib.ct.loglist",
-    "ctlib.settings",
+    "ctlib.airflow.parse",
     "ctlib.airflow.ingest_tasks",
     "ctlib.kafka",
     "airflow.providers.apache.kafka.hooks.produce",
@@ -40,7 +39,7 @@ TASK_MODULES: tuple[str, ...] = (
     "ctlib.airflow.downstream_tasks",
     "ctlib.downstream.score",
 )
-PARSE_MODULES: tuple[str, ...] = ("airflow.sdk", "ctlib.ct.loglist", "ctlib.settings")
+PARSE_MODULES: tuple[str, ...] = ("airflow.sdk", "ctlib.airflow.parse")
 """What parsing the DAG files imports (the DAG factory reads the log list)."""
 
 # CLI command (argv[1] of `airflow ...`) -> what its forked children need.
