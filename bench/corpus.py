@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctlib.decode.entries import RawEntry
+from ctlib.ct.types import RawEntry
 
 CACHE = Path(__file__).resolve().parent / "results" / "cache"
 DEFAULT_SEED = 42

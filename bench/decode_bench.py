@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus  # noqa: E402
 import faust_baseline  # noqa: E402
-from ctlib.decode.entries import ChainCache, LogRef, RawEntry, decode_entries  # noqa: E402
+from ctlib.ct.types import RawEntry  # noqa: E402
+from ctlib.decode.entries import ChainCache, LogRef, decode_entries  # noqa: E402
 
 BATCH = 1000  # entries per decode call, as one get-entries window
 SHORT, FULL = 50_000, 200_000

@@ -14,7 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ctlib.decode.entries import ChainCache, LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ct.merkle import CompactRange, MerkleTree, leaf_hash
 from ctlib.testing.certs import CertFactory
 

@@ -22,7 +22,8 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctlib.decode.entries import ChainCache, LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ct.leaf import encode_precert_chain_entry, encode_precert_leaf, encode_x509_chain, encode_x509_leaf
 from tests.paths import CTDATA
 

@@ -12,7 +12,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.lake.files import Lake, write_range
 from ctlib.testing.ctlog import LogServer
 from tests.integration.conftest import load_dag_module, run_dag

@@ -31,7 +31,8 @@ from ctlib.lake.compaction import (
     latest_committed_day,
     log_lock,
 )
-from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.lake.layout import ERRORS_SCHEMA
 from ctlib.lake.files import Lake, range_file_name, write_range
 from ctlib.testing.certs import CertFactory

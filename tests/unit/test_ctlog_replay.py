@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.ct.leaf import parse_extra_data, parse_merkle_tree_leaf
 from ctlib.ct.loglist import load_log_list
 from ctlib.ct.merkle import leaf_hash, root_hash, verify_inclusion

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtensionOID
 
 import ctlib.decode.entries as decode_module
-from ctlib.decode.entries import ChainCache, DecodedBatch, LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import ChainCache, DecodedBatch, LogRef, decode_entries
 from ctlib.ct.leaf import (
     encode_precert_chain_entry,
     encode_precert_leaf,

@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ctlib.ct.client
-from ctlib.ct.client import TreeHead
-from ctlib.decode.entries import RawEntry
+from ctlib.ct.types import RawEntry, TreeHead
 from ctlib.ops.health import (
     HEALTH_SCHEMA,
     LAGGING,

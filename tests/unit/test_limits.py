@@ -120,7 +120,7 @@ def test_client_gets_the_cap_and_its_share_of_the_rate():
 def test_first_get_entries_asks_within_the_cap():
     """A log capped at 32 is asked 32, not CT_GET_ENTRIES_BATCH, and a smaller answer still
     teaches the client a smaller cap."""
-    from ctlib.decode.entries import RawEntry
+    from ctlib.ct.types import RawEntry
     from ctlib.ct.rfc6962 import RFC6962Client
 
     asked = []

@@ -69,7 +69,7 @@ def _at(next_index):
 
 
 def _ends(state, size, pending, now_ms, wait=30.0):
-    from ctlib.ct.client import TreeHead
+    from ctlib.ct.types import TreeHead
     from ctlib.ingest.run import _end_for_tiles
     from ctlib.settings import Settings
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.lake.query import TABLES, connect, run
 from ctlib.lake.files import Lake, write_range
 from ctlib.testing.certs import CertFactory

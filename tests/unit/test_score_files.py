@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.types import RawEntry
+from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.downstream.score import Scorer
 from ctlib.lake.layout import SCORES_SCHEMA
 from ctlib.downstream.scoring import DistinctScores, alert_messages, files_from_events, names_of, score_certs_file

@@ -16,8 +16,9 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 
-from ctlib.ct.client import TreeHead, VerificationError, open_client
-from ctlib.decode.entries import LogRef, RawEntry, decode_entries
+from ctlib.ct.client import open_client
+from ctlib.ct.types import RawEntry, TreeHead, VerificationError
+from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.ct.loglist import CTLog, parse_log_list
 from ctlib.ct.merkle import CompactRange, MerkleError, MerkleTree, leaf_hash, root_hash, verify_consistency
 from ctlib.settings import Settings

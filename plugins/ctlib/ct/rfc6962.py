@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ctlib.ct.client import TreeHead, VerificationError
-from ctlib.decode.entries import RawEntry
-from ctlib.http import LogSession
 from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import CompactRange, leaf_hash, left_siblings, verify_inclusion
 from ctlib.ct.sth import SignatureError, SignedTreeHead, verify_sth
+from ctlib.ct.types import RawEntry, TreeHead, VerificationError
+from ctlib.http import LogSession
 
 
 class LogResponseError(RuntimeError):
@@ -38,7 +37,7 @@ def _b64(value: Any, what: str) -> bytes:
 
 
 class RFC6962Client:
-    """Reads one RFC 6962 log (a ctlib.ct.client.LogClient). Thread-safe: the session is."""
+    """Reads one RFC 6962 log (a ctlib.ct.types.LogClient). Thread-safe: the session is."""
 
     def __init__(self, log: CTLog, session: LogSession, *, max_batch: int = 0) -> None:
         self.log = log

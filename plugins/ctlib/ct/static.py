@@ -37,13 +37,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from ctlib.ct.client import TreeHead, VerificationError
-from ctlib.decode.entries import RawEntry
-from ctlib.http import LogHTTPError, LogSession
 from ctlib.ct.leaf import encode_precert_chain_entry, encode_x509_chain
 from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import HASH_SIZE, CompactRange, prefix_nodes
-from ctlib.settings import Settings
 from ctlib.ct.sth import SignatureError, parse_checkpoint, verify_checkpoint
 from ctlib.ct.tiles import (
     TILE_WIDTH,
@@ -56,6 +52,9 @@ from ctlib.ct.tiles import (
     tile_width,
     parse_hash_tile,
 )
+from ctlib.ct.types import RawEntry, TreeHead, VerificationError
+from ctlib.http import LogHTTPError, LogSession
+from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def gunzip_if_gzip(body: bytes, limit: int, plain_len: int | None = None) -> byt
 
 
 class StaticClient:
-    """Reads one static-ct-api log (a ctlib.ct.client.LogClient)."""
+    """Reads one static-ct-api log (a ctlib.ct.types.LogClient)."""
 
     def __init__(self, log: CTLog, session: LogSession, settings: Settings) -> None:
         self.log = log

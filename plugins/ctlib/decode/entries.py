@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from ctlib.ct.leaf import ExtraData, LeafError, MerkleTreeLeaf, parse_extra_data, parse_merkle_tree_leaf
+from ctlib.ct.types import RawEntry
 from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.decode.x509 import (
     CertError,
@@ -38,13 +39,6 @@ _MAX_TIMESTAMP_MS = 2**63 - 1  # the wire has uint64, Arrow timestamps are int64
 class LogRef:
     log_id: str  # base64, as in the log list
     slug: str
-
-
-@dataclass(frozen=True, slots=True)
-class RawEntry:
-    index: int
-    leaf_input: bytes
-    extra_data: bytes
 
 
 @dataclass(frozen=True)

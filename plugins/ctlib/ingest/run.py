@@ -22,7 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ctlib.ct.client import LogClient, TreeHead, VerificationError, open_client
+from ctlib.ct.client import open_client
+from ctlib.ct.types import LogClient, TreeHead, VerificationError
 from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ct.limits import limits_for
 from ctlib.ct.loglist import CTLog
