@@ -1,8 +1,9 @@
 """Kafka sink: one JSON message per entry, key `<log_id>:<index>`, every delivery checked.
 
 The provider's ProduceToTopicOperator only logs delivery errors, so this module drives a
-producer from `KafkaProducerHook` itself: idempotent, acks=all, and `publish` raises
-KafkaDeliveryError unless every message was acknowledged.
+producer itself: idempotent, acks=all, and `publish` raises KafkaDeliveryError unless every
+message was acknowledged. `connection_config` is the one reading of the Airflow Kafka
+connection (CT_KAFKA_CONN_ID): the producer starts from it, and so does the audit's consumer.
 """
 
 from __future__ import annotations
@@ -28,23 +29,53 @@ class KafkaConfigError(RuntimeError):
 SAFE_PRODUCER_CONFIG = {"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "zstd"}
 
 
-def producer_from_connection(conn_id: str, overrides: dict[str, Any] | None = None):
-    """A confluent-kafka Producer built by the Airflow Kafka provider from connection `conn_id`."""
-    from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
-    from confluent_kafka import Producer
+def connection_config(conn_id: str, *, missing_hint: str = "") -> dict[str, Any]:
+    """The librdkafka settings of the Airflow Kafka connection `conn_id`, built as the
+    provider's hooks build them (its extras; string callbacks resolved from the allowlist,
+    managed-Kafka OAuth added; `bootstrap.servers` required).
 
-    class _SafeProducerHook(KafkaProducerHook):
-        def _get_client(self, config: dict[str, Any]) -> Producer:
-            return Producer({**config, **SAFE_PRODUCER_CONFIG, **(overrides or {})})
+    The connection is looked up by the Task SDK (in a task: through the API server; elsewhere
+    AIRFLOW_CONN_* and secrets backends only), and when that finds none, by airflow.models,
+    which outside a task also reads the metadata database: tasks and `python -m ctlib.audit`
+    see the same connections. Raises KafkaConfigError (`missing_hint` appended when the
+    connection does not exist)."""
+    from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
+
+    class _ConfigHook(KafkaBaseHook):
+        @classmethod
+        def get_connection(cls, conn_id: str):
+            try:
+                return super().get_connection(conn_id)
+            except Exception as err:
+                if type(err).__name__ != "AirflowNotFoundException":
+                    raise
+            from airflow.models.connection import Connection
+
+            return Connection.get_connection_from_secrets(conn_id)
+
+        def _get_client(self, config: dict[str, Any]) -> dict[str, Any]:
+            return dict(config)
 
     try:
-        return _SafeProducerHook(kafka_config_id=conn_id).get_producer()
-    except Exception as err:  # the hook raises AirflowNotFoundException, ValueError, KafkaException
+        return _ConfigHook(kafka_config_id=conn_id).get_conn
+    except Exception as err:  # AirflowNotFoundException, ValueError (no bootstrap.servers), ...
         if type(err).__name__ == "AirflowNotFoundException":
             raise KafkaConfigError(
-                f"Kafka connection {conn_id!r} (CT_KAFKA_CONN_ID) is not configured: add it, "
-                f"or set CT_KAFKA_CONN_ID to an empty value to turn Kafka publishing off"
+                f"Kafka connection {conn_id!r} (CT_KAFKA_CONN_ID) is not configured{missing_hint}"
             ) from err
+        raise KafkaConfigError(f"Kafka connection {conn_id!r} is unusable: {err}") from err
+
+
+def producer_from_connection(conn_id: str, overrides: dict[str, Any] | None = None):
+    """A confluent-kafka Producer for connection `conn_id` (see `connection_config`), with
+    SAFE_PRODUCER_CONFIG over whatever the connection says, then `overrides`."""
+    from confluent_kafka import KafkaException, Producer
+
+    config = connection_config(
+        conn_id, missing_hint=": add it, or set CT_KAFKA_CONN_ID to an empty value to turn Kafka publishing off")
+    try:
+        return Producer({**config, **SAFE_PRODUCER_CONFIG, **(overrides or {})})
+    except (KafkaException, ValueError, TypeError) as err:
         raise KafkaConfigError(f"Kafka connection {conn_id!r} is unusable: {err}") from err
 
 
