@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctlib.ct.loglist import MAX_SLUG, LogListError, parse_log_list, slugify
-from ctlib.lake.files import Lake, partition_dir
+from ctlib.lake.files import Lake
+from ctlib.lake.layout import partition_dir
 from ctlib.testing.ctlog import Faults, LogServer
 from tests.faults.conftest import assert_audit_clean, configure, ingest_dag, run_until_caught_up
 from tests.paths import PROJECT_ROOT
@@ -63,7 +64,7 @@ def test_descriptions_cannot_leave_the_lake(description, template, tmp_path):
     assert SLUG.match(log.slug), log.slug
     lake = Lake.open(str(tmp_path / "lake"))
     for table in ("certs", "errors", "incidents"):
-        assert _under(lake.root, partition_dir(lake, table, log.slug, date(2026, 1, 1)))
+        assert _under(lake.root, partition_dir(lake.root, table, log.slug, date(2026, 1, 1)))
 
 
 @settings(max_examples=300, deadline=None, database=None)

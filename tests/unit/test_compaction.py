@@ -33,8 +33,9 @@ from ctlib.lake.compaction import (
 )
 from ctlib.ct.types import RawEntry
 from ctlib.decode.entries import LogRef, decode_entries
-from ctlib.lake.layout import ERRORS_SCHEMA
-from ctlib.lake.files import Lake, range_file_name, write_range
+from ctlib.lake import layout
+from ctlib.lake.layout import ERRORS_SCHEMA, range_file_name
+from ctlib.lake.files import Lake, write_range
 from ctlib.testing.certs import CertFactory
 
 SLUG = "local_compact_log"
@@ -139,7 +140,7 @@ def files_of(root: Path, table: str, day: date) -> list[str]:
 
 
 def staging_left(root: Path) -> list[str]:
-    staging = root / compaction.STAGING
+    staging = root / layout.STAGING
     return sorted(str(p.relative_to(staging)) for p in staging.rglob("*")
                   if p.name.startswith(("date=", "probe.")) or (p.is_file() and not p.name.endswith(".lock")))
 
@@ -172,7 +173,7 @@ def test_each_closed_partition_becomes_one_sorted_file_with_the_same_rows(lake_r
             path = lake_root / table / f"log={SLUG}" / f"date={day.isoformat()}" / name
             index = pq.read_table(path, columns=["index"])["index"].to_pylist()
             assert index == sorted(index) and len(set(index)) == len(index), "sorted by index"
-            start, end = compaction.parse_range(name)
+            start, end = layout.parse_range(name)
             assert start <= index[0] and index[-1] < end
     assert files_of(lake_root, "certs", NEWEST) == newest_before, "the open day is left alone"
     assert staging_left(lake_root) == []
@@ -182,7 +183,7 @@ def test_merged_file_is_named_by_its_range_and_records_what_it_absorbed(lake_roo
     originals = files_of(lake_root, "certs", DAY0)
     run(lake_root)
     (name,) = files_of(lake_root, "certs", DAY0)
-    first, last = compaction.parse_range(originals[0]), compaction.parse_range(originals[-1])
+    first, last = layout.parse_range(originals[0]), layout.parse_range(originals[-1])
     assert name == range_file_name(first[0], last[1])
     assert absorbed_by(str(lake_root / "certs" / f"log={SLUG}" / f"date={DAY0}" / name)) == set(originals)
 
@@ -206,7 +207,7 @@ def test_late_file_is_merged_into_the_compacted_file_transitively(lake_root, sam
     report = run(lake_root, next_index=603)
     assert [p.day for p in report.partitions if p.outcome == "compacted"] == [DAY0]
     (name,) = files_of(lake_root, "certs", DAY0)
-    assert compaction.parse_range(name)[1] == 603
+    assert layout.parse_range(name)[1] == 603
     absorbed = absorbed_by(str(lake_root / "certs" / f"log={SLUG}" / f"date={DAY0}" / name))
     assert {first_merge, range_file_name(600, 603)} <= absorbed and len(absorbed) > 3
     assert same_multiset(before, rows(lake_root, "certs"))
@@ -260,7 +261,7 @@ def test_partitions_that_cannot_be_merged_safely_are_skipped_untouched(lake_root
 
     # A rewrite overlapping a range of the day (e.g. a backfill after compaction): refuse.
     overlapping = sorted(files_of(lake_root, "certs", day1))[2]
-    s, e = compaction.parse_range(overlapping)
+    s, e = layout.parse_range(overlapping)
     write_range(Lake.open(root), "certs", SLUG, s - 1, e, _certs(sample_certs, list(range(s, e))))
     overlap = compact_partition(root, "certs", SLUG, day1, first_index=0, next_index=ENTRIES)
     assert overlap.outcome == "skipped" and "overlap" in overlap.detail
@@ -397,7 +398,7 @@ def test_crash_while_writing_the_merged_file(lake_root, monkeypatch):
     with pytest.raises(Crash):
         run(lake_root)
     monkeypatch.undo()
-    assert any(p.name.endswith(".tmp") for p in (lake_root / compaction.STAGING).rglob("*")), "a partial temporary"
+    assert any(p.name.endswith(".tmp") for p in (lake_root / layout.STAGING).rglob("*")), "a partial temporary"
     _assert_recovers(lake_root, before, expect_recovered=1)
 
 
@@ -407,7 +408,7 @@ def test_crash_while_emptying_the_retired_directory(lake_root, monkeypatch):
     calls = []
 
     def unlink_then_crash(path, *args, **kwargs):
-        if compaction.STAGING in str(path):
+        if layout.STAGING in str(path):
             calls.append(path)
             if len(calls) == 3:
                 raise Crash("mid-settle")
@@ -453,7 +454,7 @@ def test_object_store_lakes_are_refused():
 
 
 def test_a_leftover_probe_directory_is_removed(lake_root):
-    probe = lake_root / compaction.STAGING / "certs" / f"log={SLUG}" / "probe.0123" / "a"
+    probe = lake_root / layout.STAGING / "certs" / f"log={SLUG}" / "probe.0123" / "a"
     probe.mkdir(parents=True)
     run(lake_root)
     assert not probe.parent.exists() and staging_left(lake_root) == []

@@ -13,7 +13,6 @@ import pytest
 import ctlib.ct.client
 from ctlib.ct.types import RawEntry, TreeHead
 from ctlib.ops.health import (
-    HEALTH_SCHEMA,
     LAGGING,
     NOT_STARTED,
     OK,
@@ -33,6 +32,7 @@ from ctlib.ops.health import (
 from ctlib.ct.loglist import CTLog
 from ctlib.settings import Settings
 from ctlib.lake.files import Lake, write_file, write_incident
+from ctlib.lake.layout import HEALTH_SCHEMA
 from ctlib.ingest.state import LogState, MemoryStateStore
 from ctlib.testing.certs import CertFactory
 

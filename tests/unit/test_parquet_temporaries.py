@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctlib.lake import files as parquet
-from ctlib.lake.files import Lake, range_file_name, remove_stale_temporaries, write_file
+from ctlib.lake.files import Lake, remove_stale_temporaries, write_file
+from ctlib.lake.layout import range_file_name
 
 NAME = range_file_name(0, 100)
 TABLE = pa.table({"index": pa.array(range(100), pa.int64())})

@@ -11,7 +11,8 @@ import pytest
 
 from ctlib.ct.types import RawEntry
 from ctlib.decode.entries import LogRef, decode_entries
-from ctlib.lake.query import TABLES, connect, run
+from ctlib.lake.layout import TABLES
+from ctlib.lake.query import connect, run
 from ctlib.lake.files import Lake, write_range
 from ctlib.testing.certs import CertFactory
 from tests.paths import PROJECT_ROOT

@@ -1,8 +1,8 @@
 """Score the DNS names of newly written `certs` files, write `scores` and `alerts`.
 
 Each certs file maps to a scores file and an alerts file of the same partition and name
-(`certs/log=x/date=d/N.parquet` -> `scores/log=x/date=d/N.parquet`), so re-scoring a file
-replaces its rows instead of adding to them.
+(`certs/log=x/date=d/N.parquet` -> `scores/log=x/date=d/N.parquet`, `counterpart` of
+ctlib.lake.layout), so re-scoring a file replaces its rows instead of adding to them.
 
 A precertificate and its final certificate name the same hosts, and a batch holds many
 certificates of one domain, so about half the (name, issuer) pairs of a file repeat: each
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctlib.lake.layout import SCORES_SCHEMA
+from ctlib.lake import layout
 from ctlib.lake.files import Lake, write_file
 
 if TYPE_CHECKING:  # the scorer's modules load only where scoring happens
@@ -96,13 +96,8 @@ def files_from_events(events_by_asset: Mapping[Any, Iterable[Any]], key: str = "
 
 def _sibling(lake: Lake, certs_uri: str, table: str) -> tuple[str, str]:
     """(directory, name) of `table`'s file for a certs file."""
-    path = lake.path_of(certs_uri)
-    prefix = lake.path("certs") + "/"
-    if not path.startswith(prefix):
-        raise ValueError(f"{certs_uri} is not a certs file of the lake at {lake.root}")
-    relative = path[len(prefix):]
-    directory, _, name = relative.rpartition("/")
-    return lake.path(table, directory), name
+    directory, _, name = layout.counterpart(lake.root, lake.path_of(certs_uri), table).rpartition("/")
+    return directory, name
 
 
 def names_of(dns_names: list[str] | None, subject_cn: str | None) -> list[str]:
@@ -143,9 +138,9 @@ def scores_table(certs: pa.Table, distinct: DistinctScores, scored_at: datetime)
     columns = [
         base.column(f.name).combine_chunks().cast(f.type) if f.name not in computed
         else pa.array(computed[f.name], type=f.type)
-        for f in SCORES_SCHEMA
+        for f in layout.SCORES_SCHEMA
     ]
-    return pa.Table.from_arrays(columns, schema=SCORES_SCHEMA), len(set(pairs))
+    return pa.Table.from_arrays(columns, schema=layout.SCORES_SCHEMA), len(set(pairs))
 
 
 def score_certs_file(
@@ -164,9 +159,9 @@ def score_certs_file(
     alerts = table.filter(pa.compute.field("alert")) if table.num_rows else table
     scores_file = alerts_file = None
     if table.num_rows:
-        directory, name = _sibling(lake, certs_uri, "scores")
+        directory, name = _sibling(lake, certs_uri, layout.SCORES)
         scores_file = lake.uri(write_file(lake, directory, name, table))
-    directory, name = _sibling(lake, certs_uri, "alerts")
+    directory, name = _sibling(lake, certs_uri, layout.ALERTS)
     if alerts.num_rows:
         alerts_file = lake.uri(write_file(lake, directory, name, alerts))
     else:

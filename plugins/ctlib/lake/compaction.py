@@ -88,16 +88,14 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ctlib.lake.files import UNKNOWN_DATE, Lake, range_file_name, remove_stale_temporaries
+from ctlib.lake import layout
+from ctlib.lake.files import Lake, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-TABLES = ("certs", "errors")
-STAGING = ".compaction"
-"""Directory under the lake root holding staging directories and per-log lock files."""
+TABLES = (layout.CERTS, layout.ERRORS)
 META_KEY = b"ctlib.lake.compaction"
 """Parquet key-value metadata of a merged file: JSON {"sources", "absorbed", "compacted_at"}."""
 ROW_GROUP_ROWS = 65_536
@@ -108,9 +106,7 @@ BACKFILL_QUIET = timedelta(hours=6)
 STEPS = ("staged", "written", "rechecked", "exchanged", "settled")
 """The points `_reached` is called at, in order, while compacting one partition."""
 
-_RANGE_NAME = re.compile(r"^(\d{12})-(\d{12})\.parquet$")
-_DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-_STAGING_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})\.[0-9a-f]{32}$")
+_STAGING_TAG = re.compile(r"^[0-9a-f]{32}$")  # after `date=<day>.` in a staging directory's name
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
@@ -223,27 +219,13 @@ def _identity(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def parse_range(name: str) -> tuple[int, int] | None:
-    """(start, end) of a range file name, None for any other name."""
-    match = _RANGE_NAME.match(name)
-    return (int(match[1]), int(match[2])) if match else None
-
-
 def partition_days(root: str, table: str, slug: str) -> list[date]:
     """The day partitions of a log in a table, oldest first."""
     try:
-        names = os.listdir(os.path.join(root, table, f"log={slug}"))
+        names = os.listdir(layout.log_dir(root, table, slug))
     except FileNotFoundError:
         return []
-    return sorted(date.fromisoformat(m[1]) for m in map(_DAY_DIR.match, names) if m)
-
-
-def _partition(root: str, table: str, slug: str, day: date) -> str:
-    return os.path.join(root, table, f"log={slug}", f"date={day.isoformat()}")
-
-
-def _staging_parent(root: str, table: str, slug: str) -> str:
-    return os.path.join(root, STAGING, table, f"log={slug}")
+    return sorted(day for day in map(layout.parse_day_dir, names) if day is not None)
 
 
 def absorbed_by(path: str) -> frozenset[str]:
@@ -269,9 +251,9 @@ def latest_committed_day(root: str, slug: str, first_index: int, next_index: int
     latest = None
     for table in tables:
         for day in reversed(partition_days(root, table, slug)):
-            if day == UNKNOWN_DATE or (latest is not None and day <= latest):
+            if day == layout.UNKNOWN_DATE or (latest is not None and day <= latest):
                 break
-            ranges = (parse_range(n) for n in list_partition(_partition(root, table, slug, day)))
+            ranges = (layout.parse_range(n) for n in list_partition(layout.partition_dir(root, table, slug, day)))
             if any(r and first_index <= r[0] and r[1] <= next_index for r in ranges):
                 latest = day
                 break
@@ -294,7 +276,7 @@ def _plan(files: Mapping[str, os.stat_result], directory: str, first_index: int,
     """The partition's files in range order, or _Refused naming the file that forbids a merge."""
     planned = []
     for name, st in files.items():
-        bounds = parse_range(name)
+        bounds = layout.parse_range(name)
         if bounds is None:
             raise _Refused(f"{name} is not a range file")
         start, end = bounds
@@ -349,7 +331,7 @@ def _checked(table: pa.Table, source: RangeFile) -> pa.Table:
 
 def _write_merged(staging: str, sources: Sequence[RangeFile]) -> tuple[str, int]:
     """Write the sources' rows, in index order, as one file in `staging`; (name, rows)."""
-    name = range_file_name(sources[0].start, sources[-1].end)
+    name = layout.range_file_name(sources[0].start, sources[-1].end)
     schema = pq.ParquetFile(sources[0].path).schema_arrow
     absorbed = set()
     for source in sources:
@@ -415,7 +397,7 @@ def settle(staging: str, partition: str) -> tuple[list[str], list[str]]:
 def recover(root: str, table: str, slug: str) -> int:
     """Settle every staging directory a crashed or failed compaction of this log left; returns
     how many there were. Run under the log's lock, before anything else."""
-    parent = _staging_parent(root, table, slug)
+    parent = layout.staging_dir(root, table, slug)
     try:
         names = sorted(os.listdir(parent))
     except FileNotFoundError:
@@ -425,12 +407,12 @@ def recover(root: str, table: str, slug: str) -> int:
         if name.startswith("probe."):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
             continue
-        match = _STAGING_DIR.match(name)
-        if not match:
+        day_name, _, tag = name.rpartition(".")
+        day = layout.parse_day_dir(day_name)
+        if day is None or not _STAGING_TAG.match(tag):
             log.warning("%s: unexpected entry %s left alone", parent, name)
             continue
-        day = date.fromisoformat(match[1])
-        deleted, rescued = settle(os.path.join(parent, name), _partition(root, table, slug, day))
+        deleted, rescued = settle(os.path.join(parent, name), layout.partition_dir(root, table, slug, day))
         log.info("%s/%s: leftover %s settled (%d deleted, %d moved back)",
                  table, slug, name, len(deleted), len(rescued))
         count += 1
@@ -445,7 +427,7 @@ def compact_partition(root: str, table: str, slug: str, day: date, *, first_inde
     is already one file is "unchanged"; one that cannot be merged safely now is "skipped"
     with the reason. On an exception the staging directory is settled before re-raising."""
     now = now or datetime.now(UTC)
-    partition = _partition(root, table, slug, day)
+    partition = layout.partition_dir(root, table, slug, day)
     files = list_partition(partition)
     result = dict(table=table, slug=slug, day=day, files_before=len(files))
     if len(files) < 2:
@@ -455,7 +437,7 @@ def compact_partition(root: str, table: str, slug: str, day: date, *, first_inde
     except _Refused as why:
         return PartitionResult(**result, outcome="skipped", detail=str(why))
 
-    staging = os.path.join(_staging_parent(root, table, slug), f"date={day.isoformat()}.{uuid.uuid4().hex}")
+    staging = os.path.join(layout.staging_dir(root, table, slug), f"{layout.day_dir_name(day)}.{uuid.uuid4().hex}")
     os.makedirs(staging)
     try:
         _reached("staged")
@@ -506,23 +488,14 @@ class LogCompaction:
                 "partitions": [p.to_json() for p in self.partitions if p.outcome != "unchanged"]}
 
 
-def local_root(lake: Lake) -> str:
-    """The lake's root directory; CompactionUnsupported for object stores."""
-    if not isinstance(lake.filesystem, pafs.LocalFileSystem):
-        raise CompactionUnsupported(
-            f"compaction needs a local/POSIX lake (atomic directory exchange); {lake.uri(lake.root)} is on "
-            f"{lake.filesystem.type_name}"
-        )
-    return lake.root
-
-
 @contextlib.contextmanager
 def log_lock(root: str, slug: str) -> Iterator[None]:
     """Exclusive, non-blocking lock of one log's compaction; CompactionBusy if taken."""
     import fcntl
 
-    os.makedirs(os.path.join(root, STAGING), exist_ok=True)
-    with open(os.path.join(root, STAGING, f"log={slug}.lock"), "a") as fh:
+    lock = layout.staging_lock(root, slug)
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with open(lock, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -541,23 +514,26 @@ def compact_log(lake: Lake, slug: str, *, first_index: int, next_index: int, mmd
     concurrently with ingest; one compaction per log at a time (else CompactionBusy)."""
     now = now or datetime.now(UTC)
     today = today or now.date()
-    root = local_root(lake)
+    try:
+        root = layout.local_root(lake.uri(lake.root))
+    except ValueError as err:
+        raise CompactionUnsupported(f"compaction needs a local/POSIX lake (atomic directory exchange): {err}") from None
     with log_lock(root, slug):
         recovered = sum(recover(root, table, slug) for table in tables)
         for table in tables:  # what killed writers left where no later write of the same file came
             for day in partition_days(root, table, slug):
-                remove_stale_temporaries(lake, _partition(root, table, slug, day))
+                remove_stale_temporaries(lake, layout.partition_dir(root, table, slug, day))
         latest = latest_committed_day(root, slug, first_index, next_index, tables)
         horizon = compaction_horizon(latest, mmd_seconds, today)
         if horizon is None:
             return LogCompaction(slug, None, recovered, (), "nothing committed yet")
-        if not swap_supported(_staging_parent(root, tables[0], slug)):
+        if not swap_supported(layout.staging_dir(root, tables[0], slug)):
             return LogCompaction(slug, horizon, recovered, (), "no atomic directory exchange on this filesystem")
         oldest = today - timedelta(days=days_back) if days_back else date.min
         results = []
         for table in tables:
             for day in partition_days(root, table, slug):
-                if day == UNKNOWN_DATE or not oldest <= day < horizon:
+                if day == layout.UNKNOWN_DATE or not oldest <= day < horizon:
                     continue
                 result = compact_partition(root, table, slug, day, first_index=first_index,
                                            next_index=next_index, now=now)

@@ -1,4 +1,4 @@
-"""The Parquet lake: `<table>/log=<slug>/date=<YYYY-MM-DD>/<start:012d>-<end:012d>.parquet`.
+"""Writing files into the lake (where they go: ctlib.lake.layout).
 
 File names depend only on the log, the range and the day, so a retried task rewrites the
 same files (exactly-once in the lake). Each file is written under a hidden temporary name
@@ -23,10 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-log = logging.getLogger(__name__)
+from ctlib.lake import layout
 
-# Rows without a usable entry timestamp (an unparseable leaf) still need a stable home.
-UNKNOWN_DATE = date(1970, 1, 1)
+log = logging.getLogger(__name__)
 
 STALE_TEMPORARY_SECONDS = 3600.0
 """A temporary whose writer cannot be checked (another host, an unattributed name) counts as
@@ -64,17 +63,9 @@ class Lake:
         return uri.split("://", 1)[1] if "://" in uri else uri
 
 
-def range_file_name(start: int, end: int) -> str:
-    return f"{start:012d}-{end:012d}.parquet"
-
-
-def partition_dir(lake: Lake, table: str, slug: str, day: date) -> str:
-    return lake.path(table, f"log={slug}", f"date={day.isoformat()}")
-
-
 def _split_by_day(table: pa.Table, column: str) -> list[tuple[date, pa.Table]]:
     days = pc.cast(table[column], pa.date32()) if table.num_rows else pa.array([], pa.date32())
-    days = pc.fill_null(days, pa.scalar(UNKNOWN_DATE, pa.date32()))
+    days = pc.fill_null(days, pa.scalar(layout.UNKNOWN_DATE, pa.date32()))
     out = []
     for day in sorted(set(days.to_pylist())):
         out.append((day, table.filter(pc.equal(days, pa.scalar(day, pa.date32())))))
@@ -88,9 +79,9 @@ def write_range(
 
     Idempotent: the same range always maps to the same paths, which are replaced whole.
     """
-    name = range_file_name(start, end)
+    name = layout.range_file_name(start, end)
     return [
-        write_file(lake, partition_dir(lake, table_name, slug, day), name, rows)
+        write_file(lake, layout.partition_dir(lake.root, table_name, slug, day), name, rows)
         for day, rows in _split_by_day(table, day_column)
     ]
 
@@ -171,14 +162,12 @@ def write_file(lake: Lake, directory: str, name: str, table: pa.Table) -> str:
 
 def write_incident(lake: Lake, row: dict) -> str:
     """One incident row (INCIDENTS_SCHEMA) as its own file; returns its path."""
-    from ctlib.lake.layout import INCIDENTS_SCHEMA
-
     detected = row["timestamp"]
     return write_file(
         lake,
-        partition_dir(lake, "incidents", row["log_slug"], detected.date()),
-        f"{int(detected.timestamp() * 1000):013d}-{row['kind']}.parquet",
-        pa.Table.from_pylist([row], schema=INCIDENTS_SCHEMA),
+        layout.partition_dir(lake.root, layout.INCIDENTS, row["log_slug"], detected.date()),
+        layout.incident_file_name(detected, row["kind"]),
+        pa.Table.from_pylist([row], schema=layout.INCIDENTS_SCHEMA),
     )
 
 

@@ -1,14 +1,87 @@
-"""Explicit Arrow schemas of the decoded certificate table and the decode-error table.
+"""The lake's layout: its tables, their schemas, and where every file of them lives.
 
-Every writer and reader goes through these, so Parquet files of different runs and logs
-always concatenate. Hashes are lowercase hex strings; timestamps are UTC.
+    <lake>/
+      certs/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
+      errors/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
+      incidents/log=<slug>/date=<day>/<detected ms:013d>-<kind>.parquet
+      scores/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
+      alerts/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
+      enrichment/date=<day>/<run>.parquet
+      health/date=<day>/<checked_at ms:013d>.parquet
+      .compaction/                                  outside every table: no reader's glob reaches it
+        <table>/log=<slug>/date=<day>.<uuid hex>/   a merge being swapped in, or what a crash left
+        <table>/log=<slug>/probe.<uuid hex>/        a test of the atomic directory exchange
+        log=<slug>.lock                             one compaction per log at a time
+
+`<day>` is a UTC date, YYYY-MM-DD: of the entry's log timestamp in certs and errors
+(UNKNOWN_DATE when an unparseable leaf has none), of the scored certs file in scores and
+alerts, of the detection in incidents, of `enriched_at` in enrichment, of the check in health.
+
+Who writes what:
+
+* certs, errors (undecodable entries), incidents (a log misbehaved): ingest, `ct_ingest__<slug>`
+  (ctlib.ingest.run through ctlib.lake.files).
+* certs, errors again: compaction, `ct_compact` (ctlib.lake.compaction), which replaces each
+  closed day partition by one file named by the range it covers; it alone uses `.compaction/`.
+* scores (one row per DNS name of each certificate), alerts (the scores rows that alert):
+  `ct_score` (ctlib.downstream.scoring), one file each per certs file.
+* enrichment: `ct_enrich` (ctlib.downstream.enrich.cache), one file per run and day.
+* health: `ct_health` (ctlib.ops.health), one file per check, one row per log.
+
+Readers glob `<table>/**/*.parquet` (`table_glob`: ctlib.lake.query) or one log's
+`<table>/log=<slug>/*/*.parquet` (`log_glob`: the audit).
+
+Invariant: the name of a certs, errors, scores or alerts file depends only on the log, the
+range [start, end) of entry indexes and the day, never on when, where or by which attempt
+it was written. A retried task therefore replaces its own files instead of adding copies
+(exactly-once in the lake), scoring finds a certs file's scores and alerts files by changing
+the table only (`counterpart`), and a merged file is named by the range it covers. Names in
+the other tables are fixed by what they record: the detection time and kind (incidents),
+the check time (health), the run (enrichment).
+
+Every writer and reader goes through the schemas here (`SCHEMAS`), so Parquet files of
+different runs and logs always concatenate. Hashes are lowercase hex strings; timestamps
+are UTC.
+
+Paths are strings joined with '/' under a root: the lake's directory or bucket prefix, or ''
+for a filesystem rooted at the lake (the paths are then relative). Nothing here lists, reads
+or writes a filesystem.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
+from datetime import date, datetime
+from types import MappingProxyType
 
 import pyarrow as pa
+
+# --------------------------------------------------------------------------- tables
+
+CERTS = "certs"
+ERRORS = "errors"
+INCIDENTS = "incidents"
+SCORES = "scores"
+ALERTS = "alerts"
+ENRICHMENT = "enrichment"
+HEALTH = "health"
+
+TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS, ENRICHMENT, HEALTH)
+"""Every table (the order of ctlib.lake.query's views)."""
+LOG_TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS)
+"""Partitioned by log, then day (`partition_dir`)."""
+DAY_TABLES = (ENRICHMENT, HEALTH)
+"""Partitioned by day only (`day_dir`)."""
+
+STAGING = ".compaction"
+"""Directory under the lake root holding compaction's staging directories and lock files."""
+
+UNKNOWN_DATE = date(1970, 1, 1)
+"""The day of rows without a usable entry timestamp (an unparseable leaf): a stable home."""
+
+# --------------------------------------------------------------------------- schemas
 
 _TS_MS = pa.timestamp("ms", tz="UTC")
 _TS_S = pa.timestamp("s", tz="UTC")
@@ -90,15 +163,164 @@ SCORES_SCHEMA = pa.schema(
     ]
 )
 
+# One row per enriched registered domain (ctlib.downstream.enrich; no credentials in any column).
+ENRICHMENT_SCHEMA = pa.schema(
+    [
+        pa.field("domain", pa.string(), nullable=False),  # registered domain, normalized
+        pa.field("enriched_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),  # the phishing score
+        pa.field("risk", pa.float64(), nullable=False),  # combined_risk, 0..100
+        pa.field("risk_reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("pt_status", pa.string(), nullable=False),  # ok | not_found | skipped | error kind
+        pa.field("pt_registered", pa.date32()),
+        pa.field("pt_registrar", pa.string()),
+        pa.field("pt_pdns_records", pa.int64()),
+        pa.field("ts_status", pa.string(), nullable=False),
+        pa.field("ts_max_confidence", pa.int32()),  # -1: unknown or no indicator
+        pa.field("ts_max_severity", pa.string()),  # null without indicators
+        pa.field("ts_indicators", pa.int64()),
+        pa.field("ts_threat_types", pa.list_(pa.string()), nullable=False),
+        pa.field("cert_sha256", pa.string()),  # the certificate that surfaced the domain
+        pa.field("log_slug", pa.string()),
+        pa.field("names", pa.list_(pa.string()), nullable=False),  # that certificate's DNS names
+    ]
+)
 
-def local_root(lake: str) -> str:
-    """The local directory of a lake location (a path or a file:// URI); ValueError for an
-    object store."""
-    if lake.startswith("file://"):
-        return lake[len("file://"):]
-    if "://" in lake:
-        raise ValueError(f"{lake!r} is not a local lake; mount or sync the bucket and pass its local path")
-    return os.path.abspath(lake)
+# One row per log and health check (ctlib.ops.health).
+HEALTH_SCHEMA = pa.schema(
+    [
+        pa.field("checked_at", _TS_MS, nullable=False),
+        pa.field("log_slug", pa.string(), nullable=False),
+        pa.field("log_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # one of ctlib.ops.health.STATUSES
+        pa.field("failing", pa.bool_(), nullable=False),  # this row fails the check
+        pa.field("tree_size", pa.int64()),  # of the log's current verified tree head; null: unreachable
+        pa.field("tree_head_at", _TS_MS),  # that tree head's timestamp
+        pa.field("next_index", pa.int64()),  # the watermark; null: not started
+        pa.field("lag_entries", pa.int64()),  # tree_size - next_index
+        pa.field("lag_seconds", pa.float64()),  # age of the first entry not ingested; 0 when none
+        pa.field("oldest_pending_at", _TS_MS),  # timestamp of that entry
+        pa.field("last_progress_at", _TS_MS),  # the watermark's updated_at
+        pa.field("since_progress_seconds", pa.float64()),
+        pa.field("errors", pa.int64(), nullable=False),  # rows in errors/ for the log
+        pa.field("incidents", pa.int64(), nullable=False),  # rows in incidents/ for the log
+        pa.field("detail", pa.string(), nullable=False),  # why this status; what failed
+    ]
+)
+
+SCHEMAS: Mapping[str, pa.Schema] = MappingProxyType({
+    CERTS: CERTS_SCHEMA,
+    ERRORS: ERRORS_SCHEMA,
+    INCIDENTS: INCIDENTS_SCHEMA,
+    SCORES: SCORES_SCHEMA,
+    ALERTS: SCORES_SCHEMA,
+    ENRICHMENT: ENRICHMENT_SCHEMA,
+    HEALTH: HEALTH_SCHEMA,
+})
+"""Every table's schema, in TABLES order."""
+
+# --------------------------------------------------------------------------- directories
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join((root, *parts)) if root else "/".join(parts)
+
+
+def table_dir(root: str, table: str) -> str:
+    """`<root>/<table>`."""
+    return _join(root, table)
+
+
+def log_dir(root: str, table: str, slug: str) -> str:
+    """`<root>/<table>/log=<slug>`: every day of one log in a LOG_TABLES table."""
+    return _join(root, table, f"log={slug}")
+
+
+def partition_dir(root: str, table: str, slug: str, day: date) -> str:
+    """`<root>/<table>/log=<slug>/date=<day>`: one log's day in a LOG_TABLES table."""
+    return _join(root, table, f"log={slug}", day_dir_name(day))
+
+
+def day_dir(root: str, table: str, day: date) -> str:
+    """`<root>/<table>/date=<day>`: one day of a DAY_TABLES table."""
+    return _join(root, table, day_dir_name(day))
+
+
+def day_dir_name(day: date) -> str:
+    """`date=<YYYY-MM-DD>`, the last directory of a partition."""
+    return f"date={day.isoformat()}"
+
+
+_DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+def parse_day_dir(name: str) -> date | None:
+    """The day of a `date=<YYYY-MM-DD>` directory name, None for any other name."""
+    match = _DAY_DIR.match(name)
+    if not match:
+        return None
+    try:
+        return date.fromisoformat(match[1])
+    except ValueError:
+        return None
+
+
+def staging_dir(root: str, table: str, slug: str) -> str:
+    """`<root>/.compaction/<table>/log=<slug>`: where compaction stages one log's merges."""
+    return log_dir(_join(root, STAGING), table, slug)
+
+
+def staging_lock(root: str, slug: str) -> str:
+    """`<root>/.compaction/log=<slug>.lock`: the lock file of one log's compaction."""
+    return _join(root, STAGING, f"log={slug}.lock")
+
+
+# --------------------------------------------------------------------------- file names
+
+
+def range_file_name(start: int, end: int) -> str:
+    """`<start:012d>-<end:012d>.parquet`: the rows of entries [start, end) of one log and day."""
+    return f"{start:012d}-{end:012d}.parquet"
+
+
+_RANGE_NAME = re.compile(r"^(\d{12})-(\d{12})\.parquet$")
+
+
+def parse_range(name: str) -> tuple[int, int] | None:
+    """(start, end) of a range file name, None for any other name."""
+    match = _RANGE_NAME.match(name)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _ms(moment: datetime) -> str:
+    return f"{int(moment.timestamp() * 1000):013d}"
+
+
+def incident_file_name(detected: datetime, kind: str) -> str:
+    """`<detected ms:013d>-<kind>.parquet`: one incident."""
+    return f"{_ms(detected)}-{kind}.parquet"
+
+
+def health_file_name(checked_at: datetime) -> str:
+    """`<checked_at ms:013d>.parquet`: the rows of one health check."""
+    return f"{_ms(checked_at)}.parquet"
+
+
+def enrichment_file_name(run: str) -> str:
+    """`<run>.parquet` (`run` as is when it already ends in .parquet): one run's rows of a day."""
+    return run if run.endswith(".parquet") else f"{run}.parquet"
+
+
+def counterpart(root: str, path: str, table: str, source: str = CERTS) -> str:
+    """The path in `table` of the file at `path` in `source`: same log, day and name (the
+    scores and alerts files of a certs file). ValueError if `path` is not under `source`."""
+    prefix = table_dir(root, source) + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path} is not a {source} file of the lake at {root}")
+    return _join(root, table, path[len(prefix):])
+
+
+# --------------------------------------------------------------------------- globs
 
 
 def table_glob(root: str, table: str) -> str:
@@ -109,3 +331,13 @@ def table_glob(root: str, table: str) -> str:
 def log_glob(root: str, table: str, slug: str) -> str:
     """Every Parquet file of one log's `table` (all days)."""
     return f"{root.rstrip('/')}/{table}/log={slug}/*/*.parquet"
+
+
+def local_root(lake: str) -> str:
+    """The local directory of a lake location (a path or a file:// URI); ValueError for an
+    object store (s3://, gs://...)."""
+    if lake.startswith("file://"):
+        return lake[len("file://"):]
+    if "://" in lake:
+        raise ValueError(f"{lake!r} is not a local lake; mount or sync the bucket and pass its local path")
+    return os.path.abspath(lake)

@@ -20,30 +20,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ctlib.lake import layout
 from ctlib.settings import Settings
-
-TABLES = ("certs", "errors", "incidents", "scores", "alerts", "enrichment", "health")
-
-
-def _schemas() -> dict[str, pa.Schema]:
-    from ctlib.lake import layout as schema
-    from ctlib.downstream.enrich.cache import ENRICHMENT_SCHEMA
-    from ctlib.ops.health import HEALTH_SCHEMA
-
-    known = {
-        "certs": schema.CERTS_SCHEMA,
-        "errors": schema.ERRORS_SCHEMA,
-        "incidents": schema.INCIDENTS_SCHEMA,
-        "scores": schema.SCORES_SCHEMA,
-        "alerts": schema.SCORES_SCHEMA,
-        "enrichment": ENRICHMENT_SCHEMA,
-        "health": HEALTH_SCHEMA,
-    }
-    return known
 
 
 def _has_files(lake: str, table: str) -> bool:
-    return any(Path(lake, table).rglob("*.parquet")) if "://" not in lake else True
+    return any(Path(layout.table_dir(lake, table)).rglob("*.parquet")) if "://" not in lake else True
 
 
 def connect(lake: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -51,9 +33,9 @@ def connect(lake: str | None = None) -> duckdb.DuckDBPyConnection:
     partition path where the files do not carry them)."""
     lake = lake or Settings.from_env().lake
     con = duckdb.connect()
-    for table, schema in _schemas().items():
+    for table, schema in layout.SCHEMAS.items():
         if _has_files(lake, table):
-            glob = f"{lake.rstrip('/')}/{table}/**/*.parquet"
+            glob = layout.table_glob(lake, table)
             con.execute(
                 f"create view {table} as select * from read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
             )

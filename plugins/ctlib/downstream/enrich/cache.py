@@ -1,7 +1,7 @@
 """The `enrichment` lake table and the caches that keep providers from being asked twice.
 
 Rows live under `<lake>/enrichment/date=<YYYY-MM-DD of enriched_at>/<name>.parquet`, one
-row per enriched registered domain (ENRICHMENT_SCHEMA; no credentials in any column).
+row per enriched registered domain (ENRICHMENT_SCHEMA; see ctlib.lake.layout).
 `recently_enriched` reads them back as a TTL cache across runs; `RunCache` is an
 in-process LRU for one run (several certificates often name the same domain).
 """
@@ -23,31 +23,9 @@ import pyarrow.fs as pafs
 from ctlib.downstream.enrich import normalize_domain
 from ctlib.downstream.enrich.passivetotal import PassiveTotalResult
 from ctlib.downstream.enrich.threatstream import ThreatStreamResult
+from ctlib.lake import layout
 from ctlib.lake.files import Lake, write_file
-
-TABLE = "enrichment"
-
-ENRICHMENT_SCHEMA = pa.schema(
-    [
-        pa.field("domain", pa.string(), nullable=False),  # registered domain, normalized
-        pa.field("enriched_at", pa.timestamp("ms", tz="UTC"), nullable=False),
-        pa.field("score", pa.float64(), nullable=False),  # the phishing score
-        pa.field("risk", pa.float64(), nullable=False),  # combined_risk, 0..100
-        pa.field("risk_reasons", pa.list_(pa.string()), nullable=False),
-        pa.field("pt_status", pa.string(), nullable=False),  # ok | not_found | skipped | error kind
-        pa.field("pt_registered", pa.date32()),
-        pa.field("pt_registrar", pa.string()),
-        pa.field("pt_pdns_records", pa.int64()),
-        pa.field("ts_status", pa.string(), nullable=False),
-        pa.field("ts_max_confidence", pa.int32()),  # -1: unknown or no indicator
-        pa.field("ts_max_severity", pa.string()),  # null without indicators
-        pa.field("ts_indicators", pa.int64()),
-        pa.field("ts_threat_types", pa.list_(pa.string()), nullable=False),
-        pa.field("cert_sha256", pa.string()),  # the certificate that surfaced the domain
-        pa.field("log_slug", pa.string()),
-        pa.field("names", pa.list_(pa.string()), nullable=False),  # that certificate's DNS names
-    ]
-)
+from ctlib.lake.layout import ENRICHMENT_SCHEMA
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +109,6 @@ def _lake(location: str | os.PathLike[str] | Lake | pafs.FileSystem) -> Lake:
     return Lake.open(os.fspath(location))
 
 
-def _table_dir(lake: Lake) -> str:
-    return lake.path(TABLE) if lake.root else TABLE
-
-
 def write_enrichment(
     lake: str | os.PathLike[str] | Lake | pafs.FileSystem, records: Sequence[EnrichmentRecord], name: str
 ) -> list[str]:
@@ -145,9 +119,9 @@ def write_enrichment(
     by_day: dict[date, list[EnrichmentRecord]] = {}
     for record in records:
         by_day.setdefault(record.enriched_at.astimezone(UTC).date(), []).append(record)
-    file_name = name if name.endswith(".parquet") else f"{name}.parquet"
+    file_name = layout.enrichment_file_name(name)
     return [
-        write_file(lake, f"{_table_dir(lake)}/date={day.isoformat()}", file_name, records_table(rows))
+        write_file(lake, layout.day_dir(lake.root, layout.ENRICHMENT, day), file_name, records_table(rows))
         for day, rows in sorted(by_day.items())
     ]
 
@@ -177,7 +151,8 @@ def recently_enriched(
     try:
         # The declared schema, not inference: files of older schema versions still read.
         dataset = ds.dataset(
-            _table_dir(lake), filesystem=lake.filesystem, format="parquet", schema=ENRICHMENT_SCHEMA
+            layout.table_dir(lake.root, layout.ENRICHMENT), filesystem=lake.filesystem, format="parquet",
+            schema=ENRICHMENT_SCHEMA,
         )
     except FileNotFoundError:
         return set()
