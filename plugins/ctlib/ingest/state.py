@@ -1,14 +1,22 @@
 """Per-log ingest state: the watermark, kept as JSON in the Airflow Variable `ct_state__<slug>`.
 
-`LogState` is a small immutable record; `StateStore` is the only I/O. Only the ingest's
-`commit` step advances a stored state, and only after every range before the new
-`next_index` is in Parquet and acknowledged by Kafka. (`plan` writes the very first
-state of a new log, and the pending-plan record, neither of which moves a watermark.)
+`LogState` is a small immutable record; `StateStore` is the only I/O, and every reader of
+watermarks (ingest, health, the audit) goes through one. Only the ingest's `commit` step
+advances a stored state, and only after every range before the new `next_index` is in
+Parquet and acknowledged by Kafka. (`plan` writes the very first state of a new log, and
+the pending-plan record, neither of which moves a watermark.)
+
+Stores: `VariableStateStore` (Airflow Variables through the Task SDK: tasks and
+`dag.test()`), `MemoryStateStore` (unit tests), and `MappingStateStore`, a read-only
+snapshot of Variables for processes outside a task (the audit CLI, scripts): from a JSON
+dump such as `airflow variables export` writes, or read from the metadata database.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -18,12 +26,16 @@ class StateError(RuntimeError):
     """A stored state is unreadable or a transition would break an invariant."""
 
 
+STATE_PREFIX = "ct_state__"
+PLAN_PREFIX = "ct_plan__"
+
+
 def state_key(slug: str) -> str:
-    return f"ct_state__{slug}"
+    return f"{STATE_PREFIX}{slug}"
 
 
 def plan_key(slug: str) -> str:
-    return f"ct_plan__{slug}"
+    return f"{PLAN_PREFIX}{slug}"
 
 
 def _now() -> str:
@@ -55,15 +67,28 @@ class LogState:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "compact_range": list(self.compact_range)}
 
+    @property
+    def updated_time(self) -> datetime | None:
+        """`updated_at` (the last progress) as an aware datetime, UTC when it names no zone;
+        None when it is unreadable."""
+        try:
+            moment = datetime.fromisoformat(self.updated_at)
+        except (TypeError, ValueError):
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
     @classmethod
-    def from_json(cls, obj: Any, slug: str = "?") -> LogState:
+    def from_json(cls, obj: Any, slug: str = "?", *, key: str | None = None) -> LogState:
+        """The state stored as `obj` (a dict or its JSON text). Errors name `key`, the
+        Variable or mapping key it was read from (default `ct_state__<slug>`)."""
+        key = key or state_key(slug)
         if isinstance(obj, str):
             try:
                 obj = json.loads(obj)
             except json.JSONDecodeError as err:
-                raise StateError(f"{state_key(slug)} is not JSON: {err}") from None
+                raise StateError(f"{key} is not JSON: {err}") from None
         if not isinstance(obj, dict) or "next_index" not in obj:
-            raise StateError(f"{state_key(slug)} has no next_index: {obj!r:.200}")
+            raise StateError(f"{key} has no next_index: {obj!r:.200}")
         known = {name: obj[name] for name in cls.__dataclass_fields__ if name in obj}
         known["compact_range"] = tuple(known.get("compact_range", ()))
         known.setdefault("tree_size", obj["next_index"])
@@ -71,7 +96,7 @@ class LogState:
         try:
             return cls(**known)
         except (TypeError, ValueError) as err:
-            raise StateError(f"{state_key(slug)} is malformed: {err}") from None
+            raise StateError(f"{key} is malformed: {err}") from None
 
     def advanced(self, new_next_index: int, *, entries: int, errors: int) -> LogState:
         if new_next_index < self.next_index:
@@ -165,3 +190,76 @@ class MemoryStateStore:
 
     def save_plan(self, slug: str, plan: PendingPlan) -> None:
         self.plans[slug] = plan
+
+
+class MappingStateStore:
+    """A read-only snapshot of stored states, for processes outside a task (the audit CLI,
+    scripts, benchmarks): made from a mapping of Variables, `{"ct_state__<slug>": <state or
+    its JSON text>, "ct_plan__<slug>": <plan>, ...}` as `airflow variables export` writes it
+    (other keys of ct-airflow, `ct_<name>__<slug>`, ignored), or `{"<slug>": <state>, ...}`.
+
+    Every state is parsed when the store is made, so a malformed one is reported at once,
+    naming its key. `slugs()` lists the logs with a state. Saving raises StateError."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        if not isinstance(values, Mapping):
+            raise StateError(f"stored states must be a JSON object of Variables, not {type(values).__name__}")
+        self._states: dict[str, LogState] = {}
+        self._plans: dict[str, PendingPlan] = {}
+        for key, value in values.items():
+            if key.startswith(STATE_PREFIX):
+                slug = key[len(STATE_PREFIX):]
+                self._states[slug] = LogState.from_json(value, slug, key=key)
+            elif key.startswith(PLAN_PREFIX):
+                plan = PendingPlan.from_json(value)
+                if plan is not None:
+                    self._plans[key[len(PLAN_PREFIX):]] = plan
+            elif key.startswith("ct_") and "__" in key:
+                continue  # another ct-airflow Variable
+            else:
+                self._states[key] = LogState.from_json(value, key, key=key)
+
+    @classmethod
+    def from_airflow_db(cls, slug: str | None = None) -> MappingStateStore:
+        """The states (and pending plans) in Airflow Variables, read with `airflow.models`:
+        the metadata database, AIRFLOW_VAR_* and secrets backends, as a process outside a
+        task sees them (the Task SDK's `VariableStateStore` reads no metadata database
+        there). With `slug`, that log's Variables only; without, every `ct_state__*` and
+        `ct_plan__*` key of the metadata database and of AIRFLOW_VAR_* (secrets backends
+        cannot be listed)."""
+        from airflow.models import Variable
+
+        if slug is not None:
+            keys = [state_key(slug), plan_key(slug)]
+        else:
+            from airflow.utils.session import create_session
+            from sqlalchemy import or_, select
+
+            with create_session() as session:
+                keys = list(session.scalars(select(Variable.key).where(
+                    or_(Variable.key.like(f"{STATE_PREFIX}%"), Variable.key.like(f"{PLAN_PREFIX}%")))))
+            env_prefixes = tuple(f"AIRFLOW_VAR_{prefix.upper()}" for prefix in (STATE_PREFIX, PLAN_PREFIX))
+            keys += [name[len("AIRFLOW_VAR_"):].lower() for name in os.environ if name.startswith(env_prefixes)]
+        values = {}
+        # LIKE's '_' matches any character: keep only the keys that really begin with a prefix.
+        for key in sorted({k for k in keys if k.startswith((STATE_PREFIX, PLAN_PREFIX))}):
+            raw = Variable.get(key, default_var=None)
+            if raw is not None:
+                values[key] = raw
+        return cls(values)
+
+    def slugs(self) -> list[str]:
+        """The logs with a stored state, sorted."""
+        return sorted(self._states)
+
+    def load(self, slug: str) -> LogState | None:
+        return self._states.get(slug)
+
+    def save(self, slug: str, state: LogState) -> None:
+        raise StateError(f"cannot save the state of {slug}: this store is a read-only snapshot")
+
+    def load_plan(self, slug: str) -> PendingPlan | None:
+        return self._plans.get(slug)
+
+    def save_plan(self, slug: str, plan: PendingPlan) -> None:
+        raise StateError(f"cannot save the plan of {slug}: this store is a read-only snapshot")
