@@ -3,7 +3,7 @@
 `observe` gathers the facts of one log (I/O: watermark, the log's current verified tree
 head, the first entry not ingested yet, error and incident counts in the lake); `assess` turns
 them into a verdict (pure); `check_logs` does both for every log, `write_health` stores the
-rows in `health/date=<day>/<checked_at ms>.parquet` (HEALTH_SCHEMA, one row per log), and
+rows in `health/date=<day>/<checked_at ms>.parquet` (layout.HEALTH_SCHEMA, one row per log), and
 `failure_message` says which logs should fail the check.
 
 Verdicts:
@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from ctlib.ct.loglist import CTLog
 from ctlib.settings import Settings
+from ctlib.lake import layout
 from ctlib.lake.files import Lake, write_file
 from ctlib.ingest.state import LogState, StateStore
 
@@ -37,28 +38,6 @@ log = logging.getLogger(__name__)
 
 OK, LAGGING, STALLED, UNREACHABLE, NOT_STARTED = "ok", "lagging", "stalled", "unreachable", "not_started"
 STATUSES = (OK, LAGGING, STALLED, UNREACHABLE, NOT_STARTED)
-
-_TS_MS = pa.timestamp("ms", tz="UTC")
-HEALTH_SCHEMA = pa.schema(
-    [
-        pa.field("checked_at", _TS_MS, nullable=False),
-        pa.field("log_slug", pa.string(), nullable=False),
-        pa.field("log_id", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # one of STATUSES
-        pa.field("failing", pa.bool_(), nullable=False),  # this row fails the check
-        pa.field("tree_size", pa.int64()),  # of the log's current verified tree head; null: unreachable
-        pa.field("tree_head_at", _TS_MS),  # that tree head's timestamp
-        pa.field("next_index", pa.int64()),  # the watermark; null: not started
-        pa.field("lag_entries", pa.int64()),  # tree_size - next_index
-        pa.field("lag_seconds", pa.float64()),  # age of the first entry not ingested; 0 when none
-        pa.field("oldest_pending_at", _TS_MS),  # timestamp of that entry
-        pa.field("last_progress_at", _TS_MS),  # the watermark's updated_at
-        pa.field("since_progress_seconds", pa.float64()),
-        pa.field("errors", pa.int64(), nullable=False),  # rows in errors/ for the log
-        pa.field("incidents", pa.int64(), nullable=False),  # rows in incidents/ for the log
-        pa.field("detail", pa.string(), nullable=False),  # why this status; what failed
-    ]
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,14 +156,14 @@ def to_table(healths: Sequence[Health]) -> pa.Table:
             "since_progress_seconds": h.since_progress_seconds, "errors": o.errors,
             "incidents": o.incidents, "detail": "; ".join(filter(None, (h.detail, o.problem))),
         })
-    return pa.Table.from_pylist(rows, schema=HEALTH_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=layout.HEALTH_SCHEMA)
 
 
 def write_health(lake: Lake, healths: Sequence[Health], checked_at: datetime) -> str:
     """Store the rows as `health/date=<day>/<checked_at ms:013d>.parquet`; returns the path."""
     checked_at = checked_at.astimezone(UTC)
-    directory = lake.path("health", f"date={checked_at.date().isoformat()}")
-    return write_file(lake, directory, f"{int(checked_at.timestamp() * 1000):013d}.parquet", to_table(healths))
+    directory = layout.day_dir(lake.root, layout.HEALTH, checked_at.date())
+    return write_file(lake, directory, layout.health_file_name(checked_at), to_table(healths))
 
 
 def format_table(healths: Sequence[Health]) -> str:
@@ -212,7 +191,7 @@ def count_rows(lake: Lake, table: str, slug: str) -> int:
     import pyarrow.dataset as ds
     import pyarrow.fs as pafs
 
-    directory = lake.path(table, f"log={slug}")
+    directory = layout.log_dir(lake.root, table, slug)
     if lake.filesystem.get_file_info(directory).type != pafs.FileType.Directory:
         return 0
     return ds.dataset(directory, format="parquet", filesystem=lake.filesystem).count_rows()
