@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ctlib.ct.loglist import load_log_list, parse_log_list
-from ctlib.ingest.schedule import frozen_reason, offset_for, period_of, schedule_for, wake_uri
+from ctlib.ct.loglist import frozen_reason, load_log_list, parse_log_list
+from ctlib.ingest.schedule import offset_for, period_of, schedule_for, wake_uri
 from ctlib.settings import DEFAULT_LOG_LIST, Settings
 
 UTC = timezone.utc

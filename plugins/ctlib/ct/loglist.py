@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -31,6 +31,8 @@ MAX_SLUG = 100
 """Longest slug a monitored log may have: it names a DAG (`ct_ingest__<slug>`, Airflow allows
 250 characters), Variables and lake folders. Real slugs are about 30 characters."""
 KNOWN_STATES = MONITORED_STATES | {"pending", "rejected", "retired", "none"}
+FROZEN_STATES = frozenset({"readonly", "retired"})
+"""States of logs that accept no new entries (see `frozen_reason`)."""
 
 
 class LogListError(ValueError):
@@ -92,6 +94,25 @@ class LogList:
             if log.slug == slug:
                 return log
         raise LogListError(f"no log with slug {slug!r} in log list version {self.version}")
+
+
+def frozen_reason(ctlog: CTLog, now: datetime) -> str:
+    """Why nothing can be added to the log as of `now` (timezone-aware); "" while it can
+    still grow. Reads only the log list entry.
+
+    A log is *frozen* when its state is `readonly` or `retired`, or its temporal interval
+    ended more than its MMD ago (a shard accepts no certificate expiring at or after
+    `end_exclusive`, and has at most its MMD to incorporate what it accepted). A log whose
+    interval has not started yet is not frozen: it is about to be the busy shard.
+    """
+    if ctlog.state in FROZEN_STATES:
+        return f"its state is {ctlog.state}"
+    if ctlog.interval_end:
+        end = datetime.fromisoformat(ctlog.interval_end.replace("Z", "+00:00"))
+        if now >= end + timedelta(seconds=ctlog.mmd):
+            return (f"its temporal interval ended {ctlog.interval_end} and its MMD "
+                    f"({ctlog.mmd} s) has passed since")
+    return ""
 
 
 def slugify(description: str) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ctlib.http import HttpPolicy, LogSession
-from ctlib.ct.loglist import LogList, LogListError, load_log_list, parse_log_list
+from ctlib.ct.loglist import LogList, LogListError, frozen_reason, load_log_list, parse_log_list
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,11 @@ def installed_list(settings: Settings) -> LogList | None:
 
 def woken_logs(before: LogList | None, after: LogList, now: datetime) -> list[str]:
     """Slugs of the logs to run once more after `after` replaced `before`: monitored in
-    `after`, frozen as of `now` (ctlib.ingest.schedule: those scheduled on a wake-up asset), and whose
-    state or temporal interval differs from `before`'s (a log new to the list gets a DAG of
-    its own anyway). A log that was live until now runs every minute until the factory
-    re-parses it; the event is for a log already on its hourly schedule."""
-    from ctlib.ingest.schedule import frozen_reason
-
+    `after`, frozen as of `now` (ctlib.ct.loglist.frozen_reason; ctlib.ingest.schedule puts
+    those on a wake-up asset), and whose state or temporal interval differs from `before`'s
+    (a log new to the list gets a DAG of its own anyway). A log that was live until now runs
+    every minute until the factory re-parses it; the event is for a log already on its hourly
+    schedule."""
     if before is None:
         return []
     old = {log.slug: log for log in before.logs}

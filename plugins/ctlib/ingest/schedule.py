@@ -5,10 +5,8 @@ Pure and cheap (hashlib, datetime, croniter): the DAG factory calls `schedule_fo
 log at every parse, so a log that froze since the last parse gets its new schedule then.
 
 A log is *frozen* when nothing can be added to it any more: its state is `readonly` or
-`retired`, or its temporal interval ended more than its MMD ago (a shard accepts no
-certificate expiring at or after `end_exclusive`, and has at most its MMD to incorporate
-what it accepted). A log whose interval has not started yet is not frozen: it is about to
-be the busy shard.
+`retired`, or its temporal interval ended more than its MMD ago. The log list alone says so:
+ctlib.ct.loglist.frozen_reason decides it, and states the rule in full.
 """
 
 from __future__ import annotations
@@ -18,10 +16,9 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from ctlib.ct.loglist import CTLog
+from ctlib.ct.loglist import CTLog, frozen_reason
 from ctlib.settings import Settings
 
-FROZEN_STATES = frozenset({"readonly", "retired"})
 MAX_SPREAD = timedelta(hours=1)
 """The longest offset: a log starts at most this long after its schedule's tick."""
 _SAMPLE_FROM = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday, for a stable sample
@@ -32,18 +29,6 @@ def wake_uri(slug: str) -> str:
     """The asset whose events start a run of a frozen log at once (a backlog left behind,
     a new log list that changed the log)."""
     return f"ct://wake/{slug}"
-
-
-def frozen_reason(ctlog: CTLog, now: datetime) -> str:
-    """Why nothing can be added to the log as of `now`; "" while it can still grow."""
-    if ctlog.state in FROZEN_STATES:
-        return f"its state is {ctlog.state}"
-    if ctlog.interval_end:
-        end = datetime.fromisoformat(ctlog.interval_end.replace("Z", "+00:00"))
-        if now >= end + timedelta(seconds=ctlog.mmd):
-            return (f"its temporal interval ended {ctlog.interval_end} and its MMD "
-                    f"({ctlog.mmd} s) has passed since")
-    return ""
 
 
 @functools.cache  # a handful of crons; asked for every log at every parse of the DAG file
