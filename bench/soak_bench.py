@@ -240,7 +240,7 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, 
 
 
 def states(api: Api) -> dict[str, str]:
-    """The Variables ct_state__<slug> (JSON text), as `ctlib.ops.audit.parse_states` takes them."""
+    """The Variables ct_state__<slug> (JSON text), as `ctlib.ingest.state.MappingStateStore` takes them."""
     return {v["key"]: v["value"] for v in api.listed("variables", "variables") if v["key"].startswith("ct_state__")}
 
 
@@ -417,7 +417,8 @@ def soak(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: floa
 
 def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic: str, minutes: float,
             idle_minutes: float, began: float) -> dict[str, Any]:
-    from ctlib.ops.audit import kafka_config, parse_states, run_audit
+    from ctlib.ingest.state import MappingStateStore
+    from ctlib.ops.audit import kafka_config, load_states, run_audit
 
     slugs = sorted(remote.tiled)
     dag_ids = [f"ct_ingest__{slug}" for slug in slugs]
@@ -485,7 +486,8 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
     alert_lag = alert_lag_figures(lake, grow_from, grow_until) if args.with_downstream else None
     downstream_failed = [r["dag_run_id"] + " " + r["dag_id"] for r in every_run
                          if r["dag_id"] in DOWNSTREAM_DAGS and r["state"] == "failed"]
-    audits = run_audit(lake=str(lake), states=parse_states(states(api)),
+    stored = MappingStateStore(states(api))
+    audits = run_audit(lake=str(lake), states=load_states(stored, stored.slugs()),
                        kafka=kafka_config(broker.bootstrap_servers, None), topic=topic)
     gaps = [f for a in audits for f in a.findings()]
     final = watermarks(api)

@@ -1,6 +1,7 @@
 """ctlib.ops.audit: the interval logic (pure), the DuckDB lake scan on hand-made lakes (gaps,
-duplicates, errors counting as present, other logs and uncommitted rows), the CLI's exit
-status and report, and a scan of millions of rows."""
+duplicates, errors counting as present, other logs and uncommitted rows), the states it reads
+(a read-only MappingStateStore, from JSON or from Airflow's metadata database), the Kafka
+connection it reads, the CLI's exit status and report, and a scan of millions of rows."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ctlib.ingest.state import LogState, MappingStateStore, PendingPlan, StateError
+from ctlib.kafka import KafkaConfigError
 from ctlib.ops.audit import (
     CountRun,
     Since,
-    Watermark,
     audit_from_runs,
     audit_lake,
     clip,
@@ -28,10 +30,11 @@ from ctlib.ops.audit import (
     duplicates,
     format_table,
     gaps,
+    kafka_config,
+    load_states,
     main,
     normalize,
     parse_since,
-    parse_states,
     runs_of_array,
     scan_lake,
     subtract,
@@ -91,7 +94,7 @@ def test_runs_of_array():
     assert runs_of_array(np.array([1, 2, 3, 7, 9, 10], dtype=np.int64)) == [(1, 4), (7, 8), (9, 11)]
 
 
-def test_parse_since_and_states():
+def test_parse_since():
     now = datetime(2026, 5, 1, 12, tzinfo=UTC)
     assert parse_since("1234") == Since(index=1234)
     assert parse_since("6h", now) == Since(time=now - timedelta(hours=6))
@@ -99,12 +102,34 @@ def test_parse_since_and_states():
     assert parse_since(None) == Since()
     with pytest.raises(ValueError, match="--since"):
         parse_since("yesterday")
-    states = parse_states({
+
+
+def mark(first_index: int, next_index: int) -> LogState:
+    """A stored state with this watermark."""
+    return LogState(next_index=next_index, tree_size=next_index, first_index=first_index)
+
+
+def test_states_from_a_dump_of_variables():
+    store = MappingStateStore({
         "ct_state__a": json.dumps({"next_index": 10, "first_index": 2}),  # as Variables store it
-        "ct_plan__a": {"start": 10, "ranges": []},  # other Variables are skipped
-        "b": {"next_index": 5},
+        "ct_plan__a": {"start": 10, "ranges": [[10, 12]]},
+        "ct_other__a": "x",  # other ct-airflow Variables are skipped
+        "b": {"next_index": 5},  # a bare slug
     })
-    assert states == {"a": Watermark("a", 2, 10), "b": Watermark("b", 0, 5)}
+    assert store.slugs() == ["a", "b"]
+    assert (store.load("a").first_index, store.load("a").next_index) == (2, 10)
+    assert (store.load("b").first_index, store.load("b").next_index) == (0, 5)
+    assert store.load("c") is None and store.load_plan("a") == PendingPlan(10, ((10, 12),))
+    assert load_states(store, ["b", "c"]) == {"b": store.load("b")}
+    with pytest.raises(StateError, match="read-only"):
+        store.save("a", mark(0, 11))
+    # A malformed state names its key, as the dump spells it.
+    with pytest.raises(StateError, match="ct_state__a is not JSON"):
+        MappingStateStore({"ct_state__a": "{"})
+    with pytest.raises(StateError, match=r"^b has no next_index"):
+        MappingStateStore({"b": {"tree_size": 3}})
+    with pytest.raises(StateError, match="JSON object"):
+        MappingStateStore([1, 2])
 
 
 # ----------------------------------------------------------------- the lake scan
@@ -140,13 +165,13 @@ def test_lake_scan_finds_gaps_and_duplicates_counting_errors_as_present(tmp_path
 
     runs, per_table = scan_lake(str(lake), "alpha")
     assert per_table == {"certs": 118 + 120 + 10 + 10 + 110, "errors": 2}
-    audit = audit_lake(str(lake), Watermark("alpha", 0, 400))
+    audit = audit_lake(str(lake), "alpha", mark(0, 400))
     assert audit.gaps == [(120, 180)]
     assert audit.duplicates == [CountRun(300, 310, 2)]
     assert (audit.rows, audit.above, audit.below) == (370 - 20, 20, 0)
-    assert audit_lake(str(lake), Watermark("beta", 0, 50)).ok
-    assert audit_lake(str(lake), Watermark("gamma", 0, 0)).ok  # nothing committed, nothing due
-    assert audit_lake(str(lake), Watermark("gamma", 3, 9)).gaps == [(3, 9)]
+    assert audit_lake(str(lake), "beta", mark(0, 50)).ok
+    assert audit_lake(str(lake), "gamma", mark(0, 0)).ok  # nothing committed, nothing due
+    assert audit_lake(str(lake), "gamma", mark(3, 9)).gaps == [(3, 9)]
 
 
 def test_cli_exit_status_and_report(tmp_path):
@@ -193,9 +218,61 @@ def test_scan_scales_to_millions_of_rows(tmp_path):
         pq.write_table(pa.table({"log_slug": pa.array(["big"] * n), "index": pa.arange(start, start + n)}),
                        folder / f"{start:012d}-{start + per_file:012d}.parquet")
     began = time.monotonic()
-    audit = audit_lake(str(lake), Watermark("big", 0, per_file * files))
+    audit = audit_lake(str(lake), "big", mark(0, per_file * files))
     took = time.monotonic() - began
     gap_start = 3 * per_file - 1000
     assert audit.gaps == [(gap_start, gap_start + 1000)] and audit.duplicates == []
     assert audit.rows == per_file * files - 1000
     assert took < 30, f"scanning 2M rows took {took:.1f}s"
+
+
+# ----------------------------------------------------------------- Airflow: Variables and the Kafka connection
+
+
+def test_kafka_config_from_bootstrap_or_the_connection(monkeypatch):
+    assert kafka_config("h:1", "kafka_default") == {"bootstrap.servers": "h:1"}  # --bootstrap wins
+    with pytest.raises(ValueError, match="pass --bootstrap or set CT_KAFKA_CONN_ID"):
+        kafka_config(None, "")
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_ENV", json.dumps(
+        {"conn_type": "kafka", "extra": {"bootstrap.servers": "env:9092", "client.id": "x"}}))
+    assert kafka_config(None, "kafka_env") == {"bootstrap.servers": "env:9092", "client.id": "x"}
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_BARE", json.dumps({"conn_type": "kafka", "extra": {}}))
+    with pytest.raises(KafkaConfigError, match=r"'kafka_bare' is unusable: .*bootstrap\.servers"):
+        kafka_config(None, "kafka_bare")
+
+
+def test_states_and_kafka_connection_from_the_metadata_database(airflow_db, tmp_path, monkeypatch, capsys):
+    """Outside a task (the CLI), Variables and connections come from the metadata database."""
+    from airflow.models import Connection, Variable
+    from airflow.utils.session import create_session
+
+    Variable.set("ct_state__dbone", json.dumps({"next_index": 30, "first_index": 10}))
+    Variable.set("ct_statexxdbnot", json.dumps({"next_index": 1}))  # LIKE's '_' matches it: skipped
+    monkeypatch.setenv("AIRFLOW_VAR_CT_STATE__ENVONE", json.dumps({"next_index": 0}))
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "kafka_db").delete()
+        extra = json.dumps({"bootstrap.servers": "db:9092"})
+        session.add(Connection(conn_id="kafka_db", conn_type="kafka", extra=extra))
+    try:
+        store = MappingStateStore.from_airflow_db()
+        assert {"dbone", "envone"} <= set(store.slugs()) and "ct_statexxdbnot" not in store.slugs()
+        assert (store.load("dbone").first_index, store.load("dbone").next_index) == (10, 30)
+        assert MappingStateStore.from_airflow_db("dbone").slugs() == ["dbone"]
+        assert kafka_config(None, "kafka_db") == {"bootstrap.servers": "db:9092"}
+        with pytest.raises(KafkaConfigError, match=r"'kafka_nowhere' \(CT_KAFKA_CONN_ID\) is not configured"):
+            kafka_config(None, "kafka_nowhere")
+
+        lake = tmp_path / "lake"
+        write_rows(lake, "certs", "dbone", range(10, 30))
+        assert main(["--log", "dbone", "--lake", str(lake)]) == 0
+        assert "dbone" in capsys.readouterr().out
+        assert main(["--log", "dbnone", "--lake", str(lake)]) == 2
+        assert "no stored state for 'dbnone' in Airflow Variables" in capsys.readouterr().err
+        monkeypatch.setenv("CT_KAFKA_CONN_ID", "kafka_nowhere")
+        assert main(["--log", "dbone", "--lake", str(lake), "--kafka"]) == 2
+        assert "audit: Kafka connection 'kafka_nowhere' (CT_KAFKA_CONN_ID) is not configured" in capsys.readouterr().err
+    finally:
+        Variable.delete("ct_state__dbone")
+        Variable.delete("ct_statexxdbnot")
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "kafka_db").delete()

@@ -50,9 +50,10 @@ def test_transient_faults_are_retried_and_nothing_is_lost(fault, airflow_db, ct_
     assert (state["next_index"], state["entries_ingested"]) == (150, 150)
     assert_audit_clean(lake, log.slug)
     if fault == "http_5xx":  # the audit's "every log with state" path reads the metadata database
-        from ctlib.ops.audit import Watermark, states_from_airflow
+        from ctlib.ingest.state import MappingStateStore
 
-        assert states_from_airflow()[log.slug] == Watermark(log.slug, 0, 150)
+        stored = MappingStateStore.from_airflow_db().load(log.slug)
+        assert (stored.first_index, stored.next_index) == (0, 150)
 
 
 def test_body_limit_setting():
