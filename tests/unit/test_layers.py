@@ -18,8 +18,8 @@ Layers, lowest first (a module may import its own group or a lower layer only):
 ctlib.localsvc and ctlib.testing (local stand-ins for services, test data) are outside the
 order: they may import any layer, and no other ctlib module may import them.
 
-Imports that ALLOWED_LAYER_VIOLATIONS_PENDING_REWORK names are left out of every check until
-the work it names lands. Imports by name (importlib) are not seen.
+Imports by name (importlib, as in ctlib.airflow.preload) are not seen. The DAG files, which
+may import only ctlib.airflow, are checked in tests/integration/test_dagbag.py.
 """
 
 from __future__ import annotations
@@ -52,26 +52,6 @@ LAYERS: dict[str, int] = {
 }
 FOUNDATION = frozenset(group for group, rank in LAYERS.items() if rank == 0)
 STAND_INS = ("ctlib.localsvc", "ctlib.testing")
-
-# Imports excused for now from every check here (layers, cycles, stand-ins); every other
-# one is checked. Each key is (importer prefix, imported prefix): an import matches when the
-# importing module's name is or starts with the first and the imported module's with the
-# second. Take an entry off once the work it waits for has landed.
-ALLOWED_LAYER_VIOLATIONS_PENDING_REWORK: dict[tuple[str, str], str] = {
-    # Lake schemas and paths are being moved into ctlib.lake.layout (a change in progress);
-    # until then ctlib.lake, ctlib.ops and ctlib.downstream.enrich.cache reach into each
-    # other for them (today: ctlib.lake.query imports HEALTH_SCHEMA from ctlib.ops.health
-    # and ENRICHMENT_SCHEMA from ctlib.downstream.enrich.cache).
-    ("ctlib.lake", "ctlib.ops"): "schemas/paths, moving into ctlib.lake.layout",
-    ("ctlib.lake", "ctlib.downstream.enrich.cache"): "schemas/paths, moving into ctlib.lake.layout",
-    ("ctlib.ops", "ctlib.downstream.enrich.cache"): "schemas/paths, moving into ctlib.lake.layout",
-    ("ctlib.downstream.enrich.cache", "ctlib.ops"): "schemas/paths, moving into ctlib.lake.layout",
-    # ctlib.airflow is being rewritten (as are the DAG files, which are not parsed here):
-    # nothing it imports, and no import of it, is checked against the layers until then.
-    ("ctlib.airflow", "ctlib"): "ctlib.airflow is being rewritten",
-    ("ctlib", "ctlib.airflow"): "ctlib.airflow is being rewritten",
-}
-
 
 def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
@@ -133,10 +113,6 @@ def _group(module: str) -> str | None:
     """The layer group of `module` (the package ctlib itself only for itself), or None."""
     matches = [group for group in LAYERS if _under(module, group) and (group != "ctlib" or module == "ctlib")]
     return max(matches, key=len) if matches else None
-
-
-def _allowed(importer: str, imported: str) -> bool:
-    return any(_under(importer, a) and _under(imported, b) for a, b in ALLOWED_LAYER_VIOLATIONS_PENDING_REWORK)
 
 
 def _components(graph: dict[str, dict[str, int]]) -> list[set[str]]:
@@ -216,13 +192,8 @@ def test_every_module_has_a_layer() -> None:
     assert not orphans, f"modules in no layer (add them to LAYERS): {orphans}"
 
 
-def _checked(graph: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """`graph` without the imports that ALLOWED_LAYER_VIOLATIONS_PENDING_REWORK excuses."""
-    return {m: {t: line for t, line in imports.items() if not _allowed(m, t)} for m, imports in graph.items()}
-
-
 def test_no_import_cycle() -> None:
-    graph = _checked(_graph()[0])
+    graph = _graph()[0]
     report = []
     for component in _components(graph):
         cycle = _cycle_in(graph, component)
@@ -254,7 +225,7 @@ def _layer_violations(graph: dict[str, dict[str, int]]) -> list[tuple[str, str, 
 def test_layers_import_only_downwards() -> None:
     bad = [
         f"{importer}:{line} imports {imported} ({_group(importer)} may not import {_group(imported)})"
-        for importer, imported, line in _layer_violations(_checked(_graph()[0]))
+        for importer, imported, line in _layer_violations(_graph()[0])
     ]
     assert not bad, "layer violations:\n  " + "\n  ".join(bad)
 
@@ -270,7 +241,7 @@ def _stand_in_imports(graph: dict[str, dict[str, int]]) -> list[str]:
 
 
 def test_no_stand_in_in_production_code() -> None:
-    bad = _stand_in_imports(_checked(_graph()[0]))
+    bad = _stand_in_imports(_graph()[0])
     assert not bad, "only ctlib.localsvc and ctlib.testing may import the stand-ins:\n  " + "\n  ".join(bad)
 
 
@@ -288,18 +259,17 @@ def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
     graph = {
         "ctlib.ct.loglist": {"ctlib.ingest.schedule": 3, "ctlib.settings": 4},  # up: caught
         "ctlib.ops.health": {"ctlib.downstream.scoring": 5, "ctlib.ingest.state": 6},  # sideways: caught
-        "ctlib.lake.query": {"ctlib.ops.health": 7},  # up, but allowed
+        "ctlib.lake.query": {"ctlib.ops.health": 7},  # up: caught
         "ctlib.settings": {"ctlib.http": 1},  # within the foundation
         "ctlib.ingest.run": {"ctlib.testing.ctlog": 8},  # a stand-in
         "ctlib.testing.ctlog": {"ctlib.ct.merkle": 9, "ctlib.localsvc": 10},
     }
-    assert _layer_violations(_checked(graph)) == [
+    assert _layer_violations(graph) == [
         ("ctlib.ct.loglist", "ctlib.ingest.schedule", 3),
+        ("ctlib.lake.query", "ctlib.ops.health", 7),
         ("ctlib.ops.health", "ctlib.downstream.scoring", 5),
     ]
     assert _stand_in_imports(graph) == ["ctlib.ingest.run:8 imports ctlib.testing.ctlog"]
-    assert _checked({"ctlib.airflow.parse": {"ctlib.audit": 1}, "ctlib.ct.client": {"ctlib.airflow": 2}}) == {
-        "ctlib.airflow.parse": {}, "ctlib.ct.client": {}}
 
     # Imports at any depth, relative ones resolved, `from package import submodule` as the submodule.
     source = tmp_path / "mod.py"
