@@ -9,7 +9,7 @@ Set-up, none of it timed:
 * a tansu broker (`ctlib.localsvc.broker.LocalBroker`), the Kafka connection exported as
   AIRFLOW_CONN_KAFKA_DEFAULT;
 * a temporary AIRFLOW_HOME with a migrated SQLite metadata database (as
-  tests/integration/conftest.py does) and the project's DAGs;
+  tests/support/airflow.py does) and the project's DAGs;
 * CT_START_AT=beginning and the catch-up settings of each configuration (--config).
 
 Timed: `dag.test()` runs of the log's ingest DAG, one after the other, from the first run's

@@ -18,15 +18,8 @@ from pathlib import Path
 import pytest
 
 from ctlib.testing.ctlog import Faults
-from tests.faults.conftest import (
-    assert_audit_clean,
-    configure,
-    failure_lines,
-    ingest_dag,
-    run_dag,
-    run_until_caught_up,
-    state_of,
-)
+from tests.support.airflow import configure, failure_lines, ingest_dag, run_dag, run_until_caught_up, state_of
+from tests.support.audit import assert_audit_clean
 
 pytestmark = pytest.mark.integration
 

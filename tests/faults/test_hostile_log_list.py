@@ -21,8 +21,9 @@ from ctlib.ct.loglist import MAX_SLUG, LogListError, parse_log_list, slugify
 from ctlib.lake.files import Lake
 from ctlib.lake.layout import partition_dir
 from ctlib.testing.ctlog import Faults, LogServer
-from tests.faults.conftest import assert_audit_clean, configure, ingest_dag, run_until_caught_up
 from tests.paths import PROJECT_ROOT
+from tests.support.airflow import configure, ingest_dag, run_until_caught_up
+from tests.support.audit import assert_audit_clean
 
 SLUG = re.compile(r"^[a-z0-9_]+$")
 TRAVERSALS = ["../../etc x", "..\\..\\Windows System32", "/etc/passwd", "a/../../b", "log=x/date=y",

@@ -12,6 +12,7 @@ shows them as a Kafka gap, on purpose). A production Apache Kafka keeps them on 
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 
@@ -19,19 +20,13 @@ import pytest
 
 from ctlib.localsvc.broker import LocalBroker, consume_all
 from ctlib.testing.ctlog import Faults
-from tests.faults.conftest import (
-    SLOW,
-    assert_audit_clean,
-    audit,
-    configure,
-    failure_lines,
-    ingest_dag,
-    run_dag,
-    run_until_caught_up,
-    state_of,
-)
+from tests.support.airflow import configure, failure_lines, ingest_dag, run_dag, run_until_caught_up, state_of
+from tests.support.audit import assert_audit_clean, audit
 
 pytestmark = pytest.mark.integration
+
+SLOW = os.environ.get("CT_SLOW_FAULTS", "").strip().lower() in {"1", "true", "yes", "on"}
+"""CT_SLOW_FAULTS=1: the long variant (a Kafka outage of two minutes instead of ~25 s)."""
 
 # How long the broker stays down. Two minutes is the realistic outage (CT_SLOW_FAULTS=1);
 # by default it is shortened to 20 s, which already spans two failed runs: a run notices

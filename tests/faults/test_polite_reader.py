@@ -11,7 +11,8 @@ import time
 import pytest
 
 from ctlib.testing.ctlog import Faults
-from tests.faults.conftest import assert_audit_clean, configure, ingest_dag, run_until_caught_up, state_of
+from tests.support.airflow import configure, ingest_dag, run_until_caught_up, state_of
+from tests.support.audit import assert_audit_clean
 
 pytestmark = pytest.mark.integration
 

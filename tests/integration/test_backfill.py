@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ctlib.testing.ctlog import Faults, LogServer
-from tests.integration.conftest import load_dag_module
-from tests.integration.test_ingest_dag import configure, lake_rows, state_of
-from tests.integration.test_misbehaving_logs import incidents
+from tests.support.airflow import configure, load_dag_module, state_of
+from tests.support.lake import incidents, lake_rows
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,7 @@ import pytest
 from ctlib.localsvc.broker import consume_all
 from ctlib.testing.ctlog import LogServer
 from ctlib.testing.enrichment_servers import FakePassiveTotal, FakeThreatStream
-from tests.integration.conftest import load_dag_module
-from tests.integration.test_ingest_dag import configure
+from tests.support.airflow import configure, load_dag_module
 
 pytestmark = pytest.mark.integration
 

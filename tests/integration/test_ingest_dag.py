@@ -7,12 +7,12 @@ import hashlib
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from ctlib.localsvc.broker import consume_all
 from ctlib.testing.ctlog import Faults, LogServer
-from tests.integration.conftest import load_dag_module
+from tests.support.airflow import configure, load_dag_module, state_of
+from tests.support.lake import lake_rows
 
 pytestmark = pytest.mark.integration
 
@@ -21,46 +21,6 @@ pytestmark = pytest.mark.integration
 def ct_server():
     with LogServer() as server:
         yield server
-
-
-def configure(monkeypatch, tmp_path: Path, server: LogServer, broker, **overrides) -> Path:
-    log_list = server.write_log_list(tmp_path / "log_list.json")
-    lake = tmp_path / "lake"
-    env = {
-        "CT_LOG_LIST": str(log_list),
-        "CT_LAKE": str(lake),
-        "CT_START_AT": "beginning",
-        "CT_ENTRIES_PER_TASK": "70",
-        "CT_ENTRIES_PER_RUN": "160",
-        "CT_GET_ENTRIES_BATCH": "100",
-        "CT_HTTP_BACKOFF": "0.05",
-        "CT_TASK_RETRIES": "2",
-        "CT_TASK_RETRY_DELAY": "1",
-        "CT_KAFKA_CONN_ID": "kafka_default",
-        "CT_PARTIAL_TILE_WAIT": "0",
-        **(broker.airflow_env() if broker else {}),
-        **overrides,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return lake
-
-
-def state_of(slug: str) -> dict:
-    from airflow.models import Variable
-
-    return json.loads(Variable.get(f"ct_state__{slug}"))
-
-
-def lake_rows(lake: Path, table: str, slug: str) -> list[tuple]:
-    files = list((lake / table / f"log={slug}").rglob("*.parquet"))
-    if not files:
-        return []
-    return duckdb.sql(
-        f"select index, leaf_hash from read_parquet({[str(f) for f in files]}, hive_partitioning=true) order by index"
-        if table == "certs"
-        else f"select index, reason from read_parquet({[str(f) for f in files]}, hive_partitioning=true) order by index"
-    ).fetchall()
 
 
 def run_until_caught_up(dag, log, slug: str, max_runs: int = 10) -> int:

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from ctlib.testing.ctlog import LogServer
-from tests.integration.conftest import load_dag_module
 from tests.paths import CTDATA
+from tests.support.airflow import load_dag_module
 
 pytestmark = pytest.mark.integration
 REAL = CTDATA / "loglist"

@@ -16,8 +16,8 @@ from ctlib.ct.types import RawEntry
 from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.lake.files import Lake, write_range
 from ctlib.testing.ctlog import LogServer
-from tests.integration.conftest import load_dag_module, run_dag
-from tests.integration.test_ingest_dag import configure, lake_rows, state_of
+from tests.support.airflow import configure, load_dag_module, run_dag, state_of
+from tests.support.lake import lake_rows
 
 pytestmark = pytest.mark.integration
 

@@ -3,21 +3,13 @@ unchanged watermark and no unverified Parquet; once the log is fixed, ingest res
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from ctlib.testing.ctlog import Faults, LogServer
-from tests.integration.conftest import load_dag_module
-from tests.integration.test_ingest_dag import configure, lake_rows, state_of
+from tests.support.airflow import configure, load_dag_module, state_of
+from tests.support.lake import incidents, lake_rows
 
 pytestmark = pytest.mark.integration
-
-
-def incidents(lake, slug: str) -> list[tuple[str, str]]:
-    files = list((lake / "incidents" / f"log={slug}").rglob("*.parquet"))
-    if not files:
-        return []
-    return duckdb.sql(f"select kind, details from read_parquet({[str(f) for f in files]}) order by timestamp").fetchall()
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ import pytest
 from ctlib.ingest.schedule import schedule_for, wake_uri
 from ctlib.settings import DEFAULT_LOG_LIST, Settings
 from ctlib.testing.ctlog import LogServer
-from tests.integration.conftest import load_dag_module
-from tests.integration.test_ingest_dag import configure, state_of
 from tests.paths import PROJECT_ROOT
+from tests.support.airflow import configure, load_dag_module, state_of
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ from ctlib.ct.leaf import (
 )
 from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.decode.x509 import PRECERT_SIGNING_EKU
-from tests.unit.test_leaf import REAL, RealEntry
-from tests.unit.test_x509 import DER, PrecertPair, leaf_builder, make_ca, make_precert_pair
+from tests.support.certs import DER, PrecertPair, leaf_builder, make_ca, make_precert_pair
+from tests.support.real_entries import REAL, RealEntry
 
 LOG = LogRef(log_id="pLkJkLQYWBSHuxOizGdwCjw1mAT5G9+443fNDsgN3BA=", slug="pilot")
 INGESTED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)

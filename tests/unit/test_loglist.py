@@ -7,8 +7,8 @@ import pytest
 
 from ctlib.ct.loglist import LogListError, load_log_list, parse_log_list, slugify
 from tests.paths import CTDATA, PROJECT_ROOT
+from tests.support.loglist import SIGNED_LIST, one_log_list
 
-SIGNED_LIST = CTDATA / "loglist" / "google_log_list_v3_v80.14_2026-01-02.json"
 ALL_LOGS = CTDATA / "loglist" / "google_all_logs_list_v3_v53.34_2025-05-05.json"
 
 
@@ -48,11 +48,6 @@ def test_bundled_list_is_the_real_signed_one():
     assert (PROJECT_ROOT / "include" / "log_list.json").read_bytes() == SIGNED_LIST.read_bytes()
 
 
-def _one_log_list():
-    data = json.loads(SIGNED_LIST.read_text())
-    return {"version": "1", "operators": [{"name": "Op", "logs": [copy.deepcopy(data["operators"][0]["logs"][0])], "tiled_logs": []}]}
-
-
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -67,7 +62,7 @@ def _one_log_list():
     ],
 )
 def test_malformed_lists_fail_clearly(mutate, message):
-    data = _one_log_list()
+    data = one_log_list()
     mutate(data)
     with pytest.raises(LogListError, match=message):
         parse_log_list(data)
@@ -81,14 +76,14 @@ def test_broken_json_and_missing_file(tmp_path):
 
 
 def test_plain_http_log_is_listed_but_never_read():
-    data = _one_log_list()
+    data = one_log_list()
     data["operators"][0]["logs"][0]["url"] = "http://example.com/ct/"
     (log,) = parse_log_list(data).logs
     assert "plain-http" in log.problem and not log.monitored
 
 
 def test_loopback_http_is_allowed_for_local_logs():
-    data = _one_log_list()
+    data = one_log_list()
     data["operators"][0]["logs"][0]["url"] = "http://127.0.0.1:8123/log1"
     (log,) = parse_log_list(data).logs
     assert log.url == "http://127.0.0.1:8123/log1/"

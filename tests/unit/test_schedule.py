@@ -99,9 +99,9 @@ def test_offset_stays_within_the_cron_period():
 
 def test_malformed_interval_fails_clearly():
     from ctlib.ct.loglist import LogListError
-    from tests.unit.test_loglist import _one_log_list
+    from tests.support.loglist import one_log_list
 
-    data = _one_log_list()
+    data = one_log_list()
     data["operators"][0]["logs"][0]["temporal_interval"] = {"start_inclusive": "2026-01-01T00:00:00Z"}
     with pytest.raises(LogListError, match="end_exclusive"):
         parse_log_list(data)

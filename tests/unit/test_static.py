@@ -26,7 +26,7 @@ from ctlib.ct.static import StaticClient, StaticResponseError, gunzip_if_gzip
 from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer
 from ctlib.ct.tiles import TILE_WIDTH, TileError, parse_hash_tile
 from tests.paths import CTDATA
-from tests.unit.test_tiles import FACTS, NAVIGLI, navigli_leaves
+from tests.support.navigli import FACTS, NAVIGLI, navigli_leaves
 
 # Fast retries: a fault costs milliseconds, not the production back-off.
 FAST = {"CT_HTTP_BACKOFF": "0.01", "CT_HTTP_MAX_BACKOFF": "0.05", "CT_HTTP_RETRIES": "4"}

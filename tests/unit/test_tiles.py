@@ -9,7 +9,6 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import cache
 
 import pytest
 
@@ -47,10 +46,7 @@ from ctlib.ct.tiles import (
     tile_width,
 )
 from ctlib.decode.x509 import tbs_fields
-from tests.paths import CTDATA
-
-NAVIGLI = CTDATA / "static-ct" / "navigli2025h2" / "tile"
-FACTS = json.loads((CTDATA / "expected_decoded_facts.json").read_text())["navigli"]
+from tests.support.navigli import FACTS, NAVIGLI, navigli_leaves
 
 
 # --------------------------------------------------------------------------- paths
@@ -211,14 +207,6 @@ def test_hash_tiles() -> None:
 
 
 # --------------------------------------------------------------------------- Navigli
-
-
-@cache
-def navigli_leaves() -> tuple[TileLeaf, ...]:
-    leaves: list[TileLeaf] = []
-    for n in range(4):
-        leaves += parse_data_tile((NAVIGLI / "data" / f"{n:03d}").read_bytes(), n, TILE_WIDTH)
-    return tuple(leaves)
 
 
 def navigli_reader(requests: list[str] | None = None) -> Callable[[int, int, int], list[bytes]]:
