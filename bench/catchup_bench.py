@@ -13,7 +13,7 @@ Set-up, none of it timed:
 * CT_START_AT=beginning and the catch-up settings of each configuration (--config).
 
 Timed: `dag.test()` runs of the log's ingest DAG, one after the other, from the first run's
-start until the watermark (Variable ct_state__<slug>) reaches the backlog: plan, every
+start until the watermark (Variable ct_state__<slug>) reaches the backlog: ingest, every
 mapped fetch (download, decode, Parquet, Kafka acknowledged) and commit (Merkle root
 verified, watermark advanced). Then checked: the lake holds every index exactly once
 (DuckDB over certs/ and errors/) and the Kafka topic has every key `<log_id>:<index>`.
@@ -29,7 +29,7 @@ on a machine with cores to spare. `--scheduler` runs the first configuration und
 follow each other at once; only the ingest DAG unpaused) and times it from the first run's
 start, and from its first commit, to catch-up; on this 2-core machine the scheduler, API
 server, DAG processor, broker and log server share the cores with the fetch tasks, and
-every task is a new process (~2.5 s of start-up for plan).
+every task is a new process (~2.5 s of start-up for ingest).
 
     .venv/bin/python bench/catchup_bench.py                    # short: 50,000 entries
     .venv/bin/python bench/catchup_bench.py --full             # 500,000 entries
@@ -257,19 +257,19 @@ def run_until_caught_up(dag, slug: str, size: int, max_runs: int) -> tuple[float
             raise SystemExit(f"run {len(runs) + 1} ended {result.state}")
         tis = result.get_task_instances()
         fetches = sorted(_seconds(ti) for ti in tis if ti.task_id == "fetch" and ti.state == "success")
-        plan = sum(_seconds(ti) for ti in tis if ti.task_id == "plan")
+        ingest = sum(_seconds(ti) for ti in tis if ti.task_id == "ingest")
         commit = sum(_seconds(ti) for ti in tis if ti.task_id == "commit")
         done = state_of(slug)["next_index"]
         record = {
             "run": len(runs) + 1, "entries": done - done_before, "wall_s": round(wall, 2),
-            "plan_s": round(plan, 2), "fetch_tasks": len(fetches), "fetch_s": round(sum(fetches), 2),
+            "ingest_s": round(ingest, 2), "fetch_tasks": len(fetches), "fetch_s": round(sum(fetches), 2),
             "fetch_task_s_min_max": [round(fetches[0], 2), round(fetches[-1], 2)] if fetches else [],
             "fetch_task_s_mean": round(sum(fetches) / len(fetches), 2) if fetches else None,
-            "commit_s": round(commit, 2), "other_s": round(wall - plan - sum(fetches) - commit, 2),
+            "commit_s": round(commit, 2), "other_s": round(wall - ingest - sum(fetches) - commit, 2),
         }
         runs.append(record)
         print(f"    run {record['run']}: {record['entries']:,} entries in {wall:.1f} s "
-              f"(plan {plan:.1f} s, {len(fetches)} fetch tasks {sum(fetches):.1f} s, commit {commit:.1f} s, "
+              f"(ingest {ingest:.1f} s, {len(fetches)} fetch tasks {sum(fetches):.1f} s, commit {commit:.1f} s, "
               f"dag.test overhead {record['other_s']:.1f} s)", flush=True)
         done_before = done
         if done >= size:
@@ -518,7 +518,7 @@ def run_scheduler(remote: RemoteLog, broker, config: Config, size: int, work: Pa
                 "run_id": r["dag_run_id"], "state": r["state"],
                 "wall_s": round((_utc(r["end_date"]) or finished) - _utc(r["start_date"]), 2) if r.get("start_date") else None,
                 "fetch_tasks": len(fetch), "fetch_s": round(sum(t["duration"] for t in fetch), 2),
-                "plan_s": next((round(t["duration"] or 0, 2) for t in tis if t["task_id"] == "plan"), None),
+                "ingest_s": next((round(t["duration"] or 0, 2) for t in tis if t["task_id"] == "ingest"), None),
                 "commit_s": next((round(t["duration"] or 0, 2) for t in tis if t["task_id"] == "commit"), None),
             })
     total = finished - started
@@ -528,7 +528,7 @@ def run_scheduler(remote: RemoteLog, broker, config: Config, size: int, work: Pa
         "settings": config.env(), "entries": size, "seconds": round(total, 2), "entries_per_s": round(size / total),
         "entries_per_s_from_first_commit": round(steady) if steady else None,
         "first_commit_next_index": first_commit[1] if first_commit else None,
-        # Every run begun before catch-up: a small backlog is committed by plan alone (no fetch task).
+        # Every run begun before catch-up: a small backlog is committed by ingest alone (no fetch task).
         "runs": sum(1 for r in runs if r.get("start_date") and _utc(r["start_date"]) <= finished),
         "meets_target": size / total >= TARGET_RATE,
         "per_run": per_run,

@@ -11,7 +11,7 @@ import pytest
 
 from ctlib.localsvc.broker import consume_all
 from ctlib.testing.ctlog import Faults, LogServer
-from tests.support.airflow import configure, load_dag_module, state_of
+from tests.support.airflow import configure, load_dag_module, state_of, xcom_of
 from tests.support.lake import lake_rows
 
 pytestmark = pytest.mark.integration
@@ -141,7 +141,8 @@ def test_start_at_latest_skips_history_and_idle_runs_skip_fetch(airflow_db, ct_s
     run = dag.test()
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["plan"] == "success" and states["fetch"] == "skipped"
+    assert states == {"ingest": "success", "fetch": "skipped", "commit": "skipped"}
+    assert xcom_of(run, "ingest", "result")["entries"] == 0 and xcom_of(run, "ingest") == []
     assert state_of(log.slug)["next_index"] == 80
     assert not (lake / "certs").exists()
     log.grow(15)
@@ -163,42 +164,59 @@ def test_missing_kafka_connection_fails_the_task_clearly(airflow_db, ct_server, 
     assert state_of(log.slug)["next_index"] == 0
 
 
-def _certs_events() -> list[dict]:
-    """The extras of every ct://certs asset event so far, oldest first."""
+def _certs_events(with_task: bool = False) -> list:
+    """The extras of every ct://certs asset event so far, oldest first (with `with_task`:
+    (the task that emitted it, extra))."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        return list(session.scalars(
-            select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        rows = session.execute(
+            select(AssetEvent.source_task_id, AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
             .where(AssetModel.name == "ct_certs").order_by(AssetEvent.id)
-        ))
+        )
+        return [(task, extra) if with_task else extra for task, extra in rows]
 
 
-def test_small_backlog_is_done_by_plan_alone_large_one_maps_fetch(airflow_db, ct_server, tmp_path, monkeypatch):
+def test_small_backlog_is_done_by_ingest_alone_large_one_maps_fetch(airflow_db, ct_server, tmp_path, monkeypatch):
+    """The grid tells the truth: the task that did the work succeeded and says how much;
+    a task shown skipped had nothing to do; commits are announced one way (the certs alias)."""
     log = ct_server.add_log("Local Inline Log", initial_size=150)
     lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="",
                      CT_ENTRIES_PER_TASK="100", CT_ENTRIES_PER_RUN="1000")
     dag = load_dag_module("ct_ingest").ct_ingest__local_inline_log
     before = len(_certs_events())
 
-    # 150 entries: two ranges of at most 100, so fetch is mapped and commit announces.
+    # 150 entries: two ranges of at most 100, so fetch is mapped (each labelled by its range)
+    # and commit commits; the plan reaches commit once, as ingest's `plan` XCom.
     run = dag.test()
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert run.state == "success" and states == {"plan": "success", "fetch": "success", "commit": "success"}
+    tis = {(ti.task_id, ti.map_index): ti for ti in run.get_task_instances()}
+    assert run.state == "success"
+    assert {key: ti.state for key, ti in tis.items()} == {
+        ("ingest", -1): "success", ("fetch", 0): "success", ("fetch", 1): "success", ("commit", -1): "success"}
+    assert [tis["fetch", i].rendered_map_index for i in (0, 1)] == ["[0, 100)", "[100, 150)"]
+    assert xcom_of(run, "ingest") == [{"start": 0, "end": 100}, {"start": 100, "end": 150}]
+    assert xcom_of(run, "ingest", "result") == {"done_here": False, "entries": 0, "planned": 150, "ranges": 2}
+    assert xcom_of(run, "ingest", "plan")["ranges"] == [(0, 100), (100, 150)]
+    assert xcom_of(run, "commit")["entries"] == 150
     assert state_of(log.slug)["next_index"] == 150
 
-    # 60 new entries fit in one range: plan fetches and commits them, the rest is skipped.
+    # 60 new entries fit in one range: ingest fetches and commits them and says so; fetch and
+    # commit, with nothing to do, are skipped.
     log.grow(60)
     log.publish()
     run = dag.test()
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert run.state == "success" and states == {"plan": "success", "fetch": "skipped", "commit": "skipped"}
+    assert run.state == "success" and states == {"ingest": "success", "fetch": "skipped", "commit": "skipped"}
+    result = xcom_of(run, "ingest", "result")
+    assert result["done_here"] and (result["entries"], result["certs"], result["next_index"]) == (60, 60, 210)
+    assert xcom_of(run, "ingest", "plan") is None
     assert state_of(log.slug)["next_index"] == 210
     assert [i for i, _ in lake_rows(lake, "certs", log.slug)] == list(range(210))
+    assert [task for task, _ in _certs_events(with_task=True)[before:]] == ["commit", "ingest"]
 
-    # Idle: plan alone, and no asset event.
+    # Idle: ingest alone, and no asset event.
     assert dag.test().state == "success"
     events = [e for e in _certs_events()[before:] if e.get("log") == log.slug]
     assert [(e["start"], e["end"]) for e in events] == [(0, 150), (150, 210)]

@@ -100,19 +100,19 @@ def test_bundled_list_gets_spread_and_frozen_schedules(bundled_dags):
     for log in load_log_list(DEFAULT_LOG_LIST).monitored():
         dag = bundled_dags.dags[f"ct_ingest__{log.slug}"]
         expected = schedule_for(log, now, settings)
-        outlets = {task: [o.name for o in dag.get_task(task).outlets] for task in ("plan", "commit")}
+        outlets = {task: [o.name for o in dag.get_task(task).outlets] for task in ("ingest", "commit")}
         if expected.frozen:
             frozen.append(log.slug)
             assert isinstance(dag.timetable, AssetOrTimeSchedule)
             assert dag.timetable.asset_condition.uri == wake_uri(log.slug)
             timetable = dag.timetable.timetable
             assert timetable.summary.startswith("0 * * * * ")
-            assert f"ct_wake__{log.slug}" in outlets["plan"] and f"ct_wake__{log.slug}" in outlets["commit"]
+            assert f"ct_wake__{log.slug}" in outlets["ingest"] and f"ct_wake__{log.slug}" in outlets["commit"]
             assert "frozen" in dag.doc_md and wake_uri(log.slug) in dag.doc_md
         else:
             timetable = dag.timetable
             assert timetable.summary.startswith("* * * * * ")
-            assert not [o for o in outlets["plan"] + outlets["commit"] if o.startswith("ct_wake__")]
+            assert not [o for o in outlets["ingest"] + outlets["commit"] if o.startswith("ct_wake__")]
             live_offsets.append(timetable.offset)
             assert "can still grow" in dag.doc_md
         assert isinstance(timetable, OffsetCronTriggerTimetable) and timetable.offset == expected.offset
@@ -169,10 +169,10 @@ def test_frozen_log_wakes_itself_until_caught_up(airflow_db, tmp_path, monkeypat
         assert {ti.task_id: ti.state for ti in run.get_task_instances()}["commit"] == "success"
         assert _wake_events(log.slug) == [("commit", {"log": log.slug, "next_index": 160, "tree_size": 300})]
 
-        # 2: a per-run cap of 70 makes it one range, done by plan alone: plan wakes the next run.
+        # 2: a per-run cap of 70 makes it one range, done by ingest alone: ingest wakes the next run.
         monkeypatch.setenv("CT_ENTRIES_PER_RUN", "70")
         assert dag.test().state == "success" and state_of(log.slug)["next_index"] == 230
-        assert _wake_events(log.slug)[1:] == [("plan", {"log": log.slug, "next_index": 230, "tree_size": 300})]
+        assert _wake_events(log.slug)[1:] == [("ingest", {"log": log.slug, "next_index": 230, "tree_size": 300})]
 
         # 3: the run that catches up, and an idle run after it, emit nothing.
         assert dag.test().state == "success" and state_of(log.slug)["next_index"] == 300

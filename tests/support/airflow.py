@@ -98,6 +98,22 @@ def state_of(slug: str) -> dict:
     return json.loads(Variable.get(f"ct_state__{slug}"))
 
 
+def xcom_of(run, task_id: str, key: str = "return_value", map_index: int = -1):
+    """The XCom `key` that task `task_id` (map index `map_index`) of DAG run `run` pushed, or None."""
+    from airflow.models.xcom import XComModel
+    from airflow.sdk.serde import deserialize
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.execute(
+            select(XComModel.value).where(
+                XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
+                XComModel.map_index == map_index, XComModel.key == key)
+        ).first()
+    return None if row is None else deserialize(XComModel.deserialize_value(row))
+
+
 def ingest_dag(slug: str):
     """The ingest DAG of `slug`, built from the environment as the test set it."""
     return getattr(load_dag_module("ct_ingest"), f"ct_ingest__{slug}")
