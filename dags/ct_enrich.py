@@ -5,7 +5,7 @@ Wiring only; the task bodies are in ctlib.airflow.downstream_tasks.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag, task
 
@@ -35,7 +35,7 @@ says so and goes on with ThreatStream.
 Manual run: give `files` (alerts file paths) to enrich their domains.
 """,
     schedule=[ALERTS],
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["ct", "enrich"],

@@ -7,11 +7,11 @@ it runs for.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_parsing_context, task
 
-from ctlib.airflow.assets import CERTS, certs_alias, wake_alias
+from ctlib.airflow.assets import certs_alias, wake_alias
 from ctlib.airflow.parse import CTLog, LogListError, Settings, monitored_logs, schedule_for, timetable_for
 
 DOC = """
@@ -41,7 +41,7 @@ so repeating a backfill rewrites the same files.
 def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = None):
     """The ingest DAG of `ctlog`, scheduled as ctlib.ingest.schedule decides as of `now` (parse time)."""
     log_json = ctlog.to_dict()
-    sched = schedule_for(ctlog, now or datetime.now(timezone.utc), settings)
+    sched = schedule_for(ctlog, now or datetime.now(UTC), settings)
     alias = certs_alias(ctlog.slug)
     woken = [wake_alias(ctlog.slug)] if sched.wake else []
 
@@ -50,7 +50,7 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = No
         description=f"Ingest CT log {ctlog.description}",
         doc_md=DOC.format(**log_json, schedule=sched.describe()),
         schedule=timetable_for(sched),
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,  # Variables have no compare-and-set: one writer per log
         dagrun_timeout=timedelta(minutes=30),
@@ -97,7 +97,7 @@ def _register() -> None:
         logs = monitored_logs(settings)
     except LogListError as err:
         raise RuntimeError(f"cannot build ingest DAGs from {settings.log_list}: {err}") from None
-    now = datetime.now(timezone.utc)  # a log that froze since the last parse is rescheduled now
+    now = datetime.now(UTC)  # a log that froze since the last parse is rescheduled now
     for ctlog in logs:
         dag_id = f"ct_ingest__{ctlog.slug}"
         if wanted is None or wanted == dag_id:

@@ -5,14 +5,14 @@ Wiring only; the task bodies are in ctlib.airflow.maintenance_tasks.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
 from ctlib.airflow.parse import Settings
 
 SETTINGS = Settings.from_env()
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dag(

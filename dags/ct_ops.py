@@ -5,7 +5,7 @@ Wiring only; the task body is in ctlib.airflow.maintenance_tasks.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import dag, task
 
@@ -34,7 +34,7 @@ its hourly schedule) emits that log's wake-up asset `ct://wake/<slug>`, so it ru
 at once.
 """,
     schedule="@daily",
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["ct", "ops"],

@@ -5,7 +5,7 @@ Wiring only; the task bodies are in ctlib.airflow.downstream_tasks.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag, task
 
@@ -32,7 +32,7 @@ announces the alert files on the `ct://alerts` asset.
 Manual run: give `files` (certs file paths) to re-score them.
 """,
     schedule=[CERTS],
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["ct", "score"],

@@ -8,4 +8,4 @@ from ctlib.airflow.timetables import OffsetCronTriggerTimetable
 
 class CtTimetablesPlugin(AirflowPlugin):
     name = "ct_timetables"
-    timetables = [OffsetCronTriggerTimetable]
+    timetables = [OffsetCronTriggerTimetable]  # noqa: RUF012 (AirflowPlugin's own attribute)

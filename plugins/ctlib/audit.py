@@ -1,4 +1,7 @@
-"""`python -m ctlib.audit`: audit the lake and the Kafka topic against the watermarks (ctlib.ops.audit, its CLI in ctlib.ops.audit.cli). An entry point operators' scripts use; the code lives there."""
+"""`python -m ctlib.audit`: audit the lake and the Kafka topic against the watermarks (ctlib.ops.audit).
+
+An entry point operators' scripts use; the code lives there.
+"""
 
 from ctlib.ops.audit.cli import main
 

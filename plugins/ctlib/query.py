@@ -1,4 +1,7 @@
-"""`python -m ctlib.query`: SQL over the lake (ctlib.lake.query). An entry point operators' scripts use; the code lives there."""
+"""`python -m ctlib.query`: SQL over the lake (ctlib.lake.query).
+
+An entry point operators' scripts use; the code lives there.
+"""
 
 from ctlib.lake.query import main
 

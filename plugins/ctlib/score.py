@@ -1,4 +1,7 @@
-"""`python -m ctlib.score`: score DNS names (ctlib.downstream.score). An entry point operators' scripts use; the code lives there."""
+"""`python -m ctlib.score`: score DNS names (ctlib.downstream.score).
+
+An entry point operators' scripts use; the code lives there.
+"""
 
 from ctlib.downstream.score.cli import main
 

@@ -7,8 +7,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ctlib.settings import Settings
 from ctlib.lake.files import Lake
+from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def announce_alerts(summary: dict[str, Any], outlet_event: Any) -> dict[str, Any
     return summary
 
 
-def enrichment_batches(manual_files: list[str], events: Mapping[Any, Iterable[Any]], batch_size: int = 25) -> list[dict[str, Any]]:
+def enrichment_batches(manual_files: list[str], events: Mapping[Any, Iterable[Any]],
+                       batch_size: int = 25) -> list[dict[str, Any]]:
     """Alerted registered domains of the triggering alert files, not enriched within the TTL,
     in batches (one pooled task each). Each domain carries its best score and evidence."""
     import pyarrow.parquet as pq

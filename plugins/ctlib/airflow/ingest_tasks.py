@@ -73,7 +73,7 @@ def _fetch(ctlog: CTLog, start: int, end: int, settings: Settings, *, alone: boo
 
         # Fail before downloading anything when the connection is missing.
         producer = producer_from_connection(settings.kafka_conn_id)
-        producer_factory = lambda: producer  # noqa: E731
+        producer_factory = lambda: producer
     return fetch_range(ctlog, start, end, settings, Lake.open(settings.lake), producer_factory, alone=alone)
 
 

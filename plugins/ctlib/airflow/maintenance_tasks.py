@@ -5,7 +5,7 @@ only when a task runs."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ctlib.settings import Settings
@@ -56,7 +56,7 @@ def loglist_refresh_task(outlet_events: Any) -> dict[str, Any]:
     loglist = refresh_snapshot(settings)
     if loglist is None:
         return {"downloaded": False}
-    woken = woken_logs(before, loglist, datetime.now(timezone.utc))
+    woken = woken_logs(before, loglist, datetime.now(UTC))
     for slug in woken:
         outlet_events[LOGLIST_WAKE_ALIAS].add(wake_asset(slug), extra={"log": slug, "version": loglist.version})
     return {"downloaded": True, "version": loglist.version, "monitored": len(loglist.monitored()), "woken": woken}

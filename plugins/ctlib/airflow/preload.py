@@ -68,7 +68,7 @@ def preload(modules: Sequence[str]) -> list[str]:
         try:
             importlib.import_module(name)
             done.append(name)
-        except Exception as err:  # noqa: BLE001 - a preload must never stop Airflow
+        except Exception as err:
             log.warning("ct-airflow preload: cannot import %s (%s); tasks will import it themselves", name, err)
     return done
 

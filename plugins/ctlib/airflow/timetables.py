@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.timetables.trigger import CronTriggerTimetable
 
 if TYPE_CHECKING:
+    from airflow.timetables.base import Timetable
     from pendulum import DateTime
     from pendulum.tz.timezone import FixedTimezone, Timezone
-
-    from airflow.timetables.base import Timetable
 
 
 class OffsetCronTriggerTimetable(CronTriggerTimetable):

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -220,7 +220,7 @@ def _parse_interval(raw: Any, where: str) -> tuple[str, str]:
             raise LogListError(f"{where}: temporal_interval.{name} is missing or not an ISO 8601 time") from None
         if moment.tzinfo is None:
             raise LogListError(f"{where}: temporal_interval.{name} has no time zone")
-        bounds.append(moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        bounds.append(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return bounds[0], bounds[1]
 
 

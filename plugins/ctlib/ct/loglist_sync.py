@@ -15,8 +15,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from ctlib.http import HttpPolicy, LogSession
 from ctlib.ct.loglist import LogList, LogListError, frozen_reason, load_log_list, parse_log_list
+from ctlib.http import HttpPolicy, LogSession
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from typing import NewType
 
 __all__ = [
-    "HASH_SIZE",
     "EMPTY_ROOT",
+    "HASH_SIZE",
+    "CompactRange",
     "Hash",
     "MerkleError",
+    "MerkleTree",
     "leaf_hash",
     "node_hash",
     "root_hash",
-    "MerkleTree",
-    "CompactRange",
-    "verify_inclusion",
     "verify_consistency",
+    "verify_inclusion",
 ]
 
 Hash = NewType("Hash", bytes)

@@ -49,8 +49,8 @@ from ctlib.ct.tiles import (
     TileTree,
     data_tiles,
     parse_data_tile,
-    tile_width,
     parse_hash_tile,
+    tile_width,
 )
 from ctlib.ct.types import RawEntry, TreeHead, VerificationError
 from ctlib.http import LogHTTPError, LogSession

@@ -26,23 +26,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 __all__ = [
-    "SignatureError",
-    "TreeHeadFormatError",
     "HASH_SHA256",
-    "SIG_RSA",
     "SIG_ECDSA",
-    "DigitallySigned",
-    "SignedTreeHead",
-    "tree_head_signature_input",
-    "verify_sth",
-    "sign_sth",
+    "SIG_RSA",
     "Checkpoint",
+    "DigitallySigned",
     "NoteSignature",
+    "SignatureError",
     "SignedCheckpoint",
+    "SignedTreeHead",
+    "TreeHeadFormatError",
     "parse_checkpoint",
     "rfc6962_note_key_id",
-    "verify_checkpoint",
     "sign_checkpoint",
+    "sign_sth",
+    "tree_head_signature_input",
+    "verify_checkpoint",
+    "verify_sth",
 ]
 
 _U64 = 1 << 64

@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from ctlib.ct.leaf import ExtraData, LeafError, MerkleTreeLeaf, parse_extra_data, parse_merkle_tree_leaf
 from ctlib.ct.types import RawEntry
-from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.decode.x509 import (
     CertError,
     cert_fields_and_tbs_sha256,
@@ -28,6 +27,7 @@ from ctlib.decode.x509 import (
     spki_sha256,
     tbs_fields,
 )
+from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)

@@ -340,7 +340,7 @@ def _is_ca(value: bytes) -> bool:
         if len(fields[0][1]) != 1:
             raise CertError("basicConstraints cA is not a one-byte BOOLEAN")
         return fields[0][1] != b"\x00"
-    if fields and fields[0][0] != _INTEGER or len(fields) > 1:
+    if (fields and fields[0][0] != _INTEGER) or len(fields) > 1:
         raise CertError("basicConstraints holds something other than cA and pathLenConstraint")
     return False
 

@@ -23,17 +23,17 @@ from typing import Any
 import pyarrow as pa
 
 from ctlib.ct.client import open_client
-from ctlib.ct.types import LogClient, TreeHead, VerificationError
-from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ct.limits import limits_for
 from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import CompactRange, MerkleError, verify_consistency
+from ctlib.ct.tiles import TILE_WIDTH
+from ctlib.ct.types import LogClient, TreeHead, VerificationError
+from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ingest.plan import check_coverage, plan_ranges
+from ctlib.ingest.state import LogState, PendingPlan, StateError, StateStore
+from ctlib.lake.files import Lake, delete_files, write_incident, write_range
 from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.settings import Settings
-from ctlib.lake.files import Lake, delete_files, write_incident, write_range
-from ctlib.ingest.state import LogState, PendingPlan, StateError, StateStore
-from ctlib.ct.tiles import TILE_WIDTH
 
 log = logging.getLogger(__name__)
 

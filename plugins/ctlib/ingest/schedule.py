@@ -14,14 +14,14 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ctlib.ct.loglist import CTLog, frozen_reason
 from ctlib.settings import Settings
 
 MAX_SPREAD = timedelta(hours=1)
 """The longest offset: a log starts at most this long after its schedule's tick."""
-_SAMPLE_FROM = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday, for a stable sample
+_SAMPLE_FROM = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, for a stable sample
 _SAMPLE_RUNS = 64
 
 

@@ -342,9 +342,9 @@ class LocalBroker:
             raise BrokerError(f"port {self.bootstrap_servers} is taken")
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 (a child process's output, open while it runs)
         else:
-            self._log = tempfile.TemporaryFile()
+            self._log = tempfile.TemporaryFile()  # noqa: SIM115 (a child process's output, open while it runs)
         # Its own session: a Ctrl-C in the terminal reaches the orchestrator, which stops the
         # broker last, after Airflow.
         self.proc = subprocess.Popen(

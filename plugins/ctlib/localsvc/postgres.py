@@ -216,9 +216,8 @@ class EmbeddedPostgres:
         self.changes.append(change)
         print(f"postgres: {change}", file=sys.stderr)
         log = self.data_dir.with_name(self.data_dir.name + ".permissions.log")
-        with contextlib.suppress(OSError):
-            with open(log, "a") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {change}\n")
+        with contextlib.suppress(OSError), open(log, "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {change}\n")
 
     def _grant(self, path: Path, user: pwd.struct_passwd, need: int) -> None:
         """Make sure `user` has the `need` bits (of r=4, x=1) on `path`; add them to 'other'."""

@@ -92,7 +92,7 @@ def say(message: str) -> None:
         print(f"ct-airflow | {message}", flush=True)
     except OSError:
         try:
-            sys.stdout = open(os.devnull, "w")
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (a child process's output, open while it runs)
         except OSError:
             pass
 
@@ -466,7 +466,7 @@ class Orchestrator:
         log_list.unlink(missing_ok=True)
         self.planted.unlink(missing_ok=True)
         port = free_port()
-        out = open(self.run_dir / "ctlog.log", "ab")
+        out = open(self.run_dir / "ctlog.log", "ab")  # noqa: SIM115 (a child process's output, open while it runs)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ctlib.testing.ctlog", "--logs", str(self.demo_logs),
              "--tiled", str(self.demo_tiled), "--port", str(port), "--log-list", str(log_list),
@@ -543,7 +543,7 @@ class Orchestrator:
 
     def start_airflow(self) -> None:
         cmd = [str(Path(sys.executable).parent / "airflow"), "standalone"]
-        out = open(self.airflow_output, "ab") if self.airflow_output else None
+        out = open(self.airflow_output, "ab") if self.airflow_output else None  # noqa: SIM115 (a child process's output, open while it runs)
         # Its own process group: stopping sends SIGINT to standalone and all its components,
         # exactly what a Ctrl-C in its terminal would do, also when `make stop` asks.
         self.airflow = subprocess.Popen(

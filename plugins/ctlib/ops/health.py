@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from ctlib.ct.loglist import CTLog
-from ctlib.settings import Settings
+from ctlib.ingest.state import LogState, StateStore
 from ctlib.lake import layout
 from ctlib.lake.files import Lake, write_file
-from ctlib.ingest.state import LogState, StateStore
+from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -237,19 +237,19 @@ def observe(ctlog: CTLog, state: LogState | None, settings: Settings, lake: Lake
     )
     try:
         client = open_client(ctlog, _quick(settings))
-    except Exception as err:  # noqa: BLE001 (one log's trouble must not hide the others)
+    except Exception as err:
         return replace(obs, problem=f"cannot open a client: {type(err).__name__}: {err}")
     try:
         try:
             head = client.tree_head()
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             return replace(obs, problem=f"tree head: {type(err).__name__}: {err}")
         obs = replace(obs, tree_size=head.size, tree_head_at=datetime.fromtimestamp(head.timestamp / 1000, UTC))
         if state is not None and state.next_index < head.size:
             try:
                 pending_at = _first_pending_timestamp(client, ctlog, state.next_index, head.size)
                 obs = replace(obs, oldest_pending_at=pending_at)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 obs = replace(obs, problem=f"entry {state.next_index}: {type(err).__name__}: {err}")
         return obs
     finally:

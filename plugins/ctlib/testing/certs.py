@@ -199,7 +199,7 @@ def _ca(cn: str, org: str, country: str, key: PrivateKey, parent: Issuer | None)
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
         ]
     )
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     builder = (
         x509.CertificateBuilder()
@@ -219,7 +219,7 @@ def _ca(cn: str, org: str, country: str, key: PrivateKey, parent: Issuer | None)
                 crl_sign=True, encipher_only=False, decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .add_extension(ski, critical=False)
     )
     if parent is not None:
@@ -427,7 +427,7 @@ class CertFactory:
     ) -> tuple[x509.CertificateBuilder, tuple[str, ...]]:
         rng = self._rng
         leaf_key = rng.choice(self.pki.leaf_keys)
-        issued = dt.datetime.fromtimestamp(timestamp_ms // 1000, dt.timezone.utc)
+        issued = dt.datetime.fromtimestamp(timestamp_ms // 1000, dt.UTC)
         not_before = issued - BACKDATE
         serial = bytearray(rng.randbytes(16))
         serial[0] = (serial[0] & 0x7F) or 0x01  # positive, exactly 16 bytes in DER
@@ -467,7 +467,7 @@ class CertFactory:
                     crl_sign=False, encipher_only=False, decipher_only=False,
                 ),
                 critical=True,
-            )  # fmt: skip
+            )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(leaf_key.ski, critical=False)

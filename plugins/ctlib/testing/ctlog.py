@@ -51,13 +51,10 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ctlib.http import TokenBucket
 from ctlib.ct.leaf import parse_extra_data
 from ctlib.ct.loglist import slugify
 from ctlib.ct.merkle import MerkleTree, leaf_hash
 from ctlib.ct.sth import SignedTreeHead, sign_checkpoint, sign_sth
-from ctlib.testing.certs import CertFactory, EntryType, GeneratedEntry
-from ctlib.testing.replay import DEFAULT_POOL_SIZE, ReplayEntries, replay_pool, spread_timestamps
 from ctlib.ct.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -69,6 +66,9 @@ from ctlib.ct.tiles import (
     parse_tile_path,
     tile_width,
 )
+from ctlib.http import TokenBucket
+from ctlib.testing.certs import CertFactory, EntryType, GeneratedEntry
+from ctlib.testing.replay import DEFAULT_POOL_SIZE, ReplayEntries, replay_pool, spread_timestamps
 
 HOST = "127.0.0.1"  # never anything else: this server has no authentication at all
 OPERATOR = "ct-airflow local"
@@ -272,7 +272,7 @@ def _corrupt_note(note: bytes) -> bytes:
     for line in signatures.split("\n")[:-1]:
         prefix, _, b64 = line.rpartition(" ")
         lines.append(f"{prefix} {_b64(_corrupt_signature(base64.b64decode(b64)))}")
-    return f"{body}\n\n{chr(10).join(lines)}\n".encode("utf-8")
+    return f"{body}\n\n{chr(10).join(lines)}\n".encode()
 
 
 def _static_endpoint(path: str) -> str:
@@ -351,7 +351,7 @@ class LocalCTLog:
         self.log_id = hashlib.sha256(self.key_der).digest()
         self.faults = faults or Faults()
         self.rate = rate  # entries per second added by the server's growth thread
-        self.created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        self.created = dt.datetime.now(dt.UTC).replace(microsecond=0)
         self._factory = CertFactory(seed, sct_key=self.key, sct_log_id=self.log_id)
         self._issuers = self._factory.pki.issuers_by_fingerprint() if tiled else {}
         self._fingerprints = {der: fp for fp, der in self._issuers.items()}
@@ -894,7 +894,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # else headers and body wait ~40 ms on delayed ACKs
     server: _HTTPServer
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         slug, _, rest = parts.path.lstrip("/").partition("/")
         log = self.server.logs.get(slug)
@@ -949,7 +949,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.close()
         self.wfile = io.BytesIO()  # what http.server flushes after do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # a benchmark makes thousands of requests: no access log on stderr
 
 
@@ -1094,10 +1094,10 @@ class LogServer:
         `tiled_logs` with submission and monitoring URL (the same prefix) and mmd 60. Logs are
         grouped by operator, operators in the order their first log was added (OPERATOR alone,
         with no logs, for an empty server)."""
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         # Generous: certificates expire 90 days after issuance, whatever the clock says.
-        start = dt.datetime(now.year - 1, 1, 1, tzinfo=dt.timezone.utc)
-        end = dt.datetime(now.year + 2, 1, 1, tzinfo=dt.timezone.utc)
+        start = dt.datetime(now.year - 1, 1, 1, tzinfo=dt.UTC)
+        end = dt.datetime(now.year + 2, 1, 1, tzinfo=dt.UTC)
 
         def entry(log: LocalCTLog) -> dict[str, Any]:
             url = self.url_of(log)

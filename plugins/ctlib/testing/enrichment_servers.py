@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 HOST = "127.0.0.1"  # never anything else: these fakes hand out data to anyone with the demo key
@@ -114,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # else headers and body wait ~40 ms on delayed ACKs
     server: _HTTPServer
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
+    def do_GET(self) -> None:
         # Bulk endpoints send a JSON body with GET: drain it so keep-alive stays in sync.
         length = self.headers.get("Content-Length", "")
         if length.isdigit():
@@ -131,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # no access log: it would print the demo credentials' traffic to stderr
 
 
@@ -182,7 +182,7 @@ class _FakeServer:
             self._thread = None
         self._httpd.server_close()
 
-    def __enter__(self):  # noqa: ANN204 (returns the subclass)
+    def __enter__(self):
         return self.start()
 
     def __exit__(
@@ -231,7 +231,7 @@ class FakePassiveTotal(_FakeServer):
     """
 
     name = "fake-passivetotal"
-    ENDPOINTS = {"/v2/whois": "whois", "/v2/dns/passive": "passive_dns", "/v2/enrichment": "enrichment"}
+    ENDPOINTS: ClassVar[dict[str, str]] = {"/v2/whois": "whois", "/v2/dns/passive": "passive_dns", "/v2/enrichment": "enrichment"}
 
     def __init__(
         self,

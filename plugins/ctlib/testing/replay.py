@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from typing import overload
 
 from ctlib.ct.leaf import EntryType, parse_extra_data, parse_merkle_tree_leaf
-from ctlib.testing.certs import CertFactory, GeneratedEntry, TestPKI, shared_pki
 from ctlib.ct.tiles import encode_leaf_index_extension, encode_tile_leaf
+from ctlib.testing.certs import CertFactory, GeneratedEntry, TestPKI, shared_pki
 
 DEFAULT_POOL_SIZE = 2048
 # MerkleTreeLeaf header: version, leaf_type, timestamp, entry_type: 12 bytes, a multiple of 3,

@@ -28,15 +28,21 @@ _KEYWORD = re.compile(r"^[a-z0-9.-]+$")
 
 # Rules every scoring.yaml must weigh, and limits it must set: a typo in a key fails loudly.
 RULES: frozenset[str] = frozenset(
-    """brand_homoglyph brand_in_subdomain brand_on_platform brand_typo brand_in_domain
-    brand_other_tld brand_typo_subdomain brand_typo_embedded brand_cctld multi_brand fake_tld
-    gov_lure idn_lookalike mixed_script shared_platform_psl random_label
-    numeric_label random_subdomain many_hyphens deep_nesting deep_nesting_per_label
-    deep_nesting_cap many_dots long_label entropy entropy_cap wildcard""".split()
+    [
+        "brand_homoglyph", "brand_in_subdomain", "brand_on_platform", "brand_typo",
+        "brand_in_domain", "brand_other_tld", "brand_typo_subdomain", "brand_typo_embedded",
+        "brand_cctld", "multi_brand", "fake_tld", "gov_lure", "idn_lookalike", "mixed_script",
+        "shared_platform_psl", "random_label", "numeric_label", "random_subdomain", "many_hyphens",
+        "deep_nesting", "deep_nesting_per_label", "deep_nesting_cap", "many_dots", "long_label",
+        "entropy", "entropy_cap", "wildcard"
+    ]
 )
 LIMITS: frozenset[str] = frozenset(
-    """hyphens nesting dots long_label entropy keyword_cap min_substring_len min_prefix_len
-    min_fuzzy_len min_embedded_len min_deletion_len fuzzy_long_len common_word_factor""".split()
+    [
+        "hyphens", "nesting", "dots", "long_label", "entropy", "keyword_cap", "min_substring_len",
+        "min_prefix_len", "min_fuzzy_len", "min_embedded_len", "min_deletion_len", "fuzzy_long_len",
+        "common_word_factor"
+    ]
 )
 
 
@@ -92,7 +98,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def _read(path: Path) -> Any:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506 (a safe loader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except FileNotFoundError:
         raise ScoringListError(f"{path}: missing") from None
     except yaml.YAMLError as exc:

@@ -416,9 +416,9 @@ class BrandMatcher:
             windows.update((end - width, end) for width in (size - 1, size, size + 1))
             at = token.find(tail, at + 1)
         for a, b in windows:
-            if a >= 0 and b <= len(token) and raw[a:b] not in self._not_typos:
-                if OSA.distance(token[a:b], term, score_cutoff=1) <= 1:
-                    return True
+            if (a >= 0 and b <= len(token) and raw[a:b] not in self._not_typos
+                    and OSA.distance(token[a:b], term, score_cutoff=1) <= 1):
+                return True
         return False
 
 

@@ -48,12 +48,14 @@ def audit_kafka(lake: str, slug: str, state: LogState, present: tuple[Any, int],
 
 
 def run_audit(*, lake: str, states: Mapping[str, LogState], kafka: Mapping[str, Any] | None = None,
-              topic: str = "ct-certs", since: Since = Since(), log_ids: Mapping[str, str] | None = None,
+              topic: str = "ct-certs", since: Since | None = None, log_ids: Mapping[str, str] | None = None,
               kafka_timeout: float = 120.0) -> list[LogAudit]:
     """Audit every log of `states` ({slug: its stored state}, see `load_states`), by slug;
     with `kafka` (consumer config), the topic too. A log that cannot be scanned gets a
     `problem`; Kafka being unreachable raises (ConnectionError, TimeoutError)."""
     import duckdb
+
+    since = since or Since()
 
     con = duckdb.connect()
     try:
