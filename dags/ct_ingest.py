@@ -85,7 +85,8 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = No
             return commit_task(log_json, plan, summaries, outlet_events, wakes=bool(woken))
 
         work = ingest()  # one work item per range; none when idle or done by ingest itself
-        commit(work["plan"], fetch.expand(work=work))
+        # Airflow types a called @task as XComArg; at run time it is a PlainXComArg, which indexes.
+        commit(work["plan"], fetch.expand(work=work))  # type: ignore[index]
 
     return ingest_dag()
 

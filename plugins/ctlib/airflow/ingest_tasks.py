@@ -60,7 +60,7 @@ def _plan(ctlog: CTLog, settings: Settings, params: dict[str, Any] | None) -> Ru
 
         raise AirflowFailException("a backfill needs both start_index and end_index")
     store, lake = VariableStateStore(), Lake.open(settings.lake)
-    if start is not None:
+    if start is not None and end is not None:  # both or neither, checked above
         return _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, int(start), int(end)))
     return _fail_on_incident(lambda: plan_run(ctlog, settings, store, lake))
 

@@ -28,10 +28,16 @@ def timetable_for(sched: LogSchedule):
     if sched.offset:
         from ctlib.airflow.timetables import OffsetCronTriggerTimetable
 
+        timetable: OffsetCronTriggerTimetable | CronTriggerTimetable
         timetable = OffsetCronTriggerTimetable(sched.cron, timezone="UTC", offset=sched.offset)
     elif sched.frozen:
         timetable = CronTriggerTimetable(sched.cron, timezone="UTC")
     else:
         return sched.cron  # CT_SCHEDULE_SPREAD=false: the plain cron, as Airflow makes it
-    return AssetOrTimeSchedule(timetable=timetable, assets=Asset(sched.wake)) if sched.frozen else timetable
+    if not sched.frozen:
+        return timetable
+    assert sched.wake is not None  # schedule_for gives every frozen log its wake-up asset
+    # The SDK types `timetable` as its own BaseTimetable, but a core Timetable such as our
+    # registered OffsetCronTriggerTimetable is accepted and serialized (tests/integration/test_schedules.py).
+    return AssetOrTimeSchedule(timetable=timetable, assets=Asset(sched.wake))  # type: ignore[arg-type]
 

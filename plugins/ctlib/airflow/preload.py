@@ -21,7 +21,7 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def preload(modules: Sequence[str]) -> list[str]:
     return done
 
 
-def preload_for(argv: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
+def preload_for(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
     """Preload what the process of `argv` forks children for, unless CT_PRELOAD is false."""
     env = os.environ if env is None else env
     if env.get(DISABLE_ENV, "").strip().lower() in {"0", "false", "no", "off"}:

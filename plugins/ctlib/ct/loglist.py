@@ -235,11 +235,12 @@ def parse_log_list(data: bytes | str | Mapping[str, Any]) -> LogList:
         raise LogListError("log list has no 'operators' array (is it a v3 list?)")
     logs: list[CTLog] = []
     seen: dict[str, CTLog] = {}
+    fields: tuple[tuple[str, LogKind], ...] = (("logs", "rfc6962"), ("tiled_logs", "static"))
     for op_position, operator in enumerate(data["operators"]):
         if not isinstance(operator, Mapping):
             raise LogListError(f"operator #{op_position} is not an object")
         name = str(operator.get("name") or f"#{op_position}")
-        for field, kind in (("logs", "rfc6962"), ("tiled_logs", "static")):
+        for field, kind in fields:
             entries = operator.get(field, [])
             if not isinstance(entries, list):
                 raise LogListError(f"operator {name!r}: {field} is not an array")

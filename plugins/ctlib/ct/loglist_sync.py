@@ -58,9 +58,11 @@ def refresh_snapshot(settings: Settings) -> LogList | None:
     if url is None:
         log.info("CT_LOG_LIST pins the local file %s: nothing to download", settings.log_list)
         return None
+    signature_url = settings.log_list_signature_url
+    assert signature_url is not None  # set whenever the refresh URL is
     with LogSession("log-list", HttpPolicy.from_settings(settings)) as session:
         body = session.get(url)
-        signature = session.get(settings.log_list_signature_url) if settings.log_list_verify else None
+        signature = session.get(signature_url) if settings.log_list_verify else None
     try:
         if signature is not None:
             verify_signature(body, signature, settings.log_list_pubkey.read_bytes())

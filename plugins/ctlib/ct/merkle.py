@@ -67,7 +67,7 @@ def _check_size(what: str, n: int) -> None:
         raise MerkleError(f"{what} must be an integer in [0, 2^64), got {n!r}")
 
 
-def _fold_right(hashes: Sequence[bytes]) -> Hash:
+def _fold_right(hashes: Sequence[bytes | bytearray]) -> Hash:
     """Hash a canonical decomposition (perfect subtrees, largest first) into its MTH."""
     h = hashes[-1]
     for left in reversed(hashes[:-1]):
@@ -323,10 +323,10 @@ class MerkleTree:
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= self._size:
             raise MerkleError(f"{what} {size!r} is out of range for tree size {self._size}")
 
-    def _node(self, level: int, index: int) -> bytes:
+    def _node(self, level: int, index: int) -> bytearray:
         return self._levels[level][32 * index : 32 * index + 32]
 
-    def _subtree(self, begin: int, end: int) -> bytes:
+    def _subtree(self, begin: int, end: int) -> Hash:
         """MTH of leaves [begin, end), where begin is a multiple of a power of two >= end - begin
         (true of every node of an RFC 6962 tree). Uses memoised perfect subtrees only."""
         parts = []

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import CompactRange
+
+if TYPE_CHECKING:
+    from ctlib.http import LogSession
 
 
 class VerificationError(RuntimeError):
@@ -48,6 +51,8 @@ class RawEntry:
 
 class LogClient(Protocol):
     log: CTLog
+    session: LogSession
+    """The client's HTTP session; ingest logs its request, retry and rate-limit counters."""
 
     def tree_head(self) -> TreeHead:
         """The log's newest tree head. Raises VerificationError("bad_signature", ...) if its

@@ -489,4 +489,6 @@ def is_precert_signing_certificate(cert: x509.Certificate) -> bool:
         return False
     except Exception as exc:  # lazily rejected extensions
         raise _guard(exc, "certificate extensions") from None
+    # cryptography always parses the EKU OID into ExtendedKeyUsage (or raises above).
+    assert isinstance(eku, x509.ExtendedKeyUsage)
     return PRECERT_SIGNING_EKU in eku

@@ -85,6 +85,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -429,13 +430,13 @@ def compact_partition(root: str, table: str, slug: str, day: date, *, first_inde
     now = now or datetime.now(UTC)
     partition = layout.partition_dir(root, table, slug, day)
     files = list_partition(partition)
-    result = dict(table=table, slug=slug, day=day, files_before=len(files))
+    result = partial(PartitionResult, table=table, slug=slug, day=day, files_before=len(files))
     if len(files) < 2:
-        return PartitionResult(**result, outcome="unchanged", detail="one file or none")
+        return result(outcome="unchanged", detail="one file or none")
     try:
         sources = _plan(files, partition, first_index, next_index, now)
     except _Refused as why:
-        return PartitionResult(**result, outcome="skipped", detail=str(why))
+        return result(outcome="skipped", detail=str(why))
 
     staging = os.path.join(layout.staging_dir(root, table, slug), f"{layout.day_dir_name(day)}.{uuid.uuid4().hex}")
     os.makedirs(staging)
@@ -445,12 +446,12 @@ def compact_partition(root: str, table: str, slug: str, day: date, *, first_inde
             name, rows = _write_merged(staging, sources)
         except _Refused as why:
             settle(staging, partition)
-            return PartitionResult(**result, outcome="skipped", detail=str(why))
+            return result(outcome="skipped", detail=str(why))
         _reached("written")
         now_listed = list_partition(partition)
         if {n: _identity(st) for n, st in now_listed.items()} != {s.name: s.identity for s in sources}:
             settle(staging, partition)
-            return PartitionResult(**result, outcome="skipped", detail="files changed while merging; next run")
+            return result(outcome="skipped", detail="files changed while merging; next run")
         _reached("rechecked")
         exchange(staging, partition)
         _reached("exchanged")
@@ -462,8 +463,8 @@ def compact_partition(root: str, table: str, slug: str, day: date, *, first_inde
         if os.path.isdir(staging):
             settle(staging, partition)
         raise
-    return PartitionResult(**result, outcome="compacted", rows=rows, file=name, rescued=tuple(rescued),
-                           detail=f"{len(sources)} files -> {name}")
+    return result(outcome="compacted", rows=rows, file=name, rescued=tuple(rescued),
+                  detail=f"{len(sources)} files -> {name}")
 
 
 # --------------------------------------------------------------------------- per log

@@ -250,20 +250,28 @@ def consume_all(
             msg = consumer.poll(min(0.5, left))
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
+            err = msg.error()
+            if err:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    eof_partition = msg.partition()
+                    assert eof_partition is not None  # a partition-EOF event names its partition
+                    at_end.add(eof_partition)
                     continue
-                raise RuntimeError(f"consuming {topic!r}: {msg.error()}")
+                raise RuntimeError(f"consuming {topic!r}: {err}")
+            # The stub types these Optional for every Message; a consumed record has all three.
+            msg_topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert msg_topic is not None and partition is not None and offset is not None
             _, ts = msg.timestamp()
             records.append(
                 Record(
                     key=msg.key(),
                     value=msg.value(),
-                    topic=msg.topic(),
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                    headers=tuple(msg.headers() or ()),
+                    topic=msg_topic,
+                    partition=partition,
+                    offset=offset,
+                    # A consumer yields a list of (str, bytes | None); the stub's HeadersType
+                    # also admits the producer-side dict and str values.
+                    headers=tuple(msg.headers() or ()),  # type: ignore[arg-type]
                     timestamp_ms=ts,
                 )
             )

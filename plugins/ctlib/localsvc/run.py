@@ -387,7 +387,7 @@ class Orchestrator:
         self.demo_rate = demo_rate
         self.phishing_every = phishing_every
         self.airflow_output = airflow_output
-        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self._stops: list[tuple[str, Callable[[], object]]] = []  # called for effect (pg.stop returns a bool)
         self.state: dict[str, str] = {}
         self.airflow: subprocess.Popen | None = None
         self.marker: Path | None = None  # migration marker of the embedded PostgreSQL
@@ -520,7 +520,7 @@ class Orchestrator:
             say(f"demo: no fake enrichment APIs ({exc}): ct_enrich skips both providers")
             return
         users = {"demo@example.org": secrets.token_urlsafe(18)}
-        servers = [
+        servers: list[FakePassiveTotal | FakeThreatStream] = [
             FakePassiveTotal(users, "ok", synthesize=True).start(),
             FakeThreatStream(users, synthesize=True).start(),
         ]

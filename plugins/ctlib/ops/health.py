@@ -104,6 +104,7 @@ def assess(obs: Observation, thresholds: Thresholds) -> Health:
     since_progress = _seconds(obs.checked_at, obs.last_progress_at)
     lag_entries = (max(0, obs.tree_size - obs.next_index)
                    if obs.tree_size is not None and obs.next_index is not None else None)
+    lag_seconds: float | None
     if lag_entries == 0:
         lag_seconds = 0.0
     else:

@@ -559,6 +559,7 @@ class LocalCTLog:
             if not self.faults.fork:
                 return _View(self._leaves, self._tree, self._sth)
             fork = self._forked()
+            assert fork.sth is not None  # _forked always signs the fork's head
             return _View(fork.leaves, fork.tree, fork.sth)
 
     def _forked(self) -> _Fork:

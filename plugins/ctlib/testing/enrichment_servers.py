@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 HOST = "127.0.0.1"  # never anything else: these fakes hand out data to anyone with the demo key
@@ -86,6 +86,13 @@ def samples_dir(samples: Path | str | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- plumbing
+
+
+class Headers(Protocol):
+    """Request headers as the fakes read them: the handler's `http.client.HTTPMessage`
+    (case-insensitive `get`), or any Mapping[str, str]."""
+
+    def get(self, name: str, /) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +174,7 @@ class _FakeServer:
         with self._lock:
             return len(self.seen)
 
-    def start(self) -> _FakeServer:
+    def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name=self.name, daemon=True
@@ -190,7 +197,7 @@ class _FakeServer:
     ) -> None:
         self.stop()
 
-    def _handle(self, raw_path: str, headers: Mapping[str, str]) -> Answer:
+    def _handle(self, raw_path: str, headers: Headers) -> Answer:
         parts = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         with self._lock:
@@ -205,7 +212,7 @@ class _FakeServer:
             self.by_status[answer.status] += 1
         return answer
 
-    def answer(self, path: str, query: dict[str, str], headers: Mapping[str, str], number: int) -> Answer:
+    def answer(self, path: str, query: dict[str, str], headers: Headers, number: int) -> Answer:
         raise NotImplementedError
 
     def _conn_env(self, conn_id: str, login: str, password: str) -> dict[str, str]:
@@ -272,7 +279,7 @@ class FakePassiveTotal(_FakeServer):
         login, secret = next(iter(self.users.items()))
         return self._conn_env(conn_id, login, secret)
 
-    def _user(self, headers: Mapping[str, str]) -> str | None:
+    def _user(self, headers: Headers) -> str | None:
         scheme, _, encoded = (headers.get("Authorization") or "").partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -282,7 +289,7 @@ class FakePassiveTotal(_FakeServer):
             return None
         return login if login in self.users and secrets.compare_digest(self.users[login], secret) else None
 
-    def answer(self, path: str, query: dict[str, str], headers: Mapping[str, str], number: int) -> Answer:
+    def answer(self, path: str, query: dict[str, str], headers: Headers, number: int) -> Answer:
         if self.mode == "retired":
             # Front Door answers before any auth, for every path.
             ref = f"20261126T000000Z-{number:016x}"
@@ -418,14 +425,14 @@ class FakeThreatStream(_FakeServer):
         login, key = next(iter(self.users.items()))
         return self._conn_env(conn_id, login, key)
 
-    def _user(self, headers: Mapping[str, str]) -> str | None:
+    def _user(self, headers: Headers) -> str | None:
         scheme, _, credentials = (headers.get("Authorization") or "").partition(" ")
         login, _, key = credentials.partition(":")
         if scheme.lower() != "apikey" or login not in self.users:
             return None
         return login if secrets.compare_digest(self.users[login], key) else None
 
-    def answer(self, path: str, query: dict[str, str], headers: Mapping[str, str], number: int) -> Answer:
+    def answer(self, path: str, query: dict[str, str], headers: Headers, number: int) -> Answer:
         user = self._user(headers)
         if user is None:
             return _json(401, {"message": "Unauthorized: invalid or missing API key"})

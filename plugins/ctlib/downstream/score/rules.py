@@ -263,12 +263,12 @@ class BrandMatcher:
         # (token length, first or last character) -> terms worth a distance: a typo keeps the
         # term's first or its last character (both changed is two edits at the ends).
         self._by_length: dict[tuple[int, str, str], list[str]] = {}
-        for term, brand in substring.items():
+        for term, brand_name in substring.items():
             folded = fold(term)
             if folded in self._terms:
                 continue
             k = 2 if len(term) >= limits.long_len else 1
-            self._terms[folded] = _Term(term, folded, brand, k)
+            self._terms[folded] = _Term(term, folded, brand_name, k)
             self._at.setdefault(folded[:_ANCHOR], ([], []))[0].append(folded)
             if len(term) >= limits.min_embedded:
                 head, tail = _head_tail(folded)

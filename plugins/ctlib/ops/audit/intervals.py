@@ -23,12 +23,13 @@ class CountRun:
 def collapse(indexes: Iterable[int]) -> list[Run]:
     """Sorted indexes (repeats allowed) -> maximal runs of consecutive ones."""
     runs: list[Run] = []
-    start = prev = None
+    start: int | None = None  # None until the first index; `prev` is only read after it
+    prev = 0
     for i in indexes:
-        if prev is not None and i < prev:
-            raise ValueError(f"indexes are not sorted: {i} after {prev}")
         if start is None:
             start = prev = i
+        elif i < prev:
+            raise ValueError(f"indexes are not sorted: {i} after {prev}")
         elif i > prev + 1:
             runs.append((start, prev + 1))
             start = prev = i

@@ -90,8 +90,8 @@ def kafka_indexes(config: Mapping[str, Any], topic: str, log_ids: Mapping[str, s
     try:
         try:
             meta = consumer.list_topics(topic, timeout=min(timeout, 30.0))
-        except KafkaException as err:
-            raise ConnectionError(f"Kafka at {config.get('bootstrap.servers')}: cannot read metadata: {err}") from None
+        except KafkaException as exc:
+            raise ConnectionError(f"Kafka at {config.get('bootstrap.servers')}: cannot read metadata: {exc}") from None
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
             if tmeta is not None and tmeta.error is not None and tmeta.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -122,7 +122,9 @@ def kafka_indexes(config: Mapping[str, Any], topic: str, log_ids: Mapping[str, s
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
+                        eof_partition = msg.partition()
+                        assert eof_partition is not None  # a partition-EOF event names its partition
+                        at_end.add(eof_partition)
                         continue
                     raise ConnectionError(f"Kafka topic {topic!r}: {err}")
                 at_end.discard(msg.partition())
