@@ -1,8 +1,19 @@
-"""HTTP to CT logs: one session per log, timeouts, retries with back-off and jitter,
-Retry-After, and a request-rate limit per log.
+"""HTTP for the whole pipeline, CT logs and threat-intel APIs alike: the one place that
+retries. A session per log or API (`name`, for messages) with timeouts, retries with
+back-off and full jitter, Retry-After, a body-size limit and a request-rate limit.
 
-`LogSession.get` returns the body of a 200 answer or raises LogHTTPError naming the log and
-URL once its attempts are spent. Safe to call from several threads at once.
+`HttpSession.fetch` returns the first answer its `check` accepts (default `retryable`: any
+status but 408, 425, 429 and 5xx), or the last one once the policy's attempts are spent
+(`answer.problem` then says why it was unwanted); it never raises for a status. `get`
+returns the body of a 200 answer, `get_json` its JSON (malformed JSON is retried like a
+5xx); both raise HttpError for anything else. Transport failures (DNS, TCP, TLS, timeouts,
+a broken body) are retried unless the policy says not to; when they persist, for a
+request that cannot be made and for an answer over the body limit, HttpError names the
+session, the URL and what failed, and tells whether the host could not be reached at all.
+Safe to call from several threads at once.
+
+Credentials go only into `auth=`; an authenticated session follows no redirects (a hop
+must not carry them), and no log line or HttpError made here quotes a header.
 
 Rate limit: every attempt of every request of a session (tree heads, get-entries, proofs,
 tiles, issuers; retries too) first takes a token from the session's `TokenBucket`, so the
@@ -21,12 +32,14 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3.exceptions import ConnectTimeoutError
 
 from ctlib.settings import Settings, user_agent
 
@@ -37,6 +50,10 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # A CT answer is at most a few MB (1,000 entries with chains); anything far larger is hostile.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+# Failures on the way, worth another try. requests' other errors (a malformed URL or header,
+# too many redirects) are not, and their text may quote a header: messages name only the type.
+TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError)
 
 
 def warn_if_anonymous(settings: Settings) -> None:
@@ -50,12 +67,14 @@ def warn_if_anonymous(settings: Settings) -> None:
         )
 
 
-class LogHTTPError(RuntimeError):
-    """A request to a log failed for good; `status` is the last HTTP status, if any."""
+class HttpError(RuntimeError):
+    """A request failed for good; `status` is the last HTTP status, if any; `unreachable`
+    says the host could not be reached at all (DNS failure, refused or timed-out connect, TLS)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,7 @@ class HttpPolicy:
     user_agent: str = "ct-airflow"
     pool_size: int = 4
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    retry_transport_errors: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpPolicy:
@@ -166,111 +186,161 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-class LogSession:
-    """A pooled HTTP session to one log, sending at most `requests_per_second` (0: no limit)."""
+@dataclass(slots=True)
+class Answer:
+    """One HTTP answer: status, whole body (within the body limit) and what retries need.
+    `fetch` sets `attempts` (requests made to get it) and `problem` (why `check` wanted
+    another attempt when none was left; None once accepted); a `check` may set `value`."""
 
-    def __init__(self, log_name: str, policy: HttpPolicy, *, requests_per_second: float = 0.0) -> None:
-        self.log_name = log_name
+    status: int
+    body: bytes
+    content_type: str = ""
+    retry_after: float | None = None
+    attempts: int = 1
+    problem: str | None = None
+    value: Any = None
+
+    def json(self) -> Any | None:
+        """The body parsed as JSON, or None when it is not JSON (an HTML error page, ...)."""
+        try:
+            return json.loads(self.body) if self.body.strip() else None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            return None
+
+    def snippet(self, limit: int = 120) -> str:
+        """The start of the body as one line of text, for messages."""
+        return " ".join(self.body[: limit * 4].decode("utf-8", "replace").split())[:limit]
+
+
+def retryable(answer: Answer) -> str | None:
+    """The default `check`: why `answer` is worth another attempt (a retryable status), or None."""
+    return f"HTTP {answer.status}" if answer.status in RETRYABLE_STATUSES else None
+
+
+def _json(answer: Answer) -> str | None:
+    """`retryable`, and a 200 answer that is not JSON (truncated) is retried too; sets `value`."""
+    if answer.status != 200:
+        return retryable(answer)
+    try:
+        answer.value = json.loads(answer.body)
+    except ValueError as err:
+        return f"answered invalid JSON ({err})"
+    return None
+
+
+def _unreachable(err: requests.RequestException) -> bool:
+    """DNS failure, refused or timed-out connect, TLS failure; not trouble after connecting."""
+    if isinstance(err, (requests.exceptions.SSLError, requests.ConnectTimeout)):
+        return True
+    if not isinstance(err, requests.ConnectionError) or not err.args:
+        return False
+    # requests wraps urllib3's MaxRetryError; its reason tells connect failures apart
+    # (NewConnectionError and NameResolutionError are ConnectTimeoutError subclasses).
+    return isinstance(getattr(err.args[0], "reason", None), ConnectTimeoutError)
+
+
+class HttpSession:
+    """A pooled HTTP session to one log or API, sending at most `requests_per_second` (0: no
+    limit); `auth` and `headers` go with every request."""
+
+    def __init__(self, name: str, policy: HttpPolicy, *, requests_per_second: float = 0.0,
+                 auth: AuthBase | tuple[str, str] | None = None, headers: Mapping[str, str] | None = None) -> None:
+        self.name = name
         self.policy = policy
         self.bucket = TokenBucket(requests_per_second)
         self._session = requests.Session()
+        self._session.auth = auth
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, policy.pool_size))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.headers["User-Agent"] = policy.user_agent
+        self._session.headers.update({"User-Agent": policy.user_agent, **(headers or {})})
         self.requests_made = 0
         self.retries_made = 0
 
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> LogSession:
+    def __enter__(self) -> HttpSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _wait(self, attempt: int, retry_after: float | None) -> float:
-        # Full jitter on an exponential back-off; a server's Retry-After is a floor.
-        delay = random.uniform(0, min(self.policy.max_backoff, self.policy.backoff * 2**attempt))
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.policy.max_backoff))
-        return delay
+    def _what(self, url: str, params: Mapping[str, Any] | None) -> str:
+        return f"{self.name}: {url} {params}" if params else f"{self.name}: {url}"
 
-    def _read_body(self, response: requests.Response, url: str) -> bytes:
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.policy.max_body_bytes:
-            raise LogHTTPError(
-                f"{self.log_name}: {url} answered {declared} bytes, over the "
-                f"{self.policy.max_body_bytes}-byte limit"
-            )
+    def _read(self, response: requests.Response, url: str) -> bytes:
+        limit = self.policy.max_body_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HttpError(f"{self.name}: {url} answered {declared} bytes, over the {limit}-byte limit")
         chunks, size = [], 0
         for chunk in response.iter_content(chunk_size=256 * 1024):
             size += len(chunk)
-            if size > self.policy.max_body_bytes:
-                raise LogHTTPError(
-                    f"{self.log_name}: {url} answer exceeds the "
-                    f"{self.policy.max_body_bytes}-byte limit"
-                )
+            if size > limit:
+                raise HttpError(f"{self.name}: {url} answer exceeds the {limit}-byte limit")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def get(self, url: str, params: dict[str, Any] | None = None) -> bytes:
-        """GET `url`; the body of the first 200 answer. Raises LogHTTPError when attempts run out."""
-        last_problem, last_status = "no attempt made", None
-        for attempt in range(self.policy.attempts):
-            retry_after = None
-            self.bucket.acquire()
-            try:
-                self.requests_made += 1
-                with self._session.get(
-                    url,
-                    params=params,
-                    timeout=(self.policy.connect_timeout, self.policy.timeout),
-                    stream=True,
-                ) as response:
-                    last_status = response.status_code
-                    if response.status_code == 200:
-                        return self._read_body(response, url)
-                    last_problem = f"HTTP {response.status_code}"
-                    if response.status_code not in RETRYABLE_STATUSES:
-                        detail = response.raw.read(300, decode_content=True) or b""
-                        raise LogHTTPError(
-                            f"{self.log_name}: {url} {params or ''} answered HTTP "
-                            f"{response.status_code}: {detail.decode('utf-8', 'replace').strip()}",
-                            response.status_code,
-                        )
-                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                    if retry_after is not None:
-                        # The whole session waits, not only this request's thread.
-                        self.bucket.defer(min(retry_after, self.policy.max_backoff))
-            except requests.RequestException as err:
-                last_problem, last_status = f"{type(err).__name__}: {err}", None
-            if attempt + 1 < self.policy.attempts:
-                delay = self._wait(attempt, retry_after)
-                self.retries_made += 1
-                log.warning(
-                    "%s: %s %s failed (%s); retry %d/%d in %.1fs",
-                    self.log_name, url, params or "", last_problem,
-                    attempt + 1, self.policy.attempts - 1, delay,
-                )
-                time.sleep(delay)
-        raise LogHTTPError(
-            f"{self.log_name}: {url} {params or ''} failed after {self.policy.attempts} "
-            f"attempts; last: {last_problem}",
-            last_status,
-        )
+    def _once(self, url: str, params: Mapping[str, Any] | None) -> Answer:
+        with self._session.get(
+            url, params=params, timeout=(self.policy.connect_timeout, self.policy.timeout),
+            stream=True, allow_redirects=self._session.auth is None,
+        ) as response:
+            return Answer(response.status_code, self._read(response, url), response.headers.get("Content-Type", ""),
+                          retry_after_seconds(response.headers.get("Retry-After")))
 
-    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
-        """GET and parse JSON. Malformed JSON (a truncated answer) is retried like a 5xx."""
-        for attempt in range(self.policy.attempts):
-            body = self.get(url, params)
+    def fetch(self, url: str, params: Mapping[str, Any] | None = None, *,
+              check: Callable[[Answer], str | None] = retryable) -> Answer:
+        """GET `url` with `params`; see the module docstring for what is retried."""
+        what, attempts = self._what(url, params), max(1, self.policy.attempts)
+        for attempt in range(1, attempts + 1):
+            self.bucket.acquire()
+            self.requests_made += 1
+            retry_after = None
             try:
-                return json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                problem = f"{self.log_name}: {url} {params or ''} answered invalid JSON ({err})"
-                if attempt + 1 == self.policy.attempts:
-                    raise LogHTTPError(problem, 200) from None
-                log.warning("%s; retrying", problem)
-                time.sleep(self._wait(attempt, None))
+                answer = self._once(url, params)
+            except TRANSPORT_ERRORS as err:
+                problem, gone = f"{type(err).__name__}: {err}", _unreachable(err)
+                if attempt == attempts or not self.policy.retry_transport_errors:
+                    raise HttpError(f"{what} failed after {attempt} attempts{' (unreachable)' if gone else ''}; "
+                                    f"last: {problem}", unreachable=gone) from err
+            except requests.RequestException as err:
+                raise HttpError(f"{what} failed ({type(err).__name__})") from None
+            else:
+                answer.attempts, answer.problem = attempt, check(answer)
+                if answer.problem is None or attempt == attempts:
+                    return answer
+                problem, retry_after = answer.problem, answer.retry_after
+                if retry_after is not None:  # the whole session waits, not only this thread
+                    self.bucket.defer(min(retry_after, self.policy.max_backoff))
+            # Full jitter on an exponential back-off; a server's Retry-After is a floor.
+            delay = random.uniform(0, min(self.policy.max_backoff, self.policy.backoff * 2 ** (attempt - 1)))
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.policy.max_backoff))
+            self.retries_made += 1
+            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, problem, attempt, attempts - 1, delay)
+            time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _ok(self, url: str, params: Mapping[str, Any] | None, check: Callable[[Answer], str | None]) -> Answer:
+        answer = self.fetch(url, params, check=check)
+        if answer.problem is not None:
+            raise HttpError(f"{self._what(url, params)} failed after {answer.attempts} attempts; "
+                            f"last: {answer.problem}", answer.status)
+        if answer.status != 200:
+            raise HttpError(f"{self._what(url, params)} answered HTTP {answer.status}: {answer.snippet(300)}",
+                            answer.status)
+        return answer
+
+    def get(self, url: str, params: Mapping[str, Any] | None = None) -> bytes:
+        """GET `url`; the body of the first 200 answer. Raises HttpError otherwise."""
+        return self._ok(url, params, retryable).body
+
+    def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET and parse JSON. Malformed JSON (a truncated answer) is retried like a 5xx."""
+        return self._ok(url, params, _json).value
+
+
+# The names the CT-log code (ct/, ingest/, ops/) imports.
+LogSession, LogHTTPError = HttpSession, HttpError

@@ -515,6 +515,12 @@ def test_credentials_repr_hides_the_secret():
     assert PT_SECRET not in f"{creds!r} {creds!s} {[creds]}"
 
 
+def test_a_key_with_a_line_break_is_refused_without_quoting_it():
+    with pytest.raises(ValueError, match="line break") as err:
+        ts_client("http://127.0.0.1:9", key=TS_KEY + "\n")
+    assert TS_KEY not in "".join(traceback.format_exception(err.value))
+
+
 def test_no_secret_in_logs_exceptions_or_results(caplog):
     """Drive every error path with distinctive keys; neither appears in any log record
     (DEBUG, all loggers including urllib3), exception text/traceback or result message."""

@@ -1,7 +1,7 @@
 """Threat-intel enrichment of suspicious registered domains.
 
-- `connections`: provider credentials from Airflow Connections, and the HTTP session
-  (auth, timeouts, retries honouring Retry-After) both provider clients share.
+- `connections`: provider credentials from Airflow Connections, and the `ctlib.http`
+  session each provider client builds (its auth, the enrichment's retry/body policy).
 - `passivetotal`: RiskIQ PassiveTotal v2 client (WHOIS, passive DNS, enrichment). The
   service was retired in 2025; the client detects that and switches itself off.
 - `threatstream`: Anomali ThreatStream v2 intelligence client (paged indicator look-ups).

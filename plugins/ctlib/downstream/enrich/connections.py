@@ -5,12 +5,11 @@ the `AIRFLOW_CONN_<ID>` environment form), read through the Task SDK's
 `BaseHook.get_connection`. A connection that does not exist yields None and one log line
 "<provider>: connection <id> not configured; skipping"; the caller then skips that provider.
 
-`ProviderSession` is the one retry loop of both clients: timeouts, retries of 429/5xx with
-exponential back-off and full jitter, a server's Retry-After as the floor of the wait
-(`ctlib.http.retry_after_seconds`). `ctlib.http.LogSession` is not reused because it has
-no way to authenticate, keeps only 300 bytes of an error body (a provider's error *body*
-decides quota vs. rate limit vs. retired service) and always retries connection errors
-(a retired PassiveTotal host must not be retried).
+HTTP: `api_session` builds a client's `ctlib.http.HttpSession` (timeouts, retries, Retry-After
+all live there) with the provider's auth and the enrichment's policy: its own User-Agent,
+a 16 MiB body limit, JSON wanted, no redirects (the session is authenticated). The clients
+read each answer whole, status and body, since a provider's error *body* decides quota vs.
+rate limit vs. retired service.
 
 Secrets: `ProviderCredentials.secret` is hidden from repr/str; sessions carry it only in
 the request's auth; no log line or exception text made here includes it.
@@ -18,27 +17,21 @@ the request's auth; no log line or exception text made here includes it.
 
 from __future__ import annotations
 
-import json
 import logging
-import random
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.exceptions import ConnectTimeoutError
 
-from ctlib.http import retry_after_seconds
+from ctlib.http import HttpPolicy, HttpSession
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "ct-airflow-enrich"
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024  # a provider answer is KBs; far more is hostile
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a provider answer is KBs; far more is hostile
 
 
 # --------------------------------------------------------------------------- credentials
@@ -163,9 +156,12 @@ class HeaderAuth(AuthBase):
     """Sets one header (e.g. `Authorization: apikey user:key`) on every request.
 
     Passed as requests `auth=`, so a ~/.netrc entry cannot replace it; repr hides the value.
+    A value with a line break is refused here, before http.client would quote it in an error.
     """
 
     def __init__(self, name: str, value: str) -> None:
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"the {name} header value (a credential) holds a line break")
         self._name = name
         self._value = value
 
@@ -177,172 +173,24 @@ class HeaderAuth(AuthBase):
         return f"HeaderAuth({self._name!r}, '***')"
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Attempts per request and the back-off between them (seconds)."""
-
-    attempts: int = 4
-    backoff: float = 1.0
-    max_backoff: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError("attempts must be >= 1 and back-offs >= 0")
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Wait before retry number `attempt + 1`: full jitter, Retry-After as a floor."""
-        delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff))
-        return delay
-
-
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
-    """One HTTP answer of a provider: status, body and what retries need."""
-
-    status: int
-    body: bytes
-    content_type: str
-    retry_after: float | None = None
-    attempts: int = 1  # requests made to get this answer
-
-    def json(self) -> Any | None:
-        """The body parsed as JSON, or None when it is not JSON (an HTML error page, ...)."""
-        if not self.body.strip():
-            return None
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            return None
-
-    def snippet(self, limit: int = 120) -> str:
-        """The start of the body as one line of text, for messages."""
-        text = self.body[: limit * 4].decode("utf-8", "replace")
-        return " ".join(text.split())[:limit]
-
-
-class BodyTooLarge(requests.RequestException):
-    """An answer exceeded the session's body limit."""
-
-
-def retry_transient(response: ApiResponse) -> bool:
-    """Default retry rule: rate limits and server-side trouble."""
-    return response.status in RETRYABLE_STATUSES
-
-
-class ProviderSession:
-    """A pooled, authenticated requests session to one provider, with retries.
-
-    `get` returns the first answer that `should_retry` rejects, or the last answer once the
-    attempts are spent; it never raises for an HTTP status. Transport failures (DNS, TCP,
-    TLS, timeouts) are retried only with `retry_transport_errors`, then re-raised as the
-    `requests` exception (their text names the URL, never a header).
-    """
-
-    def __init__(
-        self,
-        provider: str,
-        *,
-        auth: AuthBase | tuple[str, str] | None,
-        timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        retry: RetryPolicy = RetryPolicy(),
-        headers: Mapping[str, str] | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.provider = provider
-        self.retry = retry
-        self._timeout = (min(connect_timeout, timeout), timeout)
-        self._max_body = max_body_bytes
-        self._sleep = sleep
-        self._session = requests.Session()
-        self._session.auth = auth
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-        self._session.headers.update(headers or {})
-        self.requests_made = 0
-        self.retries_made = 0
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> ProviderSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _read(self, response: requests.Response) -> bytes:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self._max_body:
-            raise BodyTooLarge(f"answer of {declared} bytes is over the {self._max_body}-byte limit")
-        chunks, size = [], 0
-        for chunk in response.iter_content(chunk_size=64 * 1024):
-            size += len(chunk)
-            if size > self._max_body:
-                raise BodyTooLarge(f"answer is over the {self._max_body}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _once(self, url: str, params: Mapping[str, Any] | None) -> ApiResponse:
-        self.requests_made += 1
-        # No redirects: a provider API does not redirect, and a hop must not carry our auth.
-        with self._session.get(
-            url, params=params, timeout=self._timeout, stream=True, allow_redirects=False
-        ) as response:
-            return ApiResponse(
-                status=response.status_code,
-                body=self._read(response),
-                content_type=response.headers.get("Content-Type", ""),
-                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-            )
-
-    def get(
-        self,
-        url: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        should_retry: Callable[[ApiResponse], bool] = retry_transient,
-        retry_transport_errors: bool = True,
-    ) -> ApiResponse:
-        """GET `url` with `params`; see the class docstring for what is retried."""
-        path = urlsplit(url).path
-        attempts = self.retry.attempts
-        for attempt in range(attempts):
-            retry_after = None
-            try:
-                answer = self._once(url, params)
-            except BodyTooLarge:
-                raise
-            except requests.RequestException as err:
-                if not retry_transport_errors or attempt + 1 == attempts:
-                    raise
-                problem = type(err).__name__
-            else:
-                if attempt + 1 == attempts or not should_retry(answer):
-                    return ApiResponse(
-                        answer.status, answer.body, answer.content_type, answer.retry_after, attempt + 1
-                    )
-                problem, retry_after = f"HTTP {answer.status}", answer.retry_after
-            delay = self.retry.delay(attempt, retry_after)
-            self.retries_made += 1
-            log.warning(
-                "%s: GET %s failed (%s); retry %d/%d in %.1fs",
-                self.provider, path, problem, attempt + 1, attempts - 1, delay,
-            )
-            self._sleep(delay)
-        raise AssertionError("unreachable")
+def api_session(provider: Provider, auth: AuthBase | tuple[str, str], *, timeout: float = 30.0,
+                attempts: int = 4, backoff: float = 1.0, max_backoff: float = 60.0,
+                retry_transport_errors: bool = True) -> HttpSession:
+    """The `ctlib.http` session of a provider client: its auth, JSON, the enrichment's
+    User-Agent and body limit, and the client's timeout and retries."""
+    policy = HttpPolicy(
+        timeout=timeout, connect_timeout=min(10.0, timeout), attempts=attempts, backoff=backoff,
+        max_backoff=max_backoff, user_agent=USER_AGENT, max_body_bytes=MAX_BODY_BYTES,
+        retry_transport_errors=retry_transport_errors,
+    )
+    return HttpSession(provider.name, policy, auth=auth, headers={"Accept": "application/json"})
 
 
 class ProviderClient:
-    """What both provider clients share: a ProviderSession, the switch that turns a client
+    """What both provider clients share: an HttpSession, the switch that turns a client
     off after a fatal error (retired, auth, quota), and closing."""
 
-    _http: ProviderSession
+    _http: HttpSession
     _base: str
     _off: Exception | None = None
 
@@ -367,18 +215,6 @@ class ProviderClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def unreachable(err: requests.RequestException) -> bool:
-    """True when `err` means the host could not be reached at all: DNS failure, refused or
-    timed-out connect, TLS failure. False for trouble after connecting (reset, read timeout)."""
-    if isinstance(err, (requests.exceptions.SSLError, requests.ConnectTimeout)):
-        return True
-    if not isinstance(err, requests.ConnectionError) or not err.args:
-        return False
-    # requests wraps urllib3's MaxRetryError; its reason tells connect failures apart.
-    # (NewConnectionError and NameResolutionError are ConnectTimeoutError subclasses.)
-    return isinstance(getattr(err.args[0], "reason", None), ConnectTimeoutError)
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -21,19 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import requests
-
 from ctlib.downstream.enrich import normalize_domain
-from ctlib.downstream.enrich.connections import (
-    PASSIVETOTAL,
-    ApiResponse,
-    ProviderClient,
-    ProviderCredentials,
-    ProviderSession,
-    RetryPolicy,
-    redact,
-    unreachable,
-)
+from ctlib.downstream.enrich.connections import PASSIVETOTAL, ProviderClient, ProviderCredentials, api_session, redact
+from ctlib.http import Answer, HttpError, retryable
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +192,9 @@ class PassiveTotalClient(ProviderClient):
 
     Raw calls (`whois`, `passive_dns`, `enrichment`, `account`) return the JSON object or
     raise a PassiveTotalError subclass; `lookup` never raises for a provider problem and
-    reports it in the result's status instead. 429 and 5xx are retried (`attempts` in all,
-    exponential back-off from `backoff` seconds, Retry-After honoured); nothing else is.
+    reports it in the result's status instead. 429, 5xx and the other statuses of
+    `ctlib.http.retryable` are retried by the session (`attempts` in all, exponential
+    back-off from `backoff` seconds, Retry-After honoured); nothing else is.
     Not for concurrent use from several threads.
     """
 
@@ -220,11 +211,10 @@ class PassiveTotalClient(ProviderClient):
         host = creds.host.rstrip("/")
         self._base = host[: -len("/v2")] if host.endswith("/v2") else host
         self._conn_id = creds.conn_id or PASSIVETOTAL.conn_id
-        self._http = ProviderSession(
-            "PassiveTotal",
-            auth=(creds.login, creds.secret),
-            timeout=timeout,
-            retry=RetryPolicy(attempts=attempts, backoff=backoff, max_backoff=max_backoff),
+        # No retry of transport failures: a DNS, connect or TLS failure means the service is gone.
+        self._http = api_session(
+            PASSIVETOTAL, (creds.login, creds.secret), timeout=timeout, attempts=attempts,
+            backoff=backoff, max_backoff=max_backoff, retry_transport_errors=False,
         )
         self._off: PassiveTotalError | None = None  # set once a fatal error is seen
 
@@ -280,20 +270,16 @@ class PassiveTotalClient(ProviderClient):
 
     def _request(self, path: str, params: dict[str, str] | None) -> dict[str, Any]:
         try:
-            answer = self._http.get(
-                self._base + path, params, should_retry=_retry_rule, retry_transport_errors=False
-            )
-        except requests.RequestException as err:
+            answer = self._http.fetch(self._base + path, params, check=_retry_rule)
+        except HttpError as err:
             # DNS failure, refused connect, TLS failure (the retired host serves another
             # name's certificate): the documented ways the service is gone.
-            if unreachable(err):
+            if err.unreachable:
                 raise PassiveTotalRetired(RETIRED_NOTICE.format(host=self._base)) from None
-            raise PassiveTotalUnavailable(
-                f"PassiveTotal at {self._base}: {path} failed ({type(err).__name__})"
-            ) from None
+            raise PassiveTotalUnavailable(self._clean(str(err))) from None
         return self._interpret(path, answer)
 
-    def _interpret(self, path: str, answer: ApiResponse) -> dict[str, Any]:
+    def _interpret(self, path: str, answer: Answer) -> dict[str, Any]:
         payload = answer.json()
         message = error_message(payload)
         if message is not None and message.startswith("quota_exceeded"):
@@ -335,9 +321,9 @@ class PassiveTotalClient(ProviderClient):
         return redact(text, self._creds.secret)
 
 
-def _retry_rule(answer: ApiResponse) -> bool:
-    """429/5xx are retried, unless the body says the quota is gone (retrying cannot help)."""
-    if answer.status not in (429, 500, 502, 503, 504):
-        return False
-    message = error_message(answer.json())
-    return not (message or "").startswith("quota_exceeded")
+def _retry_rule(answer: Answer) -> str | None:
+    """`retryable` (429, 5xx, ...), unless the body says the quota is gone (retrying cannot help)."""
+    problem = retryable(answer)
+    if problem and (error_message(answer.json()) or "").startswith("quota_exceeded"):
+        return None
+    return problem

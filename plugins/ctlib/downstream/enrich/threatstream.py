@@ -16,20 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from ctlib.downstream.enrich import normalize_domain
 from ctlib.downstream.enrich.connections import (
     THREATSTREAM,
-    ApiResponse,
     HeaderAuth,
     ProviderClient,
     ProviderCredentials,
-    ProviderSession,
-    RetryPolicy,
+    api_session,
     redact,
-    unreachable,
 )
+from ctlib.http import Answer, HttpError
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +207,8 @@ class ThreatStreamClient(ProviderClient):
     `intelligence` returns every indicator for a value, following `meta.next` for at most
     `max_pages` pages of `page_size` (a warning is logged when more remain), or raises a
     ThreatStreamError subclass; `lookup` reports problems in the result's status instead.
-    429, 5xx and transport failures are retried (`attempts` in all, Retry-After honoured).
+    429, 5xx and transport failures are retried by the session (`ctlib.http`; `attempts` in
+    all, Retry-After honoured).
     Auth errors switch the client off for the rest of its life. Not thread-safe.
     """
 
@@ -235,11 +232,9 @@ class ThreatStreamClient(ProviderClient):
         self._conn_id = creds.conn_id or THREATSTREAM.conn_id
         self._page_size = page_size
         self._max_pages = max_pages
-        self._http = ProviderSession(
-            "ThreatStream",
-            auth=HeaderAuth("Authorization", f"apikey {creds.login}:{creds.secret}"),
-            timeout=timeout,
-            retry=RetryPolicy(attempts=attempts, backoff=backoff, max_backoff=max_backoff),
+        self._http = api_session(
+            THREATSTREAM, HeaderAuth("Authorization", f"apikey {creds.login}:{creds.secret}"),
+            timeout=timeout, attempts=attempts, backoff=backoff, max_backoff=max_backoff,
         )
         self._off: ThreatStreamError | None = None
 
@@ -286,24 +281,19 @@ class ThreatStreamClient(ProviderClient):
         return url
 
     def _get(self, url: str, params: dict[str, Any] | None) -> Any:
-        path = urlsplit(url).path
         try:
-            answer = self._http.get(url, params)
-        except requests.RequestException as err:
-            reason = "unreachable" if unreachable(err) else type(err).__name__
-            raise ThreatStreamUnavailable(
-                f"ThreatStream at {self._base}: {path} failed ({reason}) after "
-                f"{self._http.retry.attempts} attempts"
-            ) from None
+            answer = self._http.fetch(url, params)
+        except HttpError as err:
+            raise ThreatStreamUnavailable(self._clean(str(err))) from None
         try:
-            return self._interpret(path, answer)
+            return self._interpret(urlsplit(url).path, answer)
         except ThreatStreamAuthError as err:
             if self._off is None:
                 self._off = err
                 log.warning("%s", err)
             raise
 
-    def _interpret(self, path: str, answer: ApiResponse) -> Any:
+    def _interpret(self, path: str, answer: Answer) -> Any:
         status = answer.status
         if status in (401, 403):
             raise ThreatStreamAuthError(
