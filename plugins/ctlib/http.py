@@ -341,6 +341,3 @@ class HttpSession:
         """GET and parse JSON. Malformed JSON (a truncated answer) is retried like a 5xx."""
         return self._ok(url, params, _json).value
 
-
-# The names the CT-log code (ct/, ingest/, ops/) imports.
-LogSession, LogHTTPError = HttpSession, HttpError

@@ -35,19 +35,19 @@ def _serve(ct_server, tmp_path, monkeypatch, name: str, client_rps: float):
 
 
 class Sessions:
-    """Every LogSession made in this process while installed (dag.test runs tasks here)."""
+    """Every HttpSession made in this process while installed (dag.test runs tasks here)."""
 
     def __init__(self, monkeypatch) -> None:
         from ctlib import http
 
         self.made: list = []
-        original = http.LogSession.__init__
+        original = http.HttpSession.__init__
 
         def record(session, *args, **kwargs):
             original(session, *args, **kwargs)
             self.made.append(session)
 
-        monkeypatch.setattr(http.LogSession, "__init__", record)
+        monkeypatch.setattr(http.HttpSession, "__init__", record)
 
     def used(self) -> list:
         return [s for s in self.made if s.requests_made]

@@ -190,9 +190,9 @@ def test_observe_reads_the_age_of_the_first_pending_entry(kind, asked_end, pendi
 
 
 def test_observe_records_an_unreachable_log_instead_of_raising(tmp_path, monkeypatch):
-    from ctlib.http import LogHTTPError
+    from ctlib.http import HttpError
 
-    client = FakeClient(size=0, entries={}, fail=LogHTTPError("log_a: connection refused"))
+    client = FakeClient(size=0, entries={}, fail=HttpError("log_a: connection refused"))
     monkeypatch.setattr(ctlib.ct.client, "open_client", lambda log, settings: client)
     state = LogState(next_index=5, tree_size=5, first_index=0, updated_at=(NOW - timedelta(hours=1)).isoformat())
     o = observe(_log(), state, Settings.from_env({}), Lake.open(str(tmp_path)), NOW)

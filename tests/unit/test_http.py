@@ -1,4 +1,4 @@
-"""LogSession against a real scripted HTTP server on 127.0.0.1."""
+"""HttpSession against a real scripted HTTP server on 127.0.0.1."""
 
 import logging
 import threading
@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ctlib.http import HttpPolicy, LogHTTPError, LogSession, TokenBucket, retry_after_seconds, warn_if_anonymous
+from ctlib.http import HttpPolicy, HttpError, HttpSession, TokenBucket, retry_after_seconds, warn_if_anonymous
 from ctlib.settings import Settings, SettingsError
 
 
@@ -50,7 +50,7 @@ FAST = HttpPolicy(timeout=2, connect_timeout=1, attempts=4, backoff=0.01, max_ba
 
 def test_retries_5xx_then_succeeds_and_sends_user_agent():
     with Scripted([(503, {}, b"busy"), (500, {}, b"oops"), (200, {}, b'{"ok": 1}')]) as server:
-        with LogSession("log_a", FAST) as session:
+        with HttpSession("log_a", FAST) as session:
             assert session.get_json(server.url) == {"ok": 1}
             assert session.retries_made == 2
         assert all(agent == "ct-test/1" for _, _, agent in server.seen)
@@ -58,7 +58,7 @@ def test_retries_5xx_then_succeeds_and_sends_user_agent():
 
 def test_429_retry_after_is_honoured():
     with Scripted([(429, {"Retry-After": "1"}, b""), (200, {}, b"{}")]) as server:
-        with LogSession("log_a", FAST) as session:
+        with HttpSession("log_a", FAST) as session:
             session.get_json(server.url)
         (first, _, _), (second, _, _) = server.seen
         assert second - first >= 0.95
@@ -66,28 +66,28 @@ def test_429_retry_after_is_honoured():
 
 def test_gives_up_with_a_clear_error_naming_the_log():
     with Scripted([(503, {}, b"down")]) as server:
-        with LogSession("log_b", FAST) as session, pytest.raises(LogHTTPError, match=r"log_b: .*4 attempts.*HTTP 503"):
+        with HttpSession("log_b", FAST) as session, pytest.raises(HttpError, match=r"log_b: .*4 attempts.*HTTP 503"):
             session.get(server.url)
         assert len(server.seen) == 4
 
 
 def test_client_errors_are_not_retried():
     with Scripted([(400, {}, b"bad start")]) as server:
-        with LogSession("log_c", FAST) as session, pytest.raises(LogHTTPError, match="HTTP 400: bad start") as err:
+        with HttpSession("log_c", FAST) as session, pytest.raises(HttpError, match="HTTP 400: bad start") as err:
             session.get(server.url)
         assert err.value.status == 400 and len(server.seen) == 1
 
 
 def test_truncated_json_is_retried_then_reported():
     with Scripted([(200, {}, b'{"entries": [')]) as server:
-        with LogSession("log_d", FAST) as session, pytest.raises(LogHTTPError, match="invalid JSON"):
+        with HttpSession("log_d", FAST) as session, pytest.raises(HttpError, match="invalid JSON"):
             session.get_json(server.url)
 
 
 def test_oversized_answer_is_refused():
     small = HttpPolicy(timeout=2, connect_timeout=1, attempts=2, backoff=0.01, max_body_bytes=1000)
     with Scripted([(200, {}, b"x" * 5000)]) as server:
-        with LogSession("log_e", small) as session, pytest.raises(LogHTTPError, match="1000-byte limit"):
+        with HttpSession("log_e", small) as session, pytest.raises(HttpError, match="1000-byte limit"):
             session.get(server.url)
 
 
@@ -182,7 +182,7 @@ def test_token_bucket_holds_its_rate_across_threads():
 def test_session_paces_its_requests_and_a_retry_after_pauses_it():
     script = [(200, {}, b"{}")] * 3 + [(429, {"Retry-After": "1"}, b""), (200, {}, b"{}")]
     with Scripted(script) as server:
-        with LogSession("log_f", FAST, requests_per_second=10) as session:
+        with HttpSession("log_f", FAST, requests_per_second=10) as session:
             for _ in range(4):
                 session.get_json(server.url)
         times = [t for t, _, _ in server.seen]

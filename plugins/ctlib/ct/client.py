@@ -9,7 +9,7 @@ from ctlib.ct.loglist import CTLog
 from ctlib.ct.rfc6962 import RFC6962Client
 from ctlib.ct.static import StaticClient
 from ctlib.ct.types import LogClient
-from ctlib.http import HttpPolicy, LogSession
+from ctlib.http import HttpPolicy, HttpSession
 from ctlib.settings import Settings
 
 
@@ -18,7 +18,7 @@ def open_client(log: CTLog, settings: Settings, *, share: int = 1) -> LogClient:
     (ctlib.ct.limits): `share` is how many clients of the log may run at once (a mapped fetch
     task: CT_FETCH_PARALLELISM). Raises ctlib.ct.limits.LimitsError if the limits file is bad."""
     limits = limits_for(log, settings)
-    session = LogSession(log.slug, HttpPolicy.from_settings(settings), requests_per_second=limits.rate(share))
+    session = HttpSession(log.slug, HttpPolicy.from_settings(settings), requests_per_second=limits.rate(share))
     if log.kind == "rfc6962":
         return RFC6962Client(log, session, max_batch=limits.entries_per_request)
     return StaticClient(log, session, settings)

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ctlib.ct.loglist import LogList, LogListError, frozen_reason, load_log_list, parse_log_list
-from ctlib.http import HttpPolicy, LogSession
+from ctlib.http import HttpPolicy, HttpSession
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def refresh_snapshot(settings: Settings) -> LogList | None:
         return None
     signature_url = settings.log_list_signature_url
     assert signature_url is not None  # set whenever the refresh URL is
-    with LogSession("log-list", HttpPolicy.from_settings(settings)) as session:
+    with HttpSession("log-list", HttpPolicy.from_settings(settings)) as session:
         body = session.get(url)
         signature = session.get(signature_url) if settings.log_list_verify else None
     try:

@@ -20,7 +20,7 @@ from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import CompactRange, leaf_hash, left_siblings, verify_inclusion
 from ctlib.ct.sth import SignatureError, SignedTreeHead, verify_sth
 from ctlib.ct.types import RawEntry, TreeHead, VerificationError
-from ctlib.http import LogSession
+from ctlib.http import HttpSession
 
 
 class LogResponseError(RuntimeError):
@@ -39,7 +39,7 @@ def _b64(value: Any, what: str) -> bytes:
 class RFC6962Client:
     """Reads one RFC 6962 log (a ctlib.ct.types.LogClient). Thread-safe: the session is."""
 
-    def __init__(self, log: CTLog, session: LogSession, *, max_batch: int = 0) -> None:
+    def __init__(self, log: CTLog, session: HttpSession, *, max_batch: int = 0) -> None:
         self.log = log
         self.session = session
         self.max_batch = max_batch  # the log's known cap on entries per get-entries; 0: unknown
@@ -165,13 +165,14 @@ class RFC6962Client:
             return
         if self.max_batch:
             batch = min(batch, self.max_batch)
-        first = self._fill_window(start, min(end, start + batch)) if self.learned_cap else None
+        cap = self.learned_cap
+        first = self._fill_window(start, min(end, start + batch)) if cap else None
         if first is None:
             first = self.get_entries(start, min(end, start + batch))
-            self.learned_cap = len(first)
+            cap = self.learned_cap = len(first)
         yield first
         position = start + len(first)
-        window = max(1, self.learned_cap)
+        window = max(1, cap or 0)
         with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="get-entries") as pool:
             pending: deque[Future[list[RawEntry]]] = deque()
             while position < end or pending:

@@ -53,7 +53,7 @@ from ctlib.ct.tiles import (
     tile_width,
 )
 from ctlib.ct.types import RawEntry, TreeHead, VerificationError
-from ctlib.http import LogHTTPError, LogSession
+from ctlib.http import HttpError, HttpSession
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def gunzip_if_gzip(body: bytes, limit: int, plain_len: int | None = None) -> byt
 class StaticClient:
     """Reads one static-ct-api log (a ctlib.ct.types.LogClient)."""
 
-    def __init__(self, log: CTLog, session: LogSession, settings: Settings) -> None:
+    def __init__(self, log: CTLog, session: HttpSession, settings: Settings) -> None:
         self.log = log
         self.session = session
         self.settings = settings
@@ -146,18 +146,18 @@ class StaticClient:
 
         try:
             return fetch(tile)
-        except LogHTTPError as err:
+        except HttpError as err:
             if err.status != 404 or not tile.partial:
                 raise
             gone = err
         try:
             return fetch(tile.full())
-        except LogHTTPError as err:
+        except HttpError as err:
             if err.status != 404:
                 raise
         try:
             size = self.tree_head().size
-        except LogHTTPError:
+        except HttpError:
             raise gone from None
         now = tile_width(tile.level, tile.index, size)
         if now <= tile.width:
@@ -214,7 +214,7 @@ class StaticClient:
 
             try:
                 der = self._fetch(f"issuer/{hex_fp}", parse, f"issuer/{hex_fp}")
-            except LogHTTPError as err:
+            except HttpError as err:
                 if err.status != 404:
                     raise
                 raise StaticResponseError(

@@ -16,7 +16,7 @@ from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import CompactRange
 
 if TYPE_CHECKING:
-    from ctlib.http import LogSession
+    from ctlib.http import HttpSession
 
 
 class VerificationError(RuntimeError):
@@ -51,7 +51,7 @@ class RawEntry:
 
 class LogClient(Protocol):
     log: CTLog
-    session: LogSession
+    session: HttpSession
     """The client's HTTP session; ingest logs its request, retry and rate-limit counters."""
 
     def tree_head(self) -> TreeHead:

@@ -210,7 +210,7 @@ class ProviderClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self):  # noqa: ANN204 (returns the subclass)
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -239,15 +239,16 @@ class ThreatStreamClient(ProviderClient):
         self._off: ThreatStreamError | None = None
 
     def intelligence(
-        self, value: str, type: str = "domain", *, status: str | None = None  # noqa: A002 (API name)
+        self, value: str, type: str = "domain", *, status: str | None = None
     ) -> list[ThreatIndicator]:
         """All intelligence objects whose value is exactly `value` (of `type`; `status`
         filters, e.g. "active" or "active,inactive"; None: the server's default)."""
         if self._off is not None:
             raise self._off.__class__(str(self._off))  # `type` is a parameter here
-        params: dict[str, Any] | None = {"value": value, "type": type, "limit": self._page_size}
+        first_page: dict[str, Any] = {"value": value, "type": type, "limit": self._page_size}
         if status:
-            params["status"] = status
+            first_page["status"] = status
+        params: dict[str, Any] | None = first_page
         url = f"{self._base}/api/v2/intelligence/"
         found: list[ThreatIndicator] = []
         for _ in range(self._max_pages):
