@@ -19,7 +19,7 @@ Rate limit: every attempt of every request of a session (tree heads, get-entries
 tiles, issuers; retries too) first takes a token from the session's `TokenBucket`, so the
 session never sends more than its `requests_per_second` on average, paced evenly. The rate
 given to a session is its share of the log's budget (ctlib.ct.limits: a mapped fetch task
-gets the log's rate / CT_FETCH_PARALLELISM; plan and commit, which run alone, all of it).
+gets the log's rate / CT_FETCH_PARALLELISM; the ingest and commit tasks, which run alone, all of it).
 A 429 or 503 with Retry-After is honoured on top: the asking request waits at least that
 long, and the bucket gives no token to the session's other threads before then either.
 """

@@ -120,7 +120,7 @@ class Settings:
     """CT_FETCH_PARALLELISM: fetch tasks of one run that run at the same time."""
     inline_entries: int
     """CT_INLINE_ENTRIES: a run whose backlog fits in one range of at most this many entries is
-    fetched and committed by its `plan` task alone (one task instance instead of three: the
+    fetched and committed by its `ingest` task alone (one task instance instead of three: the
     Airflow overhead of a task, not the entries, dominates a per-minute run); 0 always maps
     fetch tasks. Default: CT_ENTRIES_PER_TASK."""
     http_timeout: float

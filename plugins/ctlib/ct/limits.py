@@ -7,7 +7,7 @@ format); the operator's own file (setting CT_LOG_LIMITS) is laid over them field
 
 The request rate is a budget per log and per ingest run. A run of one log has at most
 CT_FETCH_PARALLELISM fetch tasks at once (its DAG has max_active_runs=1), so each mapped
-fetch task paces itself at `requests_per_second / CT_FETCH_PARALLELISM`; the plan task, which
+fetch task paces itself at `requests_per_second / CT_FETCH_PARALLELISM`; the ingest task, which
 runs alone (and fetches small backlogs inline), and commit use the whole rate.
 
 `load_limits` raises LimitsError (naming the file and the key) if and only if a file cannot
@@ -51,7 +51,7 @@ class LogLimits:
         return self.requests_per_second / max(1, share)
 
     def describe(self, kind: str, settings: Settings) -> str:
-        """`32 entries/request, 10 req/s (5 per fetch task, ...)`, for the plan task's log."""
+        """`32 entries/request, 10 req/s (5 per fetch task, ...)`, for the ingest task's log."""
         if kind == "static":
             size = f"{TILE_ENTRIES} entries/tile"
         elif self.entries_per_request:

@@ -145,7 +145,7 @@ def _end_for_tiles(ctlog: CTLog, state: LogState, head: TreeHead, pending: Pendi
 
 
 def log_limits(ctlog: CTLog, settings: Settings) -> None:
-    """Say in the plan task's log how politely this log is read (ctlib.ct.limits)."""
+    """Say in the ingest task's log how politely this log is read (ctlib.ct.limits)."""
     log.info("%s: limits %s", ctlog.slug, limits_for(ctlog, settings).describe(ctlog.kind, settings))
 
 
@@ -267,7 +267,7 @@ def fetch_range(
     """Download, decode and store [start, end): Parquet first, then Kafka. Idempotent.
 
     Reads at the log's request rate / CT_FETCH_PARALLELISM (a mapped fetch task, one of up to
-    that many at once), or at the whole rate when `alone` (the plan task fetching inline)."""
+    that many at once), or at the whole rate when `alone` (the ingest task fetching a small backlog itself)."""
     began = time.monotonic()
     ingested_at = datetime.now(UTC)
     ref = LogRef(log_id=ctlog.log_id, slug=ctlog.slug)

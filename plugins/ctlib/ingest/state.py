@@ -3,7 +3,7 @@
 `LogState` is a small immutable record; `StateStore` is the only I/O, and every reader of
 watermarks (ingest, health, the audit) goes through one. Only the ingest's `commit` step
 advances a stored state, and only after every range before the new `next_index` is in
-Parquet and acknowledged by Kafka. (`plan` writes the very first state of a new log, and
+Parquet and acknowledged by Kafka. (planning writes the very first state of a new log, and
 the pending-plan record, neither of which moves a watermark.)
 
 Stores: `VariableStateStore` (Airflow Variables through the Task SDK: tasks and
