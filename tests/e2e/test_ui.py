@@ -251,7 +251,9 @@ def test_every_dag_documented_tagged_owned_and_trigger_form_shows_backfill_param
             page.get_by_role("link", name=dag_id, exact=True).click()
             expect(page).to_have_url(re.compile(rf"/dags/{dag_id}$"))
             expect(page.get_by_role("link", name=OWNER, exact=True)).to_be_visible()
-            expect(page.get_by_role("link", name="ingest", exact=True)).to_be_visible()
+            header = page.get_by_test_id("header-card")
+            expect(header.get_by_role("link", name="ingest", exact=True)).to_be_visible()  # the tag
+            expect(page.get_by_test_id("ingest")).to_be_visible()  # the ingest task, in the grid
             page.get_by_test_id("markdown-button").click()
             docs = page.get_by_role("dialog")
             expect(docs).to_contain_text(f"Ingest {TILED_LOG}")
