@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -44,6 +44,8 @@ from urllib3.exceptions import ConnectTimeoutError
 from ctlib.settings import Settings, user_agent
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Statuses worth another try: rate limits and server-side trouble. Other 4xx mean our
 # request is wrong (or the range is not there yet) and retrying will not help.
@@ -217,15 +219,19 @@ def retryable(answer: Answer) -> str | None:
     return f"HTTP {answer.status}" if answer.status in RETRYABLE_STATUSES else None
 
 
-def _json(answer: Answer) -> str | None:
-    """`retryable`, and a 200 answer that is not JSON (truncated) is retried too; sets `value`."""
-    if answer.status != 200:
-        return retryable(answer)
-    try:
-        answer.value = json.loads(answer.body)
-    except ValueError as err:
-        return f"answered invalid JSON ({err})"
-    return None
+def parsed(parse: Callable[[bytes], Any], unusable: str) -> Callable[[Answer], str | None]:
+    """A `check`: `retryable`, and a 200 answer whose body `parse` refuses (ValueError: a
+    truncated or garbled answer) is retried too, as `answered <unusable> (why)`; sets `value`."""
+    def check(answer: Answer) -> str | None:
+        if answer.status != 200:
+            return retryable(answer)
+        try:
+            answer.value = parse(answer.body)
+        except ValueError as err:
+            return f"answered {unusable} ({err})"
+        return None
+
+    return check
 
 
 def _unreachable(err: requests.RequestException) -> bool:
@@ -337,7 +343,13 @@ class HttpSession:
         """GET `url`; the body of the first 200 answer. Raises HttpError otherwise."""
         return self._ok(url, params, retryable).body
 
+    def get_parsed(self, url: str, parse: Callable[[bytes], T], unusable: str = "an unusable body") -> T:
+        """GET `url`; `parse` of the body of the first 200 answer it accepts. A body it refuses
+        (ValueError) is retried like a 5xx; when every attempt was refused, HttpError with
+        status 200 says why the last one was."""
+        return self._ok(url, None, parsed(parse, unusable)).value  # type: ignore[no-any-return]
+
     def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET and parse JSON. Malformed JSON (a truncated answer) is retried like a 5xx."""
-        return self._ok(url, params, _json).value
+        return self._ok(url, params, parsed(json.loads, "invalid JSON")).value
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import random
 import threading
-import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -110,29 +108,16 @@ class StaticClient:
     def _url(self, path: str) -> str:
         return f"{self.log.url}{path}"
 
-    def _pause(self, attempt: int) -> None:
-        policy = self.session.policy
-        time.sleep(random.uniform(0.5, 1.0) * min(policy.max_backoff, policy.backoff * 2**attempt))
-
     def _fetch(self, path: str, parse: Callable[[bytes], T], what: str) -> T:
-        """GET below the prefix and parse the raw body; one that does not parse (ValueError)
-        is fetched again, up to the HTTP policy's attempts."""
-        attempts = max(1, self.session.policy.attempts)
-        problem: Exception | None = None
-        for attempt in range(attempts):
-            if attempt:
-                self._pause(attempt - 1)
-            body = self.session.get(self._url(path))
-            try:
-                return parse(body)
-            except ValueError as err:  # TileError, TreeHeadFormatError, UnicodeDecodeError...
-                problem = err
-                log.warning(
-                    "%s: %s: unusable answer (%s); attempt %d/%d", self.log.slug, what, err, attempt + 1, attempts
-                )
-        # TileErrors name their tile already: say it once.
-        detail = str(problem) if what in str(problem) else f"{what}: {problem}"
-        raise StaticResponseError(f"{self.log.slug}: {detail} (after {attempts} attempts)")
+        """GET below the prefix and parse the raw body. A body that does not parse (ValueError:
+        TileError, TreeHeadFormatError, UnicodeDecodeError...) is fetched again like a 5xx, by
+        the session (HttpSession.get_parsed); StaticResponseError when every answer was refused."""
+        try:
+            return self.session.get_parsed(self._url(path), parse, f"an unusable {what}")
+        except HttpError as err:
+            if err.status != 200:
+                raise
+            raise StaticResponseError(str(err)) from None
 
     def _fetch_tile(self, tile: TileRef, parse: Callable[[bytes, TileRef], list[T]]) -> list[T]:
         """The tile's first `width` items. A partial tile that is not served (404) is read
