@@ -347,7 +347,7 @@ class HttpSession:
         """GET `url`; `parse` of the body of the first 200 answer it accepts. A body it refuses
         (ValueError) is retried like a 5xx; when every attempt was refused, HttpError with
         status 200 says why the last one was."""
-        return self._ok(url, None, parsed(parse, unusable)).value  # type: ignore[no-any-return]
+        return self._ok(url, None, parsed(parse, unusable)).value
 
     def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET and parse JSON. Malformed JSON (a truncated answer) is retried like a 5xx."""
