@@ -70,6 +70,7 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = No
 
             return ingest_task(log_json, params, ti, outlet_events, wakes=bool(woken))
 
+        # Each fetch task is labelled by its range (ingest_tasks.RANGE_LABEL) in the grid.
         @task(max_active_tis_per_dagrun=settings.fetch_parallelism, map_index_template="{{ ct_range }}")
         def fetch(work: dict) -> dict:
             from ctlib.airflow.ingest_tasks import fetch_task
