@@ -238,12 +238,12 @@ def log_dir(root: str, table: str, slug: str) -> str:
 
 def partition_dir(root: str, table: str, slug: str, day: date) -> str:
     """`<root>/<table>/log=<slug>/date=<day>`: one log's day in a LOG_TABLES table."""
-    return _join(root, table, f"log={slug}", day_dir_name(day))
+    return _join(log_dir(root, table, slug), day_dir_name(day))
 
 
 def day_dir(root: str, table: str, day: date) -> str:
     """`<root>/<table>/date=<day>`: one day of a DAY_TABLES table."""
-    return _join(root, table, day_dir_name(day))
+    return _join(table_dir(root, table), day_dir_name(day))
 
 
 def day_dir_name(day: date) -> str:
