@@ -1,9 +1,16 @@
-"""Client of the classic RFC 6962 log API: get-sth, get-entries, get-sth-consistency.
+"""Client of the classic RFC 6962 log API: get-sth, get-entries, get-sth-consistency, and
+get-entry-and-proof (or get-entries + get-proof-by-hash) to start in the middle of a log.
 
 `fetch_range` returns every entry of [start, end) in index order or raises: logs answer
 get-entries with fewer entries than asked (their cap), so it learns the cap from the first
 answer and asks for the rest in cap-sized windows, several in flight at once. A log whose cap
 is known beforehand (`max_batch`, from ctlib.ct.limits) is never asked more than that.
+
+Starting mid-log needs one leaf's audit path. Some logs do not implement get-entry-and-proof:
+when it answers 404 or 501, the client reads the leaf with get-entries and its audit path with
+get-proof-by-hash (RFC 6962 section 4.5) instead, for that call and every later one (a 400 is
+remembered likewise once the fallback has answered: a 400 may also mean a bad request). Both
+ways give the same compact ranges.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
+import struct
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +30,17 @@ from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import CompactRange, leaf_hash, left_siblings, verify_inclusion
 from ctlib.ct.sth import SignatureError, SignedTreeHead, verify_sth
 from ctlib.ct.types import RawEntry, TreeHead, VerificationError
-from ctlib.http import HttpSession
+from ctlib.http import HttpError, HttpSession
+
+log = logging.getLogger(__name__)
+
+# get-entry-and-proof answers that mean "not implemented here": 404 and 501 for certain; a 400
+# may be that too (some logs refuse unknown endpoints so) or a bad request.
+_NOT_IMPLEMENTED = frozenset({404, 501})
+_MAYBE_NOT_IMPLEMENTED = frozenset({400})
+_ENTRY_AND_PROOF = "get-entry-and-proof"
+_BY_HASH = "get-entries + get-proof-by-hash"
+_LEAF_HEAD = struct.Struct(">BBQ")  # MerkleTreeLeaf: version, leaf_type, TimestampedEntry.timestamp
 
 
 class LogResponseError(RuntimeError):
@@ -44,6 +64,8 @@ class RFC6962Client:
         self.session = session
         self.max_batch = max_batch  # the log's known cap on entries per get-entries; 0: unknown
         self.learned_cap: int | None = None
+        self._proof_way: str | None = None  # _ENTRY_AND_PROOF or _BY_HASH once a call settled it
+        self._proof_lock = threading.Lock()
 
     def _url(self, endpoint: str) -> str:
         return f"{self.log.url}ct/v1/{endpoint}"
@@ -73,38 +95,116 @@ class RFC6962Client:
 
     def compact_range_at(self, head: TreeHead) -> CompactRange:
         """[0, head.size) from the audit path of the last leaf: for the rightmost leaf every
-        sibling is a left one, and they are exactly the subtrees covering [0, size - 1)."""
+        sibling is a left one, and they are exactly the subtrees covering [0, size - 1).
+        The leaf and path come from get-entry-and-proof, or get-entries + get-proof-by-hash
+        where the log lacks it (see the module docstring)."""
         if head.size == 0:
             return CompactRange.empty()
         last = head.size - 1
-        body = self.session.get_json(
-            self._url("get-entry-and-proof"), {"leaf_index": last, "tree_size": head.size}
-        )
         try:
-            leaf = leaf_hash(_b64(body["leaf_input"], "leaf_input"))
-            path = [_b64(h, "audit_path hash") for h in body["audit_path"]]
+            leaf, path = self._leaf_and_path(last, head.size)
             verify_inclusion(leaf, last, head.size, path, head.root_hash)
             left = CompactRange(0, last, tuple(reversed(path)))
             return left.merge(CompactRange.from_leaf_hashes(last, [leaf]))
         except (ValueError, TypeError, KeyError) as err:
             raise VerificationError(
-                "root_mismatch", f"{self.log.slug}: cannot anchor at size {head.size}: {err}"
+                "root_mismatch", f"{self.log.slug}: cannot anchor at size {head.size} (leaf {last}): {err}"
             ) from None
 
     def compact_range_before(self, index: int, head: TreeHead) -> CompactRange:
-        """The left siblings of leaf `index`'s audit path are the subtrees covering [0, index)."""
+        """The left siblings of leaf `index`'s audit path are the subtrees covering [0, index).
+        The path comes as for compact_range_at."""
         if index == 0:
             return CompactRange.empty()
-        body = self.session.get_json(
-            self._url("get-entry-and-proof"), {"leaf_index": index, "tree_size": head.size}
-        )
         try:
-            path = [_b64(h, "audit_path hash") for h in body["audit_path"]]
+            _, path = self._leaf_and_path(index, head.size)
             return CompactRange(0, index, tuple(left_siblings(index, head.size, path)))
         except (ValueError, TypeError, KeyError) as err:
             raise LogResponseError(
-                f"{self.log.slug}: malformed get-entry-and-proof for leaf {index} at size {head.size}: {err}"
+                f"{self.log.slug}: malformed audit path answer for leaf {index} at size {head.size}: {err}"
             ) from None
+
+    def _settle(self, way: str, why: str = "") -> None:
+        """Remember how this client gets audit paths; logged once per client (and on a change)."""
+        with self._proof_lock:
+            if self._proof_way == way:
+                return
+            self._proof_way = way
+        log.info("%s: audit paths come from %s%s", self.log.slug, way, why)
+
+    def _leaf_and_path(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """The leaf hash of entry `index` and its audit path in the tree of `size`, unverified.
+        Malformed answers raise ValueError, TypeError or KeyError (the caller names them);
+        HttpError and LogResponseError name the log and the index."""
+        refused: HttpError | None = None
+        if self._proof_way != _BY_HASH:
+            try:
+                body = self.session.get_json(
+                    self._url("get-entry-and-proof"), {"leaf_index": index, "tree_size": size}
+                )
+            except HttpError as err:
+                if err.status not in _NOT_IMPLEMENTED | _MAYBE_NOT_IMPLEMENTED:
+                    raise
+                refused = err
+            else:
+                self._settle(_ENTRY_AND_PROOF)
+                leaf = leaf_hash(_b64(body["leaf_input"], "leaf_input"))
+                return leaf, [_b64(h, "audit_path hash") for h in body["audit_path"]]
+        why = "" if refused is None else f" (get-entry-and-proof answered HTTP {refused.status})"
+        if refused is not None and refused.status in _NOT_IMPLEMENTED:
+            self._settle(_BY_HASH, why)
+        try:
+            found = self._leaf_and_path_by_hash(index, size)
+        except Exception as err:
+            if refused is not None:
+                err.add_note(f"after get-entry-and-proof answered HTTP {refused.status}: {refused}")
+            raise
+        self._settle(_BY_HASH, why)
+        return found
+
+    def _leaf_and_path_by_hash(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """get-entries for leaf `index`, then get-proof-by-hash of its leaf hash at `size`."""
+        leaf = leaf_hash(self.get_entries(index, index + 1)[0].leaf_input)
+        params = {"hash": base64.b64encode(leaf).decode("ascii"), "tree_size": size}
+        try:
+            body = self.session.get_json(self._url("get-proof-by-hash"), params)
+        except HttpError as err:
+            raise HttpError(
+                f"{self.log.slug}: get-proof-by-hash for leaf {index} at tree size {size}: {err}",
+                err.status, unreachable=err.unreachable,
+            ) from None
+        got = body["leaf_index"]
+        if isinstance(got, bool) or not isinstance(got, int):
+            raise ValueError(f"get-proof-by-hash leaf_index {got!r} is not an integer")
+        if got != index:
+            raise LogResponseError(
+                f"{self.log.slug}: get-proof-by-hash for the hash of leaf {index} (tree size {size}) "
+                f"answered leaf_index {got}: the log holds this leaf at another index too, so "
+                f"leaf {index} has no audit path this way"
+            )
+        return leaf, [_b64(h, "audit_path hash") for h in body["audit_path"]]
+
+    def entry_timestamps(self, index: int, tree_size: int) -> list[tuple[int, int]]:
+        """[(index, log timestamp in ms)] of entry `index` of the tree of `tree_size`, read
+        with one get-entries request for exactly [index, index + 1): no neighbours. The
+        timestamp is the MerkleTreeLeaf's (the 8 bytes after version and leaf_type); nothing
+        is verified. Raises ValueError unless 0 <= index < tree_size, LogResponseError naming
+        the log and index for a leaf too short or of another version or leaf type."""
+        if not 0 <= index < tree_size:
+            raise ValueError(f"{self.log.slug}: entry {index} is not in a tree of size {tree_size}")
+        leaf = self.get_entries(index, index + 1)[0].leaf_input
+        if len(leaf) < _LEAF_HEAD.size:
+            raise LogResponseError(
+                f"{self.log.slug}: entry {index}: leaf_input of {len(leaf)} bytes is too short for a "
+                f"MerkleTreeLeaf header ({_LEAF_HEAD.size} bytes)"
+            )
+        version, leaf_type, timestamp = _LEAF_HEAD.unpack_from(leaf)
+        if version != 0 or leaf_type != 0:
+            raise LogResponseError(
+                f"{self.log.slug}: entry {index}: MerkleTreeLeaf version {version}, leaf_type "
+                f"{leaf_type} (only 0, 0 is known)"
+            )
+        return [(index, timestamp)]
 
     def get_sth_consistency(self, first: int, second: int) -> list[bytes]:
         body = self.session.get_json(

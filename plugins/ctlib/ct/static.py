@@ -265,6 +265,19 @@ class StaticClient:
             )
         return compact
 
+    def entry_timestamps(self, index: int, tree_size: int) -> list[tuple[int, int]]:
+        """[(leaf index, log timestamp in ms)] of every entry of the data tile holding entry
+        `index`, in index order: the full tile (256 entries), or the partial last tile of the
+        tree of `tree_size` (tree_size % 256 entries) when `index` is in it. One tile read
+        (read_data_tile, so a partial tile no longer served is read from the full one); no
+        issuer is fetched and nothing is verified. Raises ValueError unless
+        0 <= index < tree_size; StaticResponseError / HttpError name the log and the tile."""
+        if not 0 <= index < tree_size:
+            raise ValueError(f"{self.log.slug}: entry {index} is not in a tree of size {tree_size}")
+        tile = index // TILE_WIDTH
+        leaves = self.read_data_tile(tile, tile_width(0, tile, tree_size))
+        return [(leaf.leaf_index, leaf.entry.timestamp_ms) for leaf in leaves]
+
     def fetch_range(self, start: int, end: int, *, batch: int, in_flight: int) -> Iterator[list[RawEntry]]:
         """Yield the entries of [start, end) in index order, in lists of `batch` (the last
         one shorter). Reads the data tiles of tree size `end`: full tiles, and the partial
