@@ -26,11 +26,12 @@ from ctlib.ct.loglist import load_log_list
 from ctlib.ct.merkle import MerkleError, MerkleTree, leaf_hash, root_hash, verify_consistency, verify_inclusion
 from ctlib.ct.sth import SignatureError, SignedTreeHead, verify_checkpoint, verify_sth
 from ctlib.testing.certs import CertFactory, GeneratedEntry
-from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer
-from ctlib.ct.tiles import encode_leaf_index_extension, leaf_index_of, parse_data_tile, parse_hash_tile
+from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer, history_timestamps
+from ctlib.ct.tiles import data_tiles, encode_leaf_index_extension, leaf_index_of, parse_data_tile, parse_hash_tile
 
 INITIAL = 1000
 JAN_2026_MS = 1_767_225_600_000
+HOUR_MS = 3_600_000
 SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
 
 
@@ -222,6 +223,22 @@ def _decodes(leaf_input: bytes) -> bool:
     return parsed.tbs_der is None or parsed.tbs_der[0] == 0x30  # a TBSCertificate is a SEQUENCE
 
 
+def test_not_found_endpoints_answer_404_until_switched_off(server, http):
+    log, url = _new_log(server, "Partial API Log", 10, Faults(not_found=frozenset({"get-entry-and-proof"})))
+    asked = {"leaf_index": 3, "tree_size": 10}
+    response = _get(http, url, "get-entry-and-proof", **asked)
+    assert response.status_code == 404
+    assert _get(http, url, "get-sth").status_code == 200  # other endpoints are served
+    assert log.counts().client_errors == 1
+    log.faults.not_found = frozenset()
+    assert _get(http, url, "get-entry-and-proof", **asked).status_code == 200
+    tiled = LocalCTLog("Partial Tiled Log", tiled=True, faults=Faults(not_found=frozenset({"issuer", "data"})))
+    tiled.grow(5)
+    tiled.publish()
+    assert tiled.answer_static("tile/data/000.p/5").status == 404
+    assert tiled.answer_static("tile/0/000.p/5").status == 200
+
+
 # --------------------------------------------------------------------------- tree-head knobs
 
 
@@ -321,6 +338,98 @@ def test_entry_timestamps_never_decrease_and_the_sth_covers_them(server):
     log = server.add_log("Clock Log", initial_size=50)
     stamps = [struct.unpack(">Q", log.entry(i)[0][2:10])[0] for i in range(50)]
     assert stamps == sorted(stamps) and log.sth.timestamp >= stamps[-1]
+
+
+# --------------------------------------------------------------------------- history
+
+
+def _served_leaves(log: LocalCTLog) -> list[bytes]:
+    """Every published leaf_input as a monitor reads it: get-entries pages, or data tiles
+    (whose parser checks each leaf_index)."""
+    size = log.sth.tree_size
+    out: list[bytes] = []
+    if log.tiled:
+        for tile in data_tiles(0, size):
+            answer = log.answer_static(tile.path)
+            assert answer.status == 200, tile
+            out += [leaf.leaf_input for leaf in parse_data_tile(answer.body, tile.index, tile.width)]
+        return out
+    while len(out) < size:
+        answer = log.answer("get-entries", {"start": str(len(out)), "end": str(size - 1)})
+        assert answer.status == 200
+        out += [base64.b64decode(e["leaf_input"]) for e in json.loads(answer.body)["entries"]]
+    return out
+
+
+def _stamps(leaves: list[bytes]) -> list[int]:
+    return [parse_merkle_tree_leaf(leaf).timestamp_ms for leaf in leaves]
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["rfc6962", "tiled"])
+@pytest.mark.parametrize("replay", [False, True], ids=["generated", "replay"])
+def test_history_is_backdated_roughly_ordered_and_in_the_signed_tree(tiled, replay):
+    start, end, disorder = JAN_2026_MS, JAN_2026_MS + 2 * HOUR_MS, 60_000
+    faults = Faults(malformed=frozenset({5}))
+    log = LocalCTLog(f"History {tiled} {replay}", tiled=tiled, replay=replay, faults=faults)
+    log.grow(3)
+    assert log.grow_history(300, start_ms=start, end_ms=end, disorder_ms=disorder, seed=4) == 303
+    sth = log.publish()
+    leaves = _served_leaves(log)
+    assert len(leaves) == 303 and leaves == [log.entry(i)[0] for i in range(303)]
+    if tiled:
+        assert all(leaf_index_of(parse_merkle_tree_leaf(leaf).extensions) == i for i, leaf in enumerate(leaves))
+        verify_checkpoint(log.checkpoint(), log.origin, log.key_der)
+    verify_sth(sth, log.key_der)
+    assert root_hash([leaf_hash(leaf) for leaf in leaves]) == sth.root_hash
+    assert not _decodes(leaves[5]) and all(_decodes(leaf) for leaf in leaves[6:20])  # malformed applies
+
+    stamps = _stamps(leaves[3:])
+    assert all(start - disorder <= t <= end + disorder for t in stamps)
+    assert stamps != sorted(stamps)  # disordered ...
+    assert stamps == history_timestamps(300, start, end, disorder, seed=4)  # ... deterministically
+    assert max(stamps[:50]) < min(stamps[-50:])  # ... and still roughly ascending
+
+    # Later entries and tree heads never go back before the history.
+    log.grow(2)
+    later = _stamps([log.entry(i)[0] for i in (303, 304)])
+    assert min(later) >= max(stamps) and log.publish().timestamp >= max(later)
+
+
+def test_history_ending_in_the_future_holds_back_later_entries_and_heads():
+    for replay in (False, True):
+        log = LocalCTLog(f"Future History {replay}", replay=replay)
+        end = int(time.time() * 1000) + HOUR_MS
+        log.grow_history(10, start_ms=end - HOUR_MS, end_ms=end)
+        log.grow(3)
+        log.submit(["after.example.com"])
+        stamps = _stamps([log.entry(i)[0] for i in range(14)])
+        assert stamps[0] < stamps[9] == end and stamps[10:] == [end] * 4
+        assert log.publish().timestamp >= end
+
+
+def test_history_timestamps_spread_evenly_and_reject_bad_arguments():
+    assert history_timestamps(5, 1000, 2000) == [1000, 1250, 1500, 1750, 2000]
+    assert history_timestamps(1, 1000, 2000) == [1000] and history_timestamps(0, 1, 2) == []
+    moved = history_timestamps(1000, 10_000, 20_000, 500, seed=1)
+    assert moved == history_timestamps(1000, 10_000, 20_000, 500, seed=1)
+    assert moved != history_timestamps(1000, 10_000, 20_000, 500, seed=2)
+    assert min(moved) >= 9_500 and max(moved) <= 20_500 and moved != sorted(moved)
+    assert min(history_timestamps(10, 0, 10, 1000)) >= 0  # never before the epoch
+    for bad in ((-1, 0, 1, 0), (1, 2, 1, 0), (1, 0, 1, -1)):
+        with pytest.raises(ValueError):
+            history_timestamps(*bad)
+
+
+def test_add_log_starts_with_published_history_ending_now(server):
+    before = int(time.time() * 1000)
+    log = server.add_log("History Log", initial_size=4, history=(0.5, 0.1), history_disorder=30)
+    assert log.sth.tree_size == 180 + 4
+    stamps = _stamps([log.entry(i)[0] for i in range(184)])
+    assert before - HOUR_MS // 2 - 60_000 <= stamps[0] < before - HOUR_MS // 2 + 30_000
+    assert max(stamps[:180]) <= int(time.time() * 1000)  # nothing in the future
+    assert stamps[180:] == sorted(stamps[180:]) and stamps[180] >= max(stamps[:180])
+    with pytest.raises(ValueError):
+        server.add_log("Bad History Log", history=(-1.0, 1.0))
 
 
 # --------------------------------------------------------------------------- tiled logs
@@ -538,6 +647,7 @@ def test_names_depend_only_on_the_seed(generated):
 def test_cli_serves_writes_the_log_list_and_stops_on_sigterm(tmp_path, http):
     path = tmp_path / "logs.json"
     args = ["--logs", "3", "--tiled", "1", "--log-list", str(path), "--initial-size", "5", "--cap", "3"]
+    args += ["--history-hours", "0.01", "--history-rate", "1", "--disorder-seconds", "2"]  # 36 entries
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctlib.testing.ctlog", *args],
         stdout=subprocess.PIPE,
@@ -552,14 +662,16 @@ def test_cli_serves_writes_the_log_list_and_stops_on_sigterm(tmp_path, http):
         assert [log.url for log in logs] == [url for _, url in described]
         assert [log.kind for log in logs] == ["rfc6962", "rfc6962", "static"]
         sth = _sth(http, logs[1].url)
-        assert sth.tree_size == 5
+        assert sth.tree_size == 36 + 5
         verify_sth(sth, logs[1].key_der)
         assert len(_get(http, logs[1].url, "get-entries", start=0, end=4).json()["entries"]) == 3
+        first = parse_merkle_tree_leaf(_entries(http, logs[1].url, 0, 1)[0][0]).timestamp_ms
+        assert first <= sth.timestamp - 34_000  # the history began 36 s (+- 2 s) before
         tiled = logs[2]
         origin = tiled.url.removeprefix("http://").rstrip("/")
         checkpoint = http.get(f"{tiled.url}checkpoint", timeout=10).content
-        assert verify_checkpoint(checkpoint, origin, tiled.key_der).tree_size == 5
-        assert len(parse_data_tile(http.get(f"{tiled.url}tile/data/000.p/5", timeout=10).content, 0, 5)) == 5
+        assert verify_checkpoint(checkpoint, origin, tiled.key_der).tree_size == 41
+        assert len(parse_data_tile(http.get(f"{tiled.url}tile/data/000.p/41", timeout=10).content, 0, 41)) == 41
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

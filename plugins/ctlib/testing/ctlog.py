@@ -11,13 +11,17 @@ data tiles `tile/data/<N>[.p/<W>]` (gzip when the client accepts it) and `issuer
 its entries carry the leaf_index extension from the start, as a static-ct-api log's do.
 
 Like a real log, entries appended by `grow` are served only once `publish` has signed
-a tree head covering them. Faults (`Faults`) are changeable while serving.
+a tree head covering them. `grow_history` appends backdated entries instead (timestamps
+spread over a past window, optionally a little out of order, as in real logs), so a log can
+start with hours of history to backfill. Faults (`Faults`) are changeable while serving;
+`Faults.not_found` makes chosen endpoints answer 404, as from a log that lacks them.
 
 A log made with `replay=True` grows by replaying a pool of pre-built entries with fresh
 timestamps (ctlib.testing.replay) instead of signing a new certificate for each: cheap
 enough to grow thousands of entries per second (a firehose, ctlib.testing.profiles).
 
     python -m ctlib.testing.ctlog --logs 3 --tiled 1 --port 8800 --log-list .run/log_list.json
+    python -m ctlib.testing.ctlog --log-list logs.json --rate 5 --history-hours 3 --history-rate 0.5
 
 Everything here is safe to call from several threads at once.
 """
@@ -111,6 +115,10 @@ class Faults:
     `tampered` indices are served (get-entries, data tiles) with one byte flipped: they
     decode, but no longer hash to the signed root, as from a log that lies.
 
+    `not_found` endpoints (names from ENDPOINTS or STATIC_ENDPOINTS) answer 404, counted as
+    client errors, as from a log that does not implement them (e.g. get-entry-and-proof);
+    latency still applies, no other fault does.
+
     Tree-head misbehaviour, in both modes:
     * `bad_signature`: get-sth / checkpoint carry a signature that does not verify.
     * `rollback_to`: the tree head served is a properly signed one for this smaller size.
@@ -165,6 +173,7 @@ class Faults:
     huge_body_chunked: bool = False
     latency: tuple[float, float] = (0.0, 0.0)
     max_rps: float = 0.0
+    not_found: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,22 @@ def _tamper(leaf_input: bytes, ext_len: int = 0, bit: int = 0x01) -> bytes:
     return bytes(out)
 
 
+def history_timestamps(n: int, start_ms: int, end_ms: int, disorder_ms: int = 0, seed: int = 0) -> list[int]:
+    """`n` log timestamps of a backdated history: spread evenly from start_ms to end_ms (both
+    included when n > 1), each then moved by a pseudo-random offset in
+    [-disorder_ms, +disorder_ms] drawn from random.Random(seed) (none below 0). The same
+    arguments give the same timestamps. Raises ValueError on n < 0, end_ms < start_ms or
+    disorder_ms < 0."""
+    if n < 0 or end_ms < start_ms or disorder_ms < 0:
+        raise ValueError(f"need n >= 0, start_ms <= end_ms and disorder_ms >= 0, got {n}, {start_ms}, {end_ms}, {disorder_ms}")
+    span, steps = end_ms - start_ms, max(1, n - 1)
+    stamps = [start_ms + span * k // steps for k in range(n)]
+    if disorder_ms:
+        jitter = random.Random(seed).randint
+        stamps = [max(0, t + jitter(-disorder_ms, disorder_ms)) for t in stamps]
+    return stamps
+
+
 def _corrupt_signature(signature: bytes) -> bytes:
     # The last byte of a DigitallySigned is inside the ECDSA/RSA signature value: the
     # structure still parses, the signature no longer verifies.
@@ -313,6 +338,8 @@ class LocalCTLog:
 
     `grow`, `submit`, `publish`, `answer` and `answer_static` are safe to call concurrently;
     `tick` belongs to the one growth thread of the server hosting the log.
+
+    `grow_history` appends backdated entries (a past window, roughly ordered) in both modes.
 
     With `replay=True`, `grow` appends entries of the process's replay pool (shared by every
     replay log; ctlib.testing.replay) with fresh timestamps spread over the time since the
@@ -474,50 +501,78 @@ class LocalCTLog:
     def grow(self, n: int) -> int:
         """Append `n` generated (or replayed) entries, not yet published; return the new size."""
         if self._replay is not None:
-            self._grow_replay(n)
+            if n > 0:
+                with self._gen_lock:
+                    stamps = spread_timestamps(n, self._last_entry_ms, _now_ms(), int(_MAX_BACKLOG_S * 1000))
+                    self._last_entry_ms = stamps[-1]
+                    self._append_replayed(stamps)
             return self.size
         with self._gen_lock:
-            done = 0
-            while done < n:
-                count = min(_GROW_CHUNK, n - done)
-                first = self.size  # stable: only this thread (holding _gen_lock) appends
-                batch = [
-                    self._factory.next_entry(self._timestamp(), extensions=self._extensions(first + k))
-                    for k in range(count)
-                ]
-                self._append(batch)
-                done += len(batch)
+            self._generate(n, lambda _: self._timestamp())
         return self.size
 
-    def _grow_replay(self, n: int) -> None:
+    def grow_history(self, n: int, *, start_ms: int, end_ms: int, disorder_ms: int = 0, seed: int = 0) -> int:
+        """Append `n` backdated entries, not yet published; return the new size.
+
+        Their log timestamps (MerkleTreeLeaf, so leaf_input and data tiles) are
+        `history_timestamps(n, start_ms, end_ms, disorder_ms, seed)`: spread evenly from
+        start_ms to end_ms, each moved by up to +-disorder_ms, so only roughly ordered, as in
+        real logs. Generated, or replayed in a replay log (cheap: hundreds of thousands of
+        entries in about a second); `faults.malformed` applies as in `grow`. Entries appended
+        later (grow, submit, the growth thread) are stamped no earlier than end_ms or any of
+        these (the latest), and so are tree heads. Raises ValueError on n < 0,
+        end_ms < start_ms or disorder_ms < 0.
+        """
+        stamps = history_timestamps(n, start_ms, end_ms, disorder_ms, seed)
+        with self._gen_lock:
+            if not stamps:
+                return self.size
+            if self._replay is not None:
+                self._append_replayed(stamps)
+            else:
+                self._generate(n, stamps.__getitem__)
+            self._last_entry_ms = max(self._last_entry_ms, end_ms, max(stamps))
+        return self.size
+
+    def _generate(self, n: int, stamp: Callable[[int], int]) -> None:
+        """Append `n` generated entries, the kth logged at stamp(k) (call with _gen_lock held)."""
+        done = 0
+        while done < n:
+            count = min(_GROW_CHUNK, n - done)
+            first = self.size  # stable: only this thread (holding _gen_lock) appends
+            batch = [
+                self._factory.next_entry(stamp(done + k), extensions=self._extensions(first + k))
+                for k in range(count)
+            ]
+            self._append(batch)
+            done += len(batch)
+
+    def _append_replayed(self, stamps: Sequence[int]) -> None:
+        """Append the next pool entries, one per timestamp of `stamps` (call with _gen_lock
+        held)."""
         store = self._replay
         assert store is not None
-        if n <= 0:
-            return
         pool_size = len(store.pool)
-        with self._gen_lock:
-            stamps = spread_timestamps(n, self._last_entry_ms, _now_ms(), int(_MAX_BACKLOG_S * 1000))
-            self._last_entry_ms = stamps[-1]
-            for done in range(0, n, _REPLAY_CHUNK):
-                times = stamps[done : done + _REPLAY_CHUNK]
-                sources = [(self._cursor + k) % pool_size for k in range(len(times))]
-                self._cursor = (self._cursor + len(times)) % pool_size
-                first = len(store)  # stable: only this thread (holding _gen_lock) appends
-                leaves = store.build(sources, times)  # hashed outside _lock: serving goes on
-                bad = [i for i in range(first, first + len(leaves)) if i in self.faults.malformed]
-                for i in bad:
-                    leaves[i - first] = corrupt_malformed(leaves[i - first], i, der_only=self.tiled)
-                hashes = [leaf_hash(leaf) for leaf in leaves]
-                with self._lock:
-                    if not bad:
-                        store.append(sources, times)
-                    else:
-                        for k, (source, stamp) in enumerate(zip(sources, times)):
-                            if first + k in bad:
-                                store.append_explicit(leaves[k], store.pool.entries[source].extra_data)
-                            else:
-                                store.append([source], [stamp])
-                    self._tree.extend(hashes)
+        for done in range(0, len(stamps), _REPLAY_CHUNK):
+            times = stamps[done : done + _REPLAY_CHUNK]
+            sources = [(self._cursor + k) % pool_size for k in range(len(times))]
+            self._cursor = (self._cursor + len(times)) % pool_size
+            first = len(store)  # stable: only this thread (holding _gen_lock) appends
+            leaves = store.build(sources, times)  # hashed outside _lock: serving goes on
+            bad = [i for i in range(first, first + len(leaves)) if i in self.faults.malformed]
+            for i in bad:
+                leaves[i - first] = corrupt_malformed(leaves[i - first], i, der_only=self.tiled)
+            hashes = [leaf_hash(leaf) for leaf in leaves]
+            with self._lock:
+                if not bad:
+                    store.append(sources, times)
+                else:
+                    for k, (source, stamp) in enumerate(zip(sources, times)):
+                        if first + k in bad:
+                            store.append_explicit(leaves[k], store.pool.entries[source].extra_data)
+                        else:
+                            store.append([source], [stamp])
+                self._tree.extend(hashes)
 
     def submit(self, names: Sequence[str], *, entry_type: EntryType | None = None) -> int:
         """Append one certificate for exactly `names` (not yet published); return its index."""
@@ -664,6 +719,8 @@ class LocalCTLog:
         low, high = faults.latency
         if high > 0:
             time.sleep(random.uniform(low, high))
+        if endpoint in faults.not_found:
+            return self._outcome("client_errors", _text(404, f"{endpoint} is not implemented by this log"))
         if faultable and faults.delay > 0 and (not faults.delay_every or n % faults.delay_every == 0):
             time.sleep(faults.delay)
         if faultable and faults.max_rps > 0 and not self._within_max_rps(faults.max_rps):
@@ -999,14 +1056,22 @@ class LogServer:
         replay: bool = False,
         operator: str = OPERATOR,
         pool_size: int = DEFAULT_POOL_SIZE,
+        history: tuple[float, float] | None = None,
+        history_disorder: float = 0.0,
     ) -> LocalCTLog:
         """Create, fill (`initial_size` entries, published) and host a log named `name`;
         `tiled` makes it a static-ct-api log (checkpoint origin `127.0.0.1:<port>/<slug>`).
         `replay` makes it grow from the process's replay pool of `pool_size` entries (cheap; see
         LocalCTLog; a larger pool repeats certificates less often); `operator` names its operator in `log_list()`.
 
+        `history` = (hours, rate) starts the log with that many hours of backdated entries,
+        `rate` per second of history (round(hours * 3600 * rate) entries, via `grow_history`,
+        seeded by the log's seed), each timestamp moved by up to `history_disorder` seconds;
+        the window ends `history_disorder` seconds before now, so no timestamp lies in the
+        future. The `initial_size` entries follow, stamped now.
+
         `seed` defaults to the log's position (1, 2, ...), so logs differ. Raises
-        ValueError if another log already has the same slug.
+        ValueError if another log already has the same slug, or on a negative history.
         """
         with self._lock:
             position = len(self._logs) + 1
@@ -1021,6 +1086,19 @@ class LogServer:
             operator=operator,
             pool_size=pool_size,
         )
+        if history is not None:
+            hours, per_second = history
+            if hours < 0 or per_second < 0 or history_disorder < 0:
+                raise ValueError(f"history {history} and history_disorder {history_disorder} must not be negative")
+            disorder_ms = round(history_disorder * 1000)
+            end_ms = _now_ms() - disorder_ms
+            log.grow_history(
+                round(hours * 3600 * per_second),
+                start_ms=end_ms - round(hours * 3_600_000),
+                end_ms=end_ms,
+                disorder_ms=disorder_ms,
+                seed=position if seed is None else seed,
+            )
         if initial_size:
             log.grow(initial_size)
         log.publish()
@@ -1270,13 +1348,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--cap", type=int, default=Faults.cap, help="most entries per get-entries answer")
     add("--seed", type=int, default=0, help="log i (from 1) uses seed + i")
     add("--phishing-every", type=int, default=0, metavar="N",
-        help="every Nth certificate of each log has phishing-style names (default 0: none)")
+        help="every Nth certificate of each log has phishing-style names (default 0: none; "
+             "live growth only, the history has none)")
     add("--planted", type=Path, default=None, metavar="PATH",
         help="with --phishing-every: append each planted certificate to PATH "
              "(JSON lines: log slug, index, names)")  # fmt: skip
+    add("--history-hours", type=float, default=0.0, metavar="H",
+        help="each log starts with H hours of backdated history ending now, published "
+             "before live growth (default 0: none)")  # fmt: skip
+    add("--history-rate", type=float, default=1.0, metavar="R",
+        help="entries per second of history: H * 3600 * R entries per log (default 1.0)")
+    add("--disorder-seconds", type=float, default=0.0, metavar="S",
+        help="move each history timestamp by up to S seconds either way; the history then "
+             "ends S seconds before now, so none lies in the future (default 0)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.logs < 1 or args.initial_size < 0 or args.rate < 0 or args.cap < 1:
         parser.error("--logs and --cap must be >= 1, --initial-size and --rate >= 0")
+    if args.history_hours < 0 or args.history_rate < 0 or args.disorder_seconds < 0:
+        parser.error("--history-hours, --history-rate and --disorder-seconds must be >= 0")
     if not 0 <= args.tiled <= args.logs:
         parser.error("--tiled must be between 0 and --logs")
     if args.phishing_every < 0:
@@ -1298,6 +1387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             initial_size=0 if planting else args.initial_size,
             rate=0.0 if planting else args.rate,
             faults=Faults(cap=args.cap),
+            history=(args.history_hours, args.history_rate) if args.history_hours > 0 else None,
+            history_disorder=args.disorder_seconds,
         )
     growth = None
     if planting:
