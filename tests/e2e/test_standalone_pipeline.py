@@ -149,6 +149,9 @@ def test_standalone_pipeline(tmp_path: Path, database_url: str) -> None:
         demo=True, ui_port=free_port(), run_dir=tmp_path / "run", env=env, lake=tmp_path / "lake",
         demo_logs=2, demo_tiled=1, demo_rate=2.0, phishing_every=10,
         airflow_output=tmp_path / "airflow.log",
+        # Every index from 0 must reach the lake: no history, ingested from the beginning
+        # (make demo starts at the tip, leaving its 3 hours of history to a backfill).
+        demo_history_hours=0, demo_start_at="beginning",
     )  # fmt: skip
     output = tmp_path / "airflow.log"
     started = time.monotonic()

@@ -14,8 +14,10 @@
    that connection (or the one CT_KAFKA_CONN_ID names) is set already, or CT_KAFKA_CONN_ID is
    empty (publishing off);
 3. with --demo, the local CT log server (`ctlib.testing.ctlog`: 3 logs, one of them tiled,
-   growing 5 entries/s, every 25th certificate with phishing-style names, recorded in
-   .run/demo_planted.jsonl), with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=beginning,
+   each starting with 3 hours of history (0.5 entries/s, timestamps in the past), then
+   growing 5 entries/s, every 25th new certificate with phishing-style names, recorded in
+   .run/demo_planted.jsonl), with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=latest
+   (live ingestion starts at the tip: the history is left for a backfill of a past window),
    CT_LAKE=<project>/data/demo, CT_PARTIAL_TILE_WAIT=20; and fake PassiveTotal and
    ThreatStream APIs (`ctlib.testing.enrichment_servers`, in this process) exported as
    AIRFLOW_CONN_PASSIVETOTAL_DEFAULT / AIRFLOW_CONN_THREATSTREAM_DEFAULT (never without
@@ -71,6 +73,9 @@ DEMO_PLANTED = "demo_planted.jsonl"  # the phishing-style certificates planted i
 DEMO_LOGS = 3
 DEMO_TILED = 1  # of DEMO_LOGS, static-ct-api (tiled) logs
 DEMO_RATE = 5.0  # entries per second per demo log
+DEMO_HISTORY_HOURS = 3.0  # each demo log starts with this much history, left to a backfill
+DEMO_HISTORY_RATE = 0.5  # entries per second of that history
+DEMO_START_AT = "latest"  # CT_START_AT of the demo: live ingestion starts at the tip
 DEMO_PHISHING_EVERY = 25  # every Nth demo certificate has phishing-style names
 DEMO_PARTIAL_TILE_WAIT = 20  # CT_PARTIAL_TILE_WAIT of the demo (seconds)
 ENRICH_POOL_SLOTS = 2
@@ -359,8 +364,9 @@ class Orchestrator:
     `start()` ... `stop()` (or the context manager) with overrides instead: `env` is the base
     environment (default os.environ; its variables win over every default here), `run_dir`
     where pid files and service logs go, `lake` the demo lake, `demo_logs`/`demo_tiled`/
-    `demo_rate`/`phishing_every` the local CT logs, `airflow_output` a file for standalone's
-    output (default: this process's stdout).
+    `demo_rate`/`phishing_every`/`demo_history_hours`/`demo_history_rate` the local CT logs
+    (history hours 0: none), `demo_start_at` the demo's CT_START_AT, `airflow_output` a file
+    for standalone's output (default: this process's stdout).
     """
 
     def __init__(
@@ -376,6 +382,9 @@ class Orchestrator:
         demo_rate: float = DEMO_RATE,
         phishing_every: int = DEMO_PHISHING_EVERY,
         airflow_output: Path | None = None,
+        demo_history_hours: float = DEMO_HISTORY_HOURS,
+        demo_history_rate: float = DEMO_HISTORY_RATE,
+        demo_start_at: str = DEMO_START_AT,
     ) -> None:
         self.demo = demo
         self.run_dir = ensure_run_dir(Path(run_dir))
@@ -387,6 +396,9 @@ class Orchestrator:
         self.demo_rate = demo_rate
         self.phishing_every = phishing_every
         self.airflow_output = airflow_output
+        self.demo_history_hours = demo_history_hours
+        self.demo_history_rate = demo_history_rate
+        self.demo_start_at = demo_start_at
         self._stops: list[tuple[str, Callable[[], object]]] = []  # called for effect (pg.stop returns a bool)
         self.state: dict[str, str] = {}
         self.airflow: subprocess.Popen | None = None
@@ -471,7 +483,8 @@ class Orchestrator:
             [sys.executable, "-m", "ctlib.testing.ctlog", "--logs", str(self.demo_logs),
              "--tiled", str(self.demo_tiled), "--port", str(port), "--log-list", str(log_list),
              "--rate", f"{self.demo_rate:g}", "--phishing-every", str(self.phishing_every),
-             "--planted", str(self.planted)],
+             "--planted", str(self.planted), "--history-hours", f"{self.demo_history_hours:g}",
+             "--history-rate", f"{self.demo_history_rate:g}"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=PROJECT_ROOT,
         )  # fmt: skip
@@ -495,7 +508,7 @@ class Orchestrator:
             shutil.rmtree(lake)
             say(f"demo: emptied {lake} (the demo logs start afresh)")
         self.env["CT_LOG_LIST"] = str(log_list)
-        self.env["CT_START_AT"] = "beginning"
+        self.env["CT_START_AT"] = self.demo_start_at
         self.env["CT_LAKE"] = str(lake)
         # A tiled log's last tile is read partial after this many seconds (default 60).
         self.env.setdefault("CT_PARTIAL_TILE_WAIT", str(DEMO_PARTIAL_TILE_WAIT))
@@ -503,9 +516,11 @@ class Orchestrator:
         tiled = f" ({self.demo_tiled} tiled)" if self.demo_tiled else ""
         planted = (f", every {self.phishing_every}th certificate phishing-style"
                    if self.phishing_every else "")  # fmt: skip
+        history = (f" after {self.demo_history_hours:g} h of history ({self.demo_history_rate:g} entries/s)"
+                   if self.demo_history_hours > 0 else "")  # fmt: skip
         say(f"demo: {self.demo_logs} local CT logs{tiled} at http://127.0.0.1:{port}/ growing "
-            f"{self.demo_rate:g} entries/s each{planted}")  # fmt: skip
-        say(f"demo: CT_LOG_LIST={log_list} CT_START_AT=beginning CT_LAKE={lake}")
+            f"{self.demo_rate:g} entries/s each{history}{planted}")  # fmt: skip
+        say(f"demo: CT_LOG_LIST={log_list} CT_START_AT={self.demo_start_at} CT_LAKE={lake}")
 
     def start_enrichment(self) -> None:
         """The demo's fake PassiveTotal and ThreatStream (in this process), exported as the
