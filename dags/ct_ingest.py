@@ -29,10 +29,17 @@ advances the watermark only when every range is stored. The task that commits an
 the new files on the `ct://certs` asset. fetch and commit are skipped when there is nothing
 for them. A failed or cleared run is safe to re-run: files are rewritten, never doubled.
 
-**Backfill**: trigger with `start_index` and `end_index` to fetch that index range (history
-before where ingestion began) into the same lake and topic, verified against the log's
-signed root, without touching the watermark. Ranges are rounded out to 8,192-entry cells,
-so repeating a backfill rewrites the same files.
+**Backfill by time**: use the Backfills tab (or `airflow backfill create`, or
+`POST /api/v2/backfills`). Each backfill run stores the entries *logged* (their log
+timestamp) from its logical date to the next one on this DAG's schedule, so a backfill's
+runs cover its range with no gap and no overlap. The same by hand: trigger with
+`start_time` and `end_time` (ISO-8601, UTC). Only history before where scheduled ingestion
+began is stored (it holds the rest), verified against the log's signed root, into the same
+lake and topic, without touching the watermark; a repeated backfill stores nothing twice.
+Backfill tasks run in the `{backfill_pool}` pool, so they never take live ingestion's slots.
+
+**Backfill by index**: trigger with `start_index` and `end_index` to fetch that index
+range; ranges are rounded out to 8,192-entry cells.
 
 {schedule}
 """
@@ -48,7 +55,7 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = No
     @dag(
         dag_id=f"ct_ingest__{ctlog.slug}",
         description=f"Ingest CT log {ctlog.description}",
-        doc_md=DOC.format(**log_json, schedule=sched.describe()),
+        doc_md=DOC.format(**log_json, schedule=sched.describe(), backfill_pool=settings.backfill_pool),
         schedule=timetable_for(sched),
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
@@ -60,15 +67,19 @@ def build_ingest_dag(ctlog: CTLog, settings: Settings, now: datetime | None = No
                                  description="Backfill: first index to fetch (leave empty for a normal run)"),
             "end_index": Param(None, type=["null", "integer"], minimum=1,
                                description="Backfill: index after the last one to fetch"),
+            "start_time": Param(None, type=["null", "string"], format="date-time",
+                                description="Backfill by time: the entries logged from this time (ISO-8601, UTC)"),
+            "end_time": Param(None, type=["null", "string"], format="date-time",
+                              description="Backfill by time: ... until before this time (ISO-8601, UTC)"),
         },
         default_args=settings.default_args(),
     )
     def ingest_dag():
         @task(task_id="ingest", outlets=[alias, *woken])
-        def ingest(params=None, ti=None, *, outlet_events=None) -> list[dict]:
+        def ingest(params=None, ti=None, dag_run=None, *, outlet_events=None) -> list[dict]:
             from ctlib.airflow.ingest_tasks import ingest_task
 
-            return ingest_task(log_json, params, ti, outlet_events, wakes=bool(woken))
+            return ingest_task(log_json, params, ti, outlet_events, wakes=bool(woken), dag_run=dag_run)
 
         # Each fetch task is labelled by its range (ingest_tasks.RANGE_LABEL) in the grid.
         @task(max_active_tis_per_dagrun=settings.fetch_parallelism, map_index_template="{{ ct_range }}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 # plugins/ctlib/settings.py -> the project root (also right for the docker layout,
@@ -70,6 +71,24 @@ def user_agent(contact: str) -> str:
     return f"{USER_AGENT_PRODUCT} (CT monitor; contact: {contact})" if contact else f"{USER_AGENT_PRODUCT} (CT monitor)"
 
 
+def parse_utc(text: str, what: str) -> datetime:
+    """An ISO-8601 time as an aware datetime; UTC when `text` names no zone."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise SettingsError(f"{what}={text!r}: not an ISO-8601 time such as 2026-12-01T09:00:00Z") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _start_at(raw: str) -> str:
+    text = raw.strip()
+    if text.lower() in {"", "latest", "beginning"}:
+        return text.lower() or "latest"
+    if not text[:1].isdigit():
+        raise SettingsError(f"CT_START_AT={text!r}: use latest, beginning or an ISO-8601 time (UTC)")
+    return parse_utc(text, "CT_START_AT").isoformat()
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -100,7 +119,9 @@ class Settings:
     lake: str
     """CT_LAKE: root of the Parquet lake, a local path or a pyarrow filesystem URI."""
     start_at: str
-    """CT_START_AT: `latest` or `beginning`, for a log with no stored state."""
+    """CT_START_AT, for a log with no stored state: `latest` (its current tree size),
+    `beginning` (index 0), or an ISO-8601 time (UTC unless it names a zone, normalized here to
+    `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`): the first entry logged at or after it."""
     schedule: str
     """CT_SCHEDULE: cron expression (UTC) of the ingest DAGs of logs that can still grow."""
     schedule_spread: bool
@@ -162,6 +183,13 @@ class Settings:
     """CT_ENRICH_TTL: seconds during which an enriched domain is not asked about again."""
     enrich_pool: str
     """CT_ENRICH_POOL: Airflow pool capping concurrent calls to the threat-intel APIs."""
+    backfill_pool: str
+    """CT_BACKFILL_POOL: Airflow pool every task of a backfill run goes to (scheduled runs
+    never), so a long backfill cannot take the executor slots live ingestion needs."""
+    backfill_disorder: float
+    """CT_BACKFILL_DISORDER: seconds by which an entry's timestamp may be below that of an
+    entry before it; a backfill by time reads that much more on each side of its window and
+    fails, naming the index, where a log shows more (ctlib.ingest.timeindex)."""
     kafka_flush_timeout: float
     """CT_KAFKA_FLUSH_TIMEOUT: seconds to wait for every delivery report of a range."""
     store_der: bool
@@ -191,6 +219,11 @@ class Settings:
             "retry_delay": timedelta(seconds=self.task_retry_delay),
             "retry_exponential_backoff": True,
         }
+
+    @property
+    def start_at_time(self) -> datetime | None:
+        """CT_START_AT as a time, None when it is `latest` or `beginning`."""
+        return None if self.start_at in {"latest", "beginning"} else datetime.fromisoformat(self.start_at)
 
     @property
     def kafka_enabled(self) -> bool:
@@ -227,9 +260,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        start_at = env.get("CT_START_AT", "latest").strip().lower() or "latest"
-        if start_at not in {"latest", "beginning"}:
-            raise SettingsError(f"CT_START_AT={start_at!r}: use latest or beginning")
+        start_at = _start_at(env.get("CT_START_AT", ""))
         lake = env.get("CT_LAKE", "").strip() or str(DEFAULT_LAKE)
         contact = _contact(env)
         return cls(
@@ -270,6 +301,8 @@ class Settings:
             kafka_enriched_topic=env.get("CT_KAFKA_ENRICHED_TOPIC", "").strip() or "ct-enriched",
             enrich_ttl=_float(env, "CT_ENRICH_TTL", 7 * 86400.0, allow_zero=True),
             enrich_pool=env.get("CT_ENRICH_POOL", "").strip() or "ct_enrichment",
+            backfill_pool=env.get("CT_BACKFILL_POOL", "").strip() or "ct_backfill",
+            backfill_disorder=_float(env, "CT_BACKFILL_DISORDER", 10.0, allow_zero=True),
             kafka_flush_timeout=_float(env, "CT_KAFKA_FLUSH_TIMEOUT", 60.0),
             store_der=_bool(env, "CT_STORE_DER", False),
             partial_tile_wait=_float(env, "CT_PARTIAL_TILE_WAIT", 30.0, allow_zero=True),

@@ -124,3 +124,56 @@ def test_a_new_list_wakes_the_frozen_logs_it_changed(bundled):
     assert woken_logs(bundled, after, DEC_5) == ["google_argon2025h2_log", "google_argon2026h2_log", "sectigo_mammoth2026h2"]
     assert woken_logs(bundled, bundled, DEC_5) == []
     assert woken_logs(None, after, DEC_5) == [], "no list before: every DAG is new"
+
+
+def test_backfill_windows_follow_the_schedule_with_no_gap_or_overlap():
+    from ctlib.ingest.schedule import LogSchedule, window_of
+
+    utc = timezone.utc
+    live = LogSchedule("* * * * *", timedelta(seconds=17), False, "", None)
+    runs = [datetime(2026, 12, 1, 9, 58, 17, tzinfo=utc) + timedelta(minutes=k) for k in range(5)]
+    windows = [window_of(live, run) for run in runs]
+    assert windows[0] == (runs[0], runs[1])
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:])), "each window ends where the next begins"
+    frozen = LogSchedule("0 * * * *", timedelta(seconds=1234), True, "retired", "ct://wake/x")
+    start = datetime(2026, 12, 1, 9, 20, 34, tzinfo=utc)
+    assert window_of(frozen, start) == (start, start + timedelta(hours=1))
+    plain = LogSchedule("@hourly", timedelta(), True, "", None)
+    assert window_of(plain, datetime(2026, 12, 1, 23, tzinfo=utc))[1] == datetime(2026, 12, 2, tzinfo=utc)
+    # A logical date in another zone is the same instant.
+    cet = timezone(timedelta(hours=1))
+    assert window_of(live, runs[0].astimezone(cet)) == windows[0]
+
+
+def test_backfill_runs_go_to_the_backfill_pool(monkeypatch):
+    from types import SimpleNamespace
+
+    from ctlib.airflow.pools import backfill_pool, route_task_instance
+
+    monkeypatch.delenv("CT_BACKFILL_POOL", raising=False)
+    ingest = "ct_ingest__some_log"
+    assert backfill_pool(ingest, SimpleNamespace(value="backfill"), "backfill__2026-12-01", {}) == "ct_backfill"
+    assert backfill_pool(ingest, None, "backfill__2026-12-01T09:00:00+00:00", None) == "ct_backfill", "run not at hand"
+    assert backfill_pool(ingest, "manual", "manual__x", {"start_time": "2026-12-01T09:00:00Z"}) == "ct_backfill"
+    assert backfill_pool(ingest, "manual", "manual__x", {"start_index": 0, "end_index": 5}) == "ct_backfill"
+    assert backfill_pool(ingest, "scheduled", "scheduled__x", {}) is None
+    assert backfill_pool(ingest, "manual", "manual__x", {"start_time": None}) is None
+    assert backfill_pool("ct_score", "backfill", "backfill__x", {}) is None, "ingest DAGs only"
+    monkeypatch.setenv("CT_BACKFILL_POOL", "history")
+    ti = SimpleNamespace(dag_id=ingest, run_id="backfill__x", pool="default_pool")
+    route_task_instance(ti, SimpleNamespace(run_type="backfill", run_id="backfill__x", conf={}))
+    assert ti.pool == "history"
+    live = SimpleNamespace(dag_id=ingest, run_id="scheduled__x", pool="default_pool")
+    route_task_instance(live, SimpleNamespace(run_type="scheduled", run_id="scheduled__x", conf={}))
+    assert live.pool == "default_pool"
+
+
+def test_the_cluster_policy_is_registered():
+    import airflow.settings as airflow_settings
+    from airflow.policies import make_plugin_from_local_settings  # noqa: F401  (the hook spec exists)
+
+    import airflow_local_settings
+
+    assert callable(airflow_local_settings.task_instance_mutation_hook)
+    assert "task_instance_mutation_hook" in airflow_local_settings.__all__
+    assert hasattr(airflow_settings, "task_instance_mutation_hook")

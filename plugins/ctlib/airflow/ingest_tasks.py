@@ -20,16 +20,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ctlib.airflow.assets import CERTS, certs_alias, wake_alias, wake_asset
 from ctlib.ct.loglist import CTLog
 from ctlib.ct.types import VerificationError
 from ctlib.http import warn_if_anonymous
-from ctlib.ingest.run import RangeSummary, RunPlan, commit_backfill, commit_run, fetch_range, plan_backfill, plan_run
-from ctlib.ingest.state import VariableStateStore
+from ctlib.ingest.run import (
+    KeepRule,
+    RangeSummary,
+    RunPlan,
+    commit_backfill,
+    commit_run,
+    fetch_range,
+    plan_backfill,
+    plan_run,
+    plan_window,
+)
+from ctlib.ingest.state import VariablePointStore, VariableStateStore
 from ctlib.lake.files import Lake
-from ctlib.settings import Settings
+from ctlib.settings import Settings, SettingsError, parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +64,58 @@ def _fail_on_incident(step: Callable[[], Any]) -> Any:
         raise AirflowFailException(f"INCIDENT {err.kind}: {err}") from err
 
 
-def _plan(ctlog: CTLog, settings: Settings, params: dict[str, Any] | None) -> RunPlan:
-    start, end = (params or {}).get("start_index"), (params or {}).get("end_index")
-    if (start is None) != (end is None):
-        from airflow.sdk.exceptions import AirflowFailException
+def _fail(message: str) -> Any:
+    from airflow.sdk.exceptions import AirflowFailException
 
-        raise AirflowFailException("a backfill needs both start_index and end_index")
+    raise AirflowFailException(message)
+
+
+def is_backfill_run(dag_run: Any) -> bool:
+    """True for a run Airflow's backfill created (UI Backfill dialog, `airflow backfill
+    create`, POST /api/v2/backfills)."""
+    run_type = getattr(dag_run, "run_type", None)
+    return getattr(run_type, "value", run_type) == "backfill"
+
+
+def _time_window(ctlog: CTLog, settings: Settings, params: dict[str, Any],
+                 dag_run: Any) -> tuple[datetime, datetime] | None:
+    """The run's time window: the Params start_time and end_time, else a backfill run's
+    window on the DAG's schedule (ctlib.ingest.schedule.window_of); None for any other run."""
+    first, last = params.get("start_time"), params.get("end_time")
+    if (first is None) != (last is None):
+        _fail("a backfill by time needs both start_time and end_time (ISO-8601, UTC)")
+    if first is not None and last is not None:
+        try:
+            return parse_utc(str(first), "start_time"), parse_utc(str(last), "end_time")
+        except SettingsError as err:
+            _fail(str(err))
+    if is_backfill_run(dag_run) and getattr(dag_run, "logical_date", None) is not None:
+        from ctlib.ingest.schedule import schedule_for, window_of
+
+        return window_of(schedule_for(ctlog, datetime.now(UTC), settings), dag_run.logical_date)
+    return None
+
+
+def _plan(ctlog: CTLog, settings: Settings, params: dict[str, Any] | None, dag_run: Any = None) -> RunPlan:
+    params = params or {}
+    start, end = params.get("start_index"), params.get("end_index")
+    if (start is None) != (end is None):
+        _fail("a backfill needs both start_index and end_index")
+    window = _time_window(ctlog, settings, params, dag_run)
+    if window is not None and start is not None:
+        _fail("give start_index/end_index or start_time/end_time, not both")
     store, lake = VariableStateStore(), Lake.open(settings.lake)
     if start is not None and end is not None:  # both or neither, checked above
         return _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, int(start), int(end)))
+    if window is not None:
+        return _fail_on_incident(lambda: plan_window(ctlog, settings, store, lake, VariablePointStore(), *window))
     return _fail_on_incident(lambda: plan_run(ctlog, settings, store, lake))
 
 
-def _fetch(ctlog: CTLog, start: int, end: int, settings: Settings, *, alone: bool) -> RangeSummary:
-    """`alone`: the only reader of the log in this run (its whole request rate)."""
+def _fetch(ctlog: CTLog, start: int, end: int, settings: Settings, *, alone: bool,
+           keep: KeepRule | None = None) -> RangeSummary:
+    """`alone`: the only reader of the log in this run (its whole request rate); `keep`:
+    which entries a backfill by time stores."""
     producer_factory = None
     if settings.kafka_enabled:
         from ctlib.kafka import producer_from_connection
@@ -74,7 +123,7 @@ def _fetch(ctlog: CTLog, start: int, end: int, settings: Settings, *, alone: boo
         # Fail before downloading anything when the connection is missing.
         producer = producer_from_connection(settings.kafka_conn_id)
         producer_factory = lambda: producer
-    return fetch_range(ctlog, start, end, settings, Lake.open(settings.lake), producer_factory, alone=alone)
+    return fetch_range(ctlog, start, end, settings, Lake.open(settings.lake), producer_factory, alone=alone, keep=keep)
 
 
 def _commit(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], settings: Settings,
@@ -83,9 +132,11 @@ def _commit(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], settings
     frozen log's wake-up asset) and the committed watermark is still below the verified tree
     size, emit through it so the next run starts at once rather than at the next hourly tick."""
     lake = Lake.open(settings.lake)
-    if plan.mode == "backfill":
+    if plan.mode != "watermark":
         compact = _fail_on_incident(lambda: commit_backfill(ctlog, plan, summaries, lake, settings))
         end, result = compact.end, {"backfilled": [plan.start, compact.end], "tree_size": plan.tree_size}
+        if plan.keep is not None:
+            result["window"] = [_iso(plan.keep.window_start_ms), _iso(plan.keep.window_end_ms)]
     else:
         state = _fail_on_incident(lambda: commit_run(ctlog, plan, summaries, VariableStateStore(), lake, settings))
         end, result = state.next_index, {k: v for k, v in state.to_json().items() if k != "compact_range"}
@@ -98,11 +149,15 @@ def _commit(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], settings
         "files": [f for s in summaries for f in s.cert_files],
         "error_files": [f for s in summaries for f in s.error_files],
     })
-    if wake is not None and plan.mode != "backfill" and end < plan.tree_size:
+    if wake is not None and plan.mode == "watermark" and end < plan.tree_size:
         log.info("%s: %d entries left behind: waking the next run", ctlog.slug, plan.tree_size - end)
         wake({"log": ctlog.slug, "next_index": end, "tree_size": plan.tree_size})
     return {"entries": end - plan.start, "certs": sum(s.certs for s in summaries),
             "errors": sum(s.errors for s in summaries), **result}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _emitters(slug: str, outlet_events: Any, wakes: bool) -> tuple[Emit, Emit | None]:
@@ -118,21 +173,23 @@ def _emitters(slug: str, outlet_events: Any, wakes: bool) -> tuple[Emit, Emit | 
 
 
 def ingest_task(log_json: dict[str, Any], params: dict[str, Any] | None, ti: Any, outlet_events: Any,
-                *, wakes: bool = False) -> list[dict[str, int]]:
-    """Plan the run (with the Params start_index and end_index: a backfill of that index
-    range). Returns the work items for `fetch`: none when the log has nothing new or when the
+                *, wakes: bool = False, dag_run: Any = None) -> list[dict[str, Any]]:
+    """Plan the run: a backfill of an index range with the Params start_index and end_index;
+    of a time window with start_time and end_time, or in a run Airflow's backfill made (the
+    window from its logical date to the next on the DAG's schedule); else a normal run.
+    Returns the work items for `fetch`: none when the log has nothing new or when the
     backlog was small enough to be fetched and committed here. Pushes the XComs `plan` (for
     commit, when there is work) and `result` (what this task did, with `entries` committed)."""
     settings = _settings()
     ctlog = CTLog.from_dict(log_json)
     announce, wake = _emitters(ctlog.slug, outlet_events, wakes)
-    plan = _plan(ctlog, settings, params)
+    plan = _plan(ctlog, settings, params, dag_run)
     ranges = plan.ranges
     if len(ranges) == 1 and ranges[0][1] - ranges[0][0] <= settings.inline_entries:
         (start, end), = ranges
         log.info("%s: one range of %d entries: fetching and committing in this task (CT_INLINE_ENTRIES=%d)",
                  ctlog.slug, end - start, settings.inline_entries)
-        summary = _fetch(ctlog, start, end, settings, alone=True)
+        summary = _fetch(ctlog, start, end, settings, alone=True, keep=plan.keep)
         result = _commit(ctlog, plan, [summary], settings, announce, wake)
         log.info("%s: committed %d entries in this task: %s", ctlog.slug, result["entries"], result)
         ti.xcom_push("result", {"done_here": True, **result})
@@ -140,14 +197,17 @@ def ingest_task(log_json: dict[str, Any], params: dict[str, Any] | None, ti: Any
     ti.xcom_push("result", {"done_here": False, "entries": 0, "planned": sum(e - s for s, e in ranges), "ranges": len(ranges)})
     if ranges:
         ti.xcom_push("plan", plan.to_json())
-    return [{"start": start, "end": end} for start, end in ranges]
+    if plan.keep is None:
+        return [{"start": start, "end": end} for start, end in ranges]
+    return [{"start": start, "end": end, "keep": plan.keep.clipped(start, end).to_json()} for start, end in ranges]
 
 
-def fetch_task(log_json: dict[str, Any], work: dict[str, int]) -> dict[str, Any]:
+def fetch_task(log_json: dict[str, Any], work: dict[str, Any]) -> dict[str, Any]:
     """Fetch one work item's range; its summary (RangeSummary) is for commit."""
     _label_map_index(f"[{work['start']}, {work['end']})")
+    keep = KeepRule.from_json(work["keep"]) if work.get("keep") else None
     return _fetch(CTLog.from_dict(log_json), work["start"], work["end"], _settings(),
-                  alone=False).to_json()
+                  alone=False, keep=keep).to_json()
 
 
 def commit_task(log_json: dict[str, Any], plan: dict[str, Any], summaries: list[dict[str, Any]],

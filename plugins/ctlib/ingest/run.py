@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ctlib.ct.client import open_client
@@ -27,10 +29,10 @@ from ctlib.ct.limits import limits_for
 from ctlib.ct.loglist import CTLog
 from ctlib.ct.merkle import CompactRange, MerkleError, verify_consistency
 from ctlib.ct.tiles import TILE_WIDTH
-from ctlib.ct.types import LogClient, TreeHead, VerificationError
+from ctlib.ct.types import LogClient, RawEntry, TreeHead, VerificationError
 from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ingest.plan import check_coverage, plan_ranges
-from ctlib.ingest.state import LogState, PendingPlan, StateError, StateStore
+from ctlib.ingest.state import LogState, PendingPlan, PointStore, StateError, StateStore
 from ctlib.lake.files import Lake, delete_files, write_incident, write_range
 from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.settings import Settings
@@ -54,14 +56,53 @@ class RunPlan:
     sth_timestamp: int
     root_hash: str  # base64, of the verified tree head of size tree_size
     ranges: list[tuple[int, int]] = field(default_factory=list)
-    mode: str = "watermark"  # or "backfill": an index range that leaves the watermark alone
+    mode: str = "watermark"
+    """"watermark" (a normal run), "backfill" (an index range) or "window" (the entries logged
+    in a time window); the last two leave the watermark alone."""
+    keep: KeepRule | None = None
+    """Window runs: which fetched entries are stored (the others are only verified)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> RunPlan:
-        return cls(**{**obj, "ranges": [tuple(r) for r in obj["ranges"]]})
+        keep = KeepRule.from_json(obj["keep"]) if obj.get("keep") else None
+        return cls(**{**obj, "ranges": [tuple(r) for r in obj["ranges"]], "keep": keep})
+
+
+@dataclass(frozen=True, slots=True)
+class KeepRule:
+    """The entries a backfill by time stores of what it fetches: those whose own log
+    timestamp is in [window_start_ms, window_end_ms), below `below` (where scheduled
+    ingestion began: it holds the rest) and not in `held` (index runs the lake already holds,
+    from an earlier backfill). `disorder_ms` is CT_BACKFILL_DISORDER, which the fetched
+    timestamps must keep within for the window's index range to be complete."""
+
+    window_start_ms: int
+    window_end_ms: int
+    below: int
+    disorder_ms: int
+    held: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> KeepRule:
+        return cls(**{**obj, "held": [tuple(r) for r in obj.get("held", ())]})
+
+    def clipped(self, start: int, end: int) -> KeepRule:
+        """The same rule with only the held runs that meet [start, end) (for one work item)."""
+        return replace(self, held=[(s, e) for s, e in self.held if s < end and e > start])
+
+    def mask(self, start: int, timestamps: np.ndarray) -> np.ndarray:
+        """Which entries of [start, start + len(timestamps)) are kept (-1: no timestamp)."""
+        index = np.arange(start, start + len(timestamps))
+        keep = (timestamps >= self.window_start_ms) & (timestamps < self.window_end_ms) & (index < self.below)
+        for s, e in self.held:
+            keep[max(s - start, 0):max(e - start, 0)] = False
+        return keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +234,20 @@ BACKFILL_CELL = 8192
 repeated or overlapping backfills rewrite the same files instead of doubling rows."""
 
 
+def _backfill_head(ctlog: CTLog, client: LogClient, state: LogState | None, lake: Lake) -> TreeHead:
+    """The log's verified tree head, checked against the stored one when there is one; an
+    incident is recorded and raised when it does not verify."""
+    head = None
+    try:
+        head = client.tree_head()
+        if state is not None:
+            check_tree_head(client, state, head)
+        return head
+    except VerificationError as err:
+        record_incident(lake, ctlog, err, served=head, verified_size=state.tree_size if state else None)
+        raise
+
+
 def plan_backfill(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
                   start_index: int, end_index: int) -> RunPlan:
     """Ranges for fetching [start_index, end_index) without touching the watermark: history
@@ -200,14 +255,8 @@ def plan_backfill(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lak
     log_limits(ctlog, settings)
     client = open_client(ctlog, settings)
     state = store.load(ctlog.slug)
-    head = None
     try:
-        head = client.tree_head()
-        if state is not None:
-            check_tree_head(client, state, head)
-    except VerificationError as err:
-        record_incident(lake, ctlog, err, served=head, verified_size=state.tree_size if state else None)
-        raise
+        head = _backfill_head(ctlog, client, state, lake)
     finally:
         client.close()
     limit = state.first_index if state is not None else head.size
@@ -219,11 +268,75 @@ def plan_backfill(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lak
         raise IngestError(f"{ctlog.slug}: cannot backfill [{start_index}, {end_index}): {why}")
     first = start_index - start_index % BACKFILL_CELL
     last = min(limit, -(-end_index // BACKFILL_CELL) * BACKFILL_CELL)
-    ranges = [(s, min(s + BACKFILL_CELL, last)) for s in range(first, last, BACKFILL_CELL)]
+    ranges = _cells(first, last)
     log.info("%s: backfill of [%d, %d) as %d cell(s) [%d, %d); the watermark is not touched",
              ctlog.slug, start_index, end_index, len(ranges), first, last)
     return RunPlan(slug=ctlog.slug, start=first, tree_size=head.size, sth_timestamp=head.timestamp,
                    root_hash=_b64(head.root_hash), ranges=ranges, mode="backfill")
+
+
+def _cells(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) cut at every multiple of BACKFILL_CELL."""
+    return [(max(s, start), min(s + BACKFILL_CELL, end))
+            for s in range(start - start % BACKFILL_CELL, end, BACKFILL_CELL)]
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def plan_window(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake, points: PointStore,
+                window_start: datetime, window_end: datetime) -> RunPlan:
+    """Ranges for storing every entry logged in [window_start, window_end) (its log timestamp)
+    that scheduled ingestion does not hold, without touching the watermark.
+
+    The window's index range comes from a search of the log (ctlib.ingest.timeindex), started
+    from the lake's own points near the window's edges and from `points` (learned by earlier
+    searches, saved back). It is read in BACKFILL_CELL-aligned ranges; what is stored is set by
+    the plan's KeepRule: the window's entries below first_index (scheduled ingestion holds the
+    rest), less any the lake holds already (from an earlier backfill of another shape)."""
+    from ctlib.ingest.timeindex import TimeIndex
+    from ctlib.lake.known import days_between, held_runs, is_local, time_points
+
+    start_ms, end_ms = _ms(window_start), _ms(window_end)
+    if end_ms <= start_ms:
+        raise IngestError(f"{ctlog.slug}: empty time window [{_iso(start_ms)}, {_iso(end_ms)})")
+    disorder_ms = int(settings.backfill_disorder * 1000)
+    low, high = start_ms - disorder_ms, end_ms + disorder_ms
+    log_limits(ctlog, settings)
+    client = open_client(ctlog, settings)
+    state = store.load(ctlog.slug)
+    try:
+        head = _backfill_head(ctlog, client, state, lake)
+        known = [*points.load(ctlog.slug), *time_points(settings.lake, ctlog.slug, [low, high], span_ms=3_600_000)]
+        size = head.size
+        index = TimeIndex(size, lambda i: client.entry_timestamps(i, size), known, slug=ctlog.slug)
+        first, end = index.window_range(start_ms, end_ms, disorder_ms)
+        points.save(ctlog.slug, index.cacheable())
+    finally:
+        client.close()
+    below = state.first_index if state is not None else head.size
+    fetch_end = min(end, below)
+    held = held_runs(settings.lake, ctlog.slug, first, fetch_end, days_between(low, high)) if first < fetch_end else []
+    ranges = _cells(first, fetch_end) if first < fetch_end else []
+    keep = KeepRule(start_ms, end_ms, below=below, disorder_ms=disorder_ms, held=held)
+    window = f"[{_iso(start_ms)}, {_iso(end_ms)})"
+    log.info("%s: entries logged in %s lie in [%d, %d) (searched with %d probe(s) of the log, %d point(s) known); "
+             "scheduled ingestion holds [%d, ...); this run reads [%d, %d) in %d range(s)%s; the watermark is not touched",
+             ctlog.slug, window, first, end, index.probes, len(known), below, first, max(first, fetch_end), len(ranges),
+             f", {sum(e - s for s, e in held)} entries of it already in the lake" if held else "")
+    if end >= head.size and high > head.timestamp:
+        log.warning("%s: the window %s reaches the end of the tree (size %d): entries logged later may still fall "
+                    "in it; the scheduled runs ingest those", ctlog.slug, window, head.size)
+    if not is_local(settings.lake):
+        log.warning("%s: the lake %s is not local: the lake's own points and the check for entries an earlier "
+                    "backfill stored are skipped", ctlog.slug, settings.lake)
+    return RunPlan(slug=ctlog.slug, start=first, tree_size=head.size, sth_timestamp=head.timestamp,
+                   root_hash=_b64(head.root_hash), ranges=ranges, mode="window", keep=keep)
 
 
 def commit_backfill(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], lake: Lake,
@@ -245,9 +358,24 @@ def commit_backfill(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], 
 
 
 def _first_state(client: LogClient, head: TreeHead, settings: Settings) -> LogState:
+    """Where a log with no stored state starts (CT_START_AT): at 0, at its tree size, or at
+    the first entry logged at or after a time (a search of the log; CT_BACKFILL_DISORDER
+    earlier, so that no entry logged after the time lies before the start)."""
     first = 0 if settings.start_at == "beginning" else head.size
-    anchor = client.compact_range_at(head) if first else CompactRange.empty()
-    log.info("%s: no stored state; starting at index %d (CT_START_AT=%s)", client.log.slug, first, settings.start_at)
+    at = settings.start_at_time
+    if at is not None:
+        from ctlib.ingest.timeindex import TimeIndex
+
+        index = TimeIndex(head.size, lambda i: client.entry_timestamps(i, head.size), slug=client.log.slug)
+        first = index.crossing(_ms(at) - int(settings.backfill_disorder * 1000)).after
+    if first == 0:
+        anchor = CompactRange.empty()
+    elif first == head.size:
+        anchor = client.compact_range_at(head)
+    else:  # checked against a signed root by the first commit, with the entries after it
+        anchor = client.compact_range_before(first, head)
+    log.info("%s: no stored state; starting at index %d of tree size %d (CT_START_AT=%s)",
+             client.log.slug, first, head.size, settings.start_at)
     return LogState(next_index=first, first_index=first, tree_size=head.size if first else 0,
                     sth_timestamp=head.timestamp if first else 0,
                     root_hash=_b64(head.root_hash) if first else "",
@@ -263,11 +391,14 @@ def fetch_range(
     producer_factory: Callable[[], Any] | None,
     *,
     alone: bool = False,
+    keep: KeepRule | None = None,
 ) -> RangeSummary:
     """Download, decode and store [start, end): Parquet first, then Kafka. Idempotent.
 
     Reads at the log's request rate / CT_FETCH_PARALLELISM (a mapped fetch task, one of up to
-    that many at once), or at the whole rate when `alone` (the ingest task fetching a small backlog itself)."""
+    that many at once), or at the whole rate when `alone` (the ingest task fetching a small backlog itself).
+    With `keep` (a backfill by time) every entry is downloaded and hashed for verification,
+    but only the entries the rule keeps are stored and published."""
     began = time.monotonic()
     ingested_at = datetime.now(UTC)
     ref = LogRef(log_id=ctlog.log_id, slug=ctlog.slug)
@@ -287,6 +418,7 @@ def fetch_range(
                  client.session.requests_made, client.session.retries_made, client.session.bucket.waited)
     finally:
         client.close()
+    kept = None if keep is None else _kept(ctlog, start, windows, keep)
     windows.reverse()  # popped in index order, each window's bytes freed once decoded
     while windows:
         window = windows.pop()
@@ -301,11 +433,16 @@ def fetch_range(
     compact = CompactRange.from_leaf_hashes(start, leaf_hashes)
     certs = pa.concat_tables(cert_tables) if cert_tables else CERTS_SCHEMA.empty_table()
     errors = pa.concat_tables(error_tables) if error_tables else ERRORS_SCHEMA.empty_table()
+    if kept is not None:
+        certs, errors = _only(certs, kept, start), _only(errors, kept, start)
+        log.info("%s: [%d, %d): %d entries logged in the window are stored, the other %d only verified",
+                 ctlog.slug, start, end, int(kept.sum()), end - start - int(kept.sum()))
     if errors.num_rows:
         log.warning("%s: %d entries of [%d, %d) could not be decoded; kept in errors/ (first: %s)",
                     ctlog.slug, errors.num_rows, start, end, errors["reason"][0].as_py())
-    cert_files = write_range(lake, "certs", ctlog.slug, start, end, certs)
-    error_files = write_range(lake, "errors", ctlog.slug, start, end, errors)
+    by_rows = keep is not None
+    cert_files = write_range(lake, "certs", ctlog.slug, start, end, certs, name_by_rows=by_rows)
+    error_files = write_range(lake, "errors", ctlog.slug, start, end, errors, name_by_rows=by_rows)
     delivered = 0
     if producer_factory is not None and certs.num_rows:
         from ctlib.kafka import publish, rows_as_messages
@@ -325,6 +462,40 @@ def fetch_range(
              ctlog.slug, start, end, summary.certs, summary.errors, len(cert_files) + len(error_files),
              delivered, (end - start) / max(summary.seconds, 1e-9))
     return summary
+
+
+_LEAF_TIMESTAMP = struct.Struct(">Q")  # after the MerkleTreeLeaf's version and leaf_type
+
+
+def _kept(ctlog: CTLog, start: int, windows: list[list[RawEntry]], keep: KeepRule) -> np.ndarray:
+    """`keep`'s mask over the downloaded entries of [start, ...); IngestError when their
+    timestamps are further out of order than CT_BACKFILL_DISORDER allows (the window's index
+    range might then miss an entry logged in it)."""
+    stamps = np.array([_LEAF_TIMESTAMP.unpack_from(e.leaf_input, 2)[0] if len(e.leaf_input) >= 10 else -1
+                       for window in windows for e in window], dtype=np.int64)
+    timed = np.flatnonzero(stamps >= 0)
+    if len(timed) > 1:
+        ordered = stamps[timed]
+        behind = np.maximum.accumulate(ordered)[:-1] - ordered[1:]
+        worst = int(np.argmax(behind))
+        if behind[worst] > keep.disorder_ms:
+            index = start + int(timed[worst + 1])
+            raise IngestError(
+                f"{ctlog.slug}: entry {index} is logged {behind[worst] / 1000:.1f} s before an entry ahead of it, "
+                f"more than CT_BACKFILL_DISORDER ({keep.disorder_ms / 1000:g} s): the window's index range may "
+                "miss entries; raise CT_BACKFILL_DISORDER and run again"
+            )
+    untimed = len(stamps) - len(timed)
+    if untimed:
+        log.warning("%s: %d entries of [%d, %d) carry no readable timestamp: a backfill by time cannot place "
+                    "them (a backfill by index can)", ctlog.slug, untimed, start, start + len(stamps))
+    return keep.mask(start, stamps)
+
+
+def _only(table: pa.Table, kept: np.ndarray, start: int) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    return table.filter(pa.array(kept[table.column("index").to_numpy() - start]))
 
 
 def verify_entries(client: LogClient, plan: RunPlan, compact: CompactRange) -> None:

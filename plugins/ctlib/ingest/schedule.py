@@ -23,6 +23,8 @@ MAX_SPREAD = timedelta(hours=1)
 """The longest offset: a log starts at most this long after its schedule's tick."""
 _SAMPLE_FROM = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, for a stable sample
 _SAMPLE_RUNS = 64
+_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+            "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
 
 
 def wake_uri(slug: str) -> str:
@@ -36,9 +38,7 @@ def period_of(cron: str) -> timedelta:
     """The shortest gap between two runs of `cron` (UTC), sampled over its next 64 runs."""
     from croniter import croniter
 
-    from_presets = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
-                    "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
-    runs = croniter(from_presets.get(cron, cron), _SAMPLE_FROM.replace(tzinfo=None))
+    runs = croniter(_PRESETS.get(cron, cron), _SAMPLE_FROM.replace(tzinfo=None))
     times = [runs.get_next(datetime) for _ in range(_SAMPLE_RUNS)]
     return min(b - a for a, b in zip(times, times[1:]))
 
@@ -83,3 +83,18 @@ def schedule_for(ctlog: CTLog, now: datetime, settings: Settings) -> LogSchedule
     offset = offset_for(ctlog.slug, cron) if settings.schedule_spread else timedelta()
     return LogSchedule(cron=cron, offset=offset, frozen=bool(reason), reason=reason,
                        wake=wake_uri(ctlog.slug) if reason else None)
+
+
+def window_of(sched: LogSchedule, logical_date: datetime) -> tuple[datetime, datetime]:
+    """The time window a run of logical date `logical_date` stands for: from it to the next
+    run's logical date on this schedule (the cron, shifted by the offset; UTC).
+
+    Airflow 3's cron timetables give every run a zero-length data interval, so a backfill
+    run's window is defined here from the schedule instead: the runs Airflow's backfill
+    creates, one per tick, give windows that meet end to start, with no gap and no overlap."""
+    from croniter import croniter
+
+    start = logical_date.astimezone(UTC)
+    tick = (start - sched.offset).replace(tzinfo=None)
+    following = croniter(_PRESETS.get(sched.cron, sched.cron), tick).get_next(datetime)
+    return start, following.replace(tzinfo=UTC) + sched.offset

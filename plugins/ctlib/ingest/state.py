@@ -28,6 +28,7 @@ class StateError(RuntimeError):
 
 STATE_PREFIX = "ct_state__"
 PLAN_PREFIX = "ct_plan__"
+POINTS_PREFIX = "ct_timeindex__"
 
 
 def state_key(slug: str) -> str:
@@ -190,6 +191,49 @@ class MemoryStateStore:
 
     def save_plan(self, slug: str, plan: PendingPlan) -> None:
         self.plans[slug] = plan
+
+
+Point = tuple[int, int]  # (index, log timestamp ms)
+
+
+class PointStore(Protocol):
+    """The (index, timestamp) points a time search learned of a log (ctlib.ingest.timeindex):
+    a cache, so the next search of the same log needs fewer probes. Losing it costs probes only."""
+
+    def load(self, slug: str) -> list[Point]: ...
+    def save(self, slug: str, points: list[Point]) -> None: ...
+
+
+class VariablePointStore:
+    """Points in the Airflow Variable `ct_timeindex__<slug>` (a JSON list of [index, ms])."""
+
+    def load(self, slug: str) -> list[Point]:
+        from airflow.sdk import Variable
+
+        raw = Variable.get(f"{POINTS_PREFIX}{slug}", default=None)
+        try:
+            return [(int(i), int(t)) for i, t in json.loads(raw)] if raw else []
+        except (TypeError, ValueError):
+            return []  # a damaged cache is only a cache
+
+    def save(self, slug: str, points: list[Point]) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(f"{POINTS_PREFIX}{slug}", json.dumps([list(p) for p in points]),
+                     description=f"ct-airflow (index, timestamp) points of {slug} learned by time searches (a cache)")
+
+
+class MemoryPointStore:
+    """In-memory points for unit tests and scripts."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, list[Point]] = {}
+
+    def load(self, slug: str) -> list[Point]:
+        return list(self.points.get(slug, []))
+
+    def save(self, slug: str, points: list[Point]) -> None:
+        self.points[slug] = list(points)
 
 
 class MappingStateStore:

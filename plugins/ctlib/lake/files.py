@@ -73,17 +73,25 @@ def _split_by_day(table: pa.Table, column: str) -> list[tuple[date, pa.Table]]:
 
 
 def write_range(
-    lake: Lake, table_name: str, slug: str, start: int, end: int, table: pa.Table, *, day_column: str = "timestamp"
+    lake: Lake, table_name: str, slug: str, start: int, end: int, table: pa.Table, *, day_column: str = "timestamp",
+    name_by_rows: bool = False,
 ) -> list[str]:
     """Write `table`'s rows of range [start, end) as one file per UTC day. Returns the paths.
 
     Idempotent: the same range always maps to the same paths, which are replaced whole.
+    `name_by_rows` names each day's file by the indexes its rows span instead (a backfill by
+    time keeps only some entries of its range, and the range itself depends on its search:
+    the same entries of the same range cell always give the same name).
     """
-    name = layout.range_file_name(start, end)
-    return [
-        write_file(lake, layout.partition_dir(lake.root, table_name, slug, day), name, rows)
-        for day, rows in _split_by_day(table, day_column)
-    ]
+    paths = []
+    for day, rows in _split_by_day(table, day_column):
+        if name_by_rows:
+            index = rows.column("index")
+            name = layout.range_file_name(pc.min(index).as_py(), pc.max(index).as_py() + 1)
+        else:
+            name = layout.range_file_name(start, end)
+        paths.append(write_file(lake, layout.partition_dir(lake.root, table_name, slug, day), name, rows))
+    return paths
 
 
 def _writer_is_dead(tag: str) -> bool:

@@ -80,6 +80,8 @@ DEMO_PHISHING_EVERY = 25  # every Nth demo certificate has phishing-style names
 DEMO_PARTIAL_TILE_WAIT = 20  # CT_PARTIAL_TILE_WAIT of the demo (seconds)
 ENRICH_POOL_SLOTS = 2
 ENRICH_POOL_DESCRIPTION = "threat-intel API calls"
+BACKFILL_POOL_SLOTS = 2
+BACKFILL_POOL_DESCRIPTION = "tasks of backfill runs (ctlib.airflow.pools): live ingestion never waits for them"
 ADMIN_USER = "admin"
 
 # What each pid file's process must have in its command line (a reused pid is left alone).
@@ -207,27 +209,31 @@ def ensure_migrated(env: MutableMapping[str, str], marker: Path) -> None:
 _POOL_SCRIPT = """
 import sys
 from airflow.models.pool import Pool
-name, slots, description = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-pool = Pool.get_pool(name)
-if pool is None:
-    Pool.create_or_update_pool(name, slots, description, False)
-    print(f"created pool {name} with {slots} slots")
-else:
-    print(f"pool {name} exists with {pool.slots} slots: left as it is")
+for name, slots, description in zip(*[iter(sys.argv[1:])] * 3):
+    pool = Pool.get_pool(name)
+    if pool is None:
+        Pool.create_or_update_pool(name, int(slots), description, False)
+        print(f"created pool {name} with {slots} slots")
+    else:
+        print(f"pool {name} exists with {pool.slots} slots: left as it is")
 """
 
 
 def ensure_pool(env: MutableMapping[str, str]) -> None:
-    """Create the enrichment pool (CT_ENRICH_POOL, default `ct_enrichment`) with 2 slots
-    unless it exists (an operator's slot count stays): ct_enrich's `enrich` tasks run in it,
-    and a task whose pool does not exist is never scheduled. Needs a migrated database."""
+    """Create the pools unless they exist (an operator's slot count stays): the enrichment
+    pool (CT_ENRICH_POOL, default `ct_enrichment`, 2 slots), where ct_enrich's `enrich` tasks
+    run, and the backfill pool (CT_BACKFILL_POOL, default `ct_backfill`, 2 slots), where every
+    task of a backfill run goes (ctlib.airflow.pools). A task whose pool does not exist is
+    never scheduled. Needs a migrated database."""
     from ctlib.settings import Settings
 
-    name = Settings.from_env(env).enrich_pool
+    settings = Settings.from_env(env)
     log = Path(env["AIRFLOW_HOME"]) / "pool.log"
-    _airflow_cli(env, ["-c", _POOL_SCRIPT, name, str(ENRICH_POOL_SLOTS), ENRICH_POOL_DESCRIPTION],
-                 log, f"creating the pool {name}")  # fmt: skip
-    say(f"airflow: {log.read_text().strip().splitlines()[-1]}")
+    args = [settings.enrich_pool, str(ENRICH_POOL_SLOTS), ENRICH_POOL_DESCRIPTION,
+            settings.backfill_pool, str(BACKFILL_POOL_SLOTS), BACKFILL_POOL_DESCRIPTION]
+    _airflow_cli(env, ["-c", _POOL_SCRIPT, *args], log, "creating the pools")
+    for line in log.read_text().strip().splitlines()[-2:]:
+        say(f"airflow: {line}")
 
 
 # --------------------------------------------------------------------------- processes

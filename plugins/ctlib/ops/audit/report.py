@@ -45,7 +45,7 @@ class LogAudit:
     errors: int = 0
     gaps: list[Run] = field(default_factory=list)
     duplicates: list[CountRun] = field(default_factory=list)
-    below: int = 0  # rows below first_index (backfilled history)
+    below: int = 0  # rows below first_index (backfilled history: duplicates count, gaps do not)
     above: int = 0  # rows at or above next_index (a failed run's files, not committed)
     kafka: KafkaAudit | None = None
     problem: str = ""  # the audit of this log could not be done
@@ -77,13 +77,15 @@ class LogAudit:
 
 def audit_from_runs(slug: str, first_index: int, next_index: int, present: Sequence[CountRun],
                     *, certs: int = 0, errors: int = 0) -> LogAudit:
-    """The lake verdict for one log from the count runs of its indexes (all of them)."""
+    """The lake verdict for one log from the count runs of its indexes (all of them): gaps in
+    [first_index, next_index), duplicates anywhere below next_index (backfilled history too:
+    it need not be complete, but nothing may be in it twice)."""
     lo, hi = first_index, next_index
     inside = sum((min(r.end, hi) - max(r.start, lo)) * r.count for r in present if max(r.start, lo) < min(r.end, hi))
     below = sum((min(r.end, lo) - r.start) * r.count for r in present if r.start < lo)
     above = sum((r.end - max(r.start, hi)) * r.count for r in present if r.end > hi)
     return LogAudit(slug, lo, hi, rows=inside, certs=certs, errors=errors,
-                    gaps=gaps(present, lo, hi), duplicates=duplicates(present, lo, hi),
+                    gaps=gaps(present, lo, hi), duplicates=duplicates(present, 0, hi),
                     below=below, above=above)
 
 
@@ -118,7 +120,8 @@ def format_table(audits: Sequence[LogAudit]) -> str:
     for a in audits:
         notes += a.findings()
         if a.below:
-            notes.append(f"{a.slug}: note: {a.below} row(s) below first_index {a.first_index} (backfilled history, not audited)")
+            notes.append(f"{a.slug}: note: {a.below} row(s) below first_index {a.first_index} "
+                         "(backfilled history: checked for duplicates, not for gaps)")
         if a.above:
             notes.append(f"{a.slug}: note: {a.above} row(s) at or above next_index {a.next_index} "
                          "(files of a run not committed yet; a later run rewrites them)")

@@ -35,9 +35,10 @@ def audit_lake(lake: str, slug: str, state: LogState, con=None) -> LogAudit:
 
 def audit_kafka(lake: str, slug: str, state: LogState, present: tuple[Any, int], topic: str, since: Since,
                 con=None) -> KafkaAudit:
-    """Which certificates of the lake in [first_index, next_index) (and the window) have no
-    message; `present` is what `kafka_indexes` found for the log (indexes, messages)."""
-    lo = state.first_index if since.index is None else max(state.first_index, since.index)
+    """Which certificates of the lake below next_index (backfilled history too; and in the
+    window) have no message; `present` is what `kafka_indexes` found for the log (indexes,
+    messages)."""
+    lo = 0 if since.index is None else since.index
     where, params = "", []
     if since.time is not None:
         where, params = "ingested_at >= ?", [since.time]

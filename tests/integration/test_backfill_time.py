@@ -1,0 +1,118 @@
+"""Backfill by time with `dag.test()`: a local log with two hours of backdated history whose
+timestamps are slightly out of order, windows given as the Params start_time/end_time.
+Each entry logged in a window lands once in the lake and on Kafka, nothing from outside it,
+the watermark stays, and repeating or overlapping windows doubles nothing."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+
+from ctlib.localsvc.broker import consume_all
+from ctlib.testing.ctlog import Faults, LogServer
+from tests.support.airflow import configure, ingest_dag, state_of, xcom_of
+from tests.support.audit import assert_audit_clean
+
+pytestmark = pytest.mark.integration
+
+JITTER_S = 3.0  # each history timestamp moved by up to this: entries are out of order by up to twice it
+
+
+def _stamps(log) -> list[int]:
+    return [struct.unpack_from(">Q", log.entry(i)[0], 2)[0] for i in range(log.sth.tree_size)]
+
+
+def _stored(lake, slug: str) -> list[tuple[int, int]]:
+    files = [str(p) for p in (lake / "certs" / f"log={slug}").rglob("*.parquet")]
+    if not files:
+        return []
+    return duckdb.sql(f"select index, epoch_ms(timestamp) from read_parquet({files}) order by index").fetchall()
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["rfc6962", "tiled"])
+def test_adjacent_windows_hold_each_entry_logged_in_them_exactly_once(tiled, airflow_db, kafka_broker, tmp_path,
+                                                                       monkeypatch):
+    topic = f"ct-certs-window-{'tiled' if tiled else 'rfc6962'}"
+    with LogServer() as server:
+        log = server.add_log(f"Local Window {'Tiled' if tiled else 'Classic'}", tiled=tiled, replay=True,
+                             history=(2.0, 1.0), history_disorder=JITTER_S, faults=Faults(cap=256))
+        lake = configure(monkeypatch, tmp_path, server, kafka_broker, CT_START_AT="latest", CT_KAFKA_TOPIC=topic,
+                         CT_BACKFILL_DISORDER=str(2 * JITTER_S), CT_GET_ENTRIES_BATCH="256",
+                         # the tiled log's windows are done by ingest alone, the classic log's by mapped fetches
+                         CT_INLINE_ENTRIES="100000" if tiled else "70", CT_ENTRIES_PER_TASK="300")
+        stamps = _stamps(log)
+        dag = ingest_dag(log.slug)
+        assert dag.test().state == "success"
+        watermark = state_of(log.slug)
+        assert watermark["first_index"] == watermark["next_index"] == len(stamps)
+
+        # Three adjacent ten-minute windows in the middle of the history.
+        base = stamps[0] + 30 * 60_000
+        edges = [base + k * 600_000 for k in range(4)]
+        for start, end in zip(edges, edges[1:]):
+            run = dag.test(run_conf={"start_time": _iso(start), "end_time": _iso(end)})
+            assert run.state == "success"
+            assert xcom_of(run, "ingest", "plan" if not tiled else "result") is not None
+        assert state_of(log.slug) == watermark, "a backfill leaves the watermark alone"
+
+        expected = sorted((i, ts) for i, ts in enumerate(stamps) if edges[0] <= ts < edges[-1])
+        stored = _stored(lake, log.slug)
+        assert stored == expected, "every entry logged in the windows, once, and nothing else"
+        # The log is disordered across the windows' inner edges: an entry logged after an edge
+        # sits just before one logged before it, yet each is stored once, by its own window.
+        assert any(stamps[i] >= e > stamps[i + 1] for e in edges[1:-1] for i in range(len(stamps) - 1))
+
+        # Repeated, and an overlapping window of another shape: nothing doubles.
+        files = sorted(p.relative_to(lake) for p in (lake / "certs").rglob("*.parquet"))
+        assert dag.test(run_conf={"start_time": _iso(edges[1]), "end_time": _iso(edges[2])}).state == "success"
+        assert dag.test(run_conf={"start_time": _iso(edges[0] + 300_000),
+                                  "end_time": _iso(edges[1] + 300_000)}).state == "success"
+        assert _stored(lake, log.slug) == expected
+        assert sorted(p.relative_to(lake) for p in (lake / "certs").rglob("*.parquet")) == files
+
+        # On Kafka once each, and the audit (duplicates below first_index included) is clean.
+        keys = [r.key.decode() for r in consume_all(kafka_broker.bootstrap_servers, topic, timeout=30)]
+        assert sorted(keys) == sorted(f"{log.log_id_b64}:{i}" for i, _ in expected)
+        assert_audit_clean(lake, log.slug, "--bootstrap", kafka_broker.bootstrap_servers, "--topic", topic)
+        assert state_of(log.slug) == watermark
+
+
+def test_start_at_a_time_begins_at_the_first_entry_logged_then(airflow_db, tmp_path, monkeypatch):
+    with LogServer() as server:
+        log = server.add_log("Local Start At Time", replay=True, history=(1.0, 1.0),
+                             faults=Faults(not_found=frozenset({"get-entry-and-proof"})))
+        stamps = _stamps(log)
+        at = stamps[0] + 20 * 60_000 + 500
+        configure(monkeypatch, tmp_path, server, None, CT_KAFKA_CONN_ID="", CT_BACKFILL_DISORDER="0",
+                  CT_START_AT=_iso(at).replace("+00:00", "Z"), CT_ENTRIES_PER_RUN="5000", CT_ENTRIES_PER_TASK="5000")
+        dag = ingest_dag(log.slug)
+        assert dag.test().state == "success"
+        state = state_of(log.slug)
+        first = next(i for i, ts in enumerate(stamps) if ts >= at)
+        assert state["first_index"] == first
+        assert state["next_index"] == len(stamps), "and verified up to the tree head from there"
+
+
+def test_bad_window_params_fail_clearly(airflow_db, tmp_path, monkeypatch, capfd):
+    with LogServer() as server:
+        log = server.add_log("Local Window Params", initial_size=10)
+        configure(monkeypatch, tmp_path, server, None, CT_KAFKA_CONN_ID="")
+        dag = ingest_dag(log.slug)
+        now = datetime.now(UTC)
+        for conf, message in [
+            ({"start_time": now.isoformat()}, "needs both start_time and end_time"),
+            ({"start_time": now.isoformat(), "end_time": (now - timedelta(hours=1)).isoformat()}, "empty time window"),
+            ({"start_time": (now - timedelta(hours=1)).isoformat(), "end_time": now.isoformat(), "start_index": 0,
+              "end_index": 5}, "not both"),
+        ]:
+            capfd.readouterr()
+            assert str(dag.test(run_conf=conf).state) == "failed", conf
+            out, err = capfd.readouterr()
+            assert message in out + err, (conf, message)
