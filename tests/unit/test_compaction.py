@@ -458,3 +458,29 @@ def test_a_leftover_probe_directory_is_removed(lake_root):
     probe.mkdir(parents=True)
     run(lake_root)
     assert not probe.parent.exists() and staging_left(lake_root) == []
+
+
+def test_interleaved_backfill_windows_below_first_index_merge_and_doubles_are_refused(tmp_path, sample_certs):
+    # Two time windows of a disordered log: each file is named by the indexes its rows span,
+    # and the spans overlap where entries are out of order across the windows' edge.
+    root = tmp_path / "lake"
+    lake = Lake.open(str(root))
+    early, late = [*range(100, 140), 142, 145], [140, 141, 143, 144, *range(146, 190)]
+    at = datetime.combine(DAY0, datetime.min.time(), UTC) + timedelta(hours=3)
+    for indexes in (early, late):
+        write_range(lake, "certs", SLUG, 0, 0, _certs(sample_certs, indexes, at=at), name_by_rows=True)
+    assert files_of(root, "certs", DAY0) == [range_file_name(100, 146), range_file_name(140, 190)]
+    later = datetime.now(UTC) + compaction.BACKFILL_QUIET + timedelta(minutes=1)
+    merged = compact_partition(str(root), "certs", SLUG, DAY0, first_index=1000, next_index=1000, now=later)
+    assert merged.outcome == "compacted", merged.detail
+    assert files_of(root, "certs", DAY0) == [range_file_name(100, 190)]
+    assert sorted(rows(root, "certs").column("index").to_pylist()) == list(range(100, 190))
+
+    # The same index in two files is refused, naming it; the files stay as they were.
+    write_range(lake, "certs", SLUG, 0, 0, _certs(sample_certs, [150, 191], at=at), name_by_rows=True)
+    twice = compact_partition(str(root), "certs", SLUG, DAY0, first_index=1000, next_index=1000, now=later)
+    assert twice.outcome == "skipped" and "index 150" in twice.detail
+    assert files_of(root, "certs", DAY0) == [range_file_name(100, 190), range_file_name(150, 192)]
+    # Above first_index (committed by the watermark) files never overlap: still refused by name.
+    above = compact_partition(str(root), "certs", SLUG, DAY0, first_index=0, next_index=1000)
+    assert above.outcome == "skipped" and "overlap" in above.detail

@@ -289,8 +289,13 @@ def _plan(files: Mapping[str, os.stat_result], directory: str, first_index: int,
                            " (a backfill may still be verifying it)")
         planned.append(f)
     planned.sort(key=lambda f: (f.start, f.end))
+    reach = -1  # the furthest end of the files so far
     for before, after in zip(planned, planned[1:]):
-        if after.start < before.end:
+        reach = max(reach, before.end)
+        # Backfills by time name a file by the indexes its rows span, and a window's entries
+        # interleave with the next window's where timestamps are out of order: below
+        # first_index such files may overlap by name; _write_merged checks no row is twice.
+        if after.start < reach and not after.end <= first_index:
             raise _Refused(f"{before.name} and {after.name} overlap: rows are in the lake twice "
                            "(a backfill rewrote a compacted range?); delete one copy")
     return planned
@@ -332,7 +337,7 @@ def _checked(table: pa.Table, source: RangeFile) -> pa.Table:
 
 def _write_merged(staging: str, sources: Sequence[RangeFile]) -> tuple[str, int]:
     """Write the sources' rows, in index order, as one file in `staging`; (name, rows)."""
-    name = layout.range_file_name(sources[0].start, sources[-1].end)
+    name = layout.range_file_name(sources[0].start, max(s.end for s in sources))
     schema = pq.ParquetFile(sources[0].path).schema_arrow
     absorbed = set()
     for source in sources:
@@ -342,12 +347,23 @@ def _write_merged(staging: str, sources: Sequence[RangeFile]) -> tuple[str, int]
     schema = schema.with_metadata({**(schema.metadata or {}), META_KEY: json.dumps(info).encode()})
     temporary = os.path.join(staging, f".{name}.{uuid.uuid4().hex}.tmp")
     rows, buffer, buffered = 0, [], 0
+    cluster_end, cluster = -1, np.empty(0, dtype=np.int64)  # indexes of files overlapping by name
     with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
         for source in sources:
             table = pq.ParquetFile(source.path).read()
             if not table.schema.equals(schema, check_metadata=False):
                 raise _Refused(f"{source.name} has another schema than {sources[0].name}")
             table = _checked(table, source)
+            index = table.column("index").to_numpy()
+            if source.start < cluster_end:
+                twice = np.intersect1d(cluster, index)
+                if twice.size:
+                    raise _Refused(f"{source.name} holds index {twice[0]} that another file of the day holds too: "
+                                   "rows are in the lake twice; delete one copy")
+                cluster = np.concatenate([cluster, index])
+            else:
+                cluster = index
+            cluster_end = max(cluster_end, source.end)
             buffer.append(table)
             buffered += table.num_rows
             if buffered >= ROW_GROUP_ROWS:
