@@ -83,6 +83,19 @@ def test_adjacent_windows_hold_each_entry_logged_in_them_exactly_once(tiled, air
         assert_audit_clean(lake, log.slug, "--bootstrap", kafka_broker.bootstrap_servers, "--topic", topic)
         assert state_of(log.slug) == watermark
 
+        # A window whose run failed after storing part of it has no marker: its next run
+        # writes its own files again under the same names (and verifies them), nothing doubles.
+        markers = lake / ".backfills" / f"log={log.slug}"
+        assert len(list(markers.iterdir())) == 4, "one per finished window"
+        (markers / f"w{edges[1]:013d}-{edges[2]:013d}.json").unlink()
+        before = {p: p.stat().st_mtime_ns for p in (lake / "certs").rglob(f"*.w{edges[1]:013d}-{edges[2]:013d}.parquet")}
+        assert before, "the window's own files"
+        assert dag.test(run_conf={"start_time": _iso(edges[1]), "end_time": _iso(edges[2])}).state == "success"
+        assert all(p.stat().st_mtime_ns > t for p, t in before.items()), "written again"
+        assert _stored(lake, log.slug) == expected
+        assert sorted(p.relative_to(lake) for p in (lake / "certs").rglob("*.parquet")) == files
+        assert_audit_clean(lake, log.slug)
+
 
 def test_start_at_a_time_begins_at_the_first_entry_logged_then(airflow_db, tmp_path, monkeypatch):
     with LogServer() as server:

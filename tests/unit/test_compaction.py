@@ -34,7 +34,7 @@ from ctlib.lake.compaction import (
 from ctlib.ct.types import RawEntry
 from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.lake import layout
-from ctlib.lake.layout import ERRORS_SCHEMA, range_file_name
+from ctlib.lake.layout import ERRORS_SCHEMA, range_file_name, window_file_name
 from ctlib.lake.files import Lake, write_range
 from ctlib.testing.certs import CertFactory
 
@@ -467,9 +467,9 @@ def test_interleaved_backfill_windows_below_first_index_merge_and_doubles_are_re
     lake = Lake.open(str(root))
     early, late = [*range(100, 140), 142, 145], [140, 141, 143, 144, *range(146, 190)]
     at = datetime.combine(DAY0, datetime.min.time(), UTC) + timedelta(hours=3)
-    for indexes in (early, late):
-        write_range(lake, "certs", SLUG, 0, 0, _certs(sample_certs, indexes, at=at), name_by_rows=True)
-    assert files_of(root, "certs", DAY0) == [range_file_name(100, 146), range_file_name(140, 190)]
+    for indexes, window in ((early, (1, 2)), (late, (2, 3))):
+        write_range(lake, "certs", SLUG, 0, 0, _certs(sample_certs, indexes, at=at), window=window)
+    assert files_of(root, "certs", DAY0) == [window_file_name(100, 146, 1, 2), window_file_name(140, 190, 2, 3)]
     later = datetime.now(UTC) + compaction.BACKFILL_QUIET + timedelta(minutes=1)
     merged = compact_partition(str(root), "certs", SLUG, DAY0, first_index=1000, next_index=1000, now=later)
     assert merged.outcome == "compacted", merged.detail
@@ -477,10 +477,10 @@ def test_interleaved_backfill_windows_below_first_index_merge_and_doubles_are_re
     assert sorted(rows(root, "certs").column("index").to_pylist()) == list(range(100, 190))
 
     # The same index in two files is refused, naming it; the files stay as they were.
-    write_range(lake, "certs", SLUG, 0, 0, _certs(sample_certs, [150, 191], at=at), name_by_rows=True)
+    write_range(lake, "certs", SLUG, 0, 0, _certs(sample_certs, [150, 191], at=at), window=(4, 5))
     twice = compact_partition(str(root), "certs", SLUG, DAY0, first_index=1000, next_index=1000, now=later)
     assert twice.outcome == "skipped" and "index 150" in twice.detail
-    assert files_of(root, "certs", DAY0) == [range_file_name(100, 190), range_file_name(150, 192)]
+    assert files_of(root, "certs", DAY0) == [range_file_name(100, 190), window_file_name(150, 192, 4, 5)]
     # Above first_index (committed by the watermark) files never overlap: still refused by name.
     above = compact_partition(str(root), "certs", SLUG, DAY0, first_index=0, next_index=1000)
     assert above.outcome == "skipped" and "overlap" in above.detail

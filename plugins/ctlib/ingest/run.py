@@ -33,7 +33,8 @@ from ctlib.ct.types import LogClient, RawEntry, TreeHead, VerificationError
 from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ingest.plan import check_coverage, plan_ranges
 from ctlib.ingest.state import LogState, PendingPlan, PointStore, StateError, StateStore
-from ctlib.lake.files import Lake, delete_files, write_incident, write_range
+from ctlib.lake import layout
+from ctlib.lake.files import Lake, delete_files, read_json, write_incident, write_json, write_range
 from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
 from ctlib.settings import Settings
 
@@ -298,13 +299,23 @@ def plan_window(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
     from the lake's own points near the window's edges and from `points` (learned by earlier
     searches, saved back). It is read in BACKFILL_CELL-aligned ranges; what is stored is set by
     the plan's KeepRule: the window's entries below first_index (scheduled ingestion holds the
-    rest), less any the lake holds already (from an earlier backfill of another shape)."""
+    rest), less any the lake holds already from an earlier backfill of another shape. The
+    files of this same window (an earlier or failed attempt) are not held: they are written
+    again under the same names, published again and verified with the rest."""
     from ctlib.ingest.timeindex import TimeIndex
     from ctlib.lake.known import days_between, held_runs, is_local, time_points
 
     start_ms, end_ms = _ms(window_start), _ms(window_end)
     if end_ms <= start_ms:
         raise IngestError(f"{ctlog.slug}: empty time window [{_iso(start_ms)}, {_iso(end_ms)})")
+    window = f"[{_iso(start_ms)}, {_iso(end_ms)})"
+    marker = layout.backfill_marker(lake.root, ctlog.slug, start_ms, end_ms)
+    done = read_json(lake, marker)
+    if done is not None:
+        log.info("%s: the window %s was backfilled already (%s): nothing to do; delete %s to do it again",
+                 ctlog.slug, window, done, marker)
+        return RunPlan(slug=ctlog.slug, start=int(done.get("start", 0)), tree_size=int(done.get("tree_size", 0)),
+                       sth_timestamp=0, root_hash="", ranges=[], mode="window")
     disorder_ms = int(settings.backfill_disorder * 1000)
     low, high = start_ms - disorder_ms, end_ms + disorder_ms
     log_limits(ctlog, settings)
@@ -321,10 +332,10 @@ def plan_window(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
         client.close()
     below = state.first_index if state is not None else head.size
     fetch_end = min(end, below)
-    held = held_runs(settings.lake, ctlog.slug, first, fetch_end, days_between(low, high)) if first < fetch_end else []
+    held = (held_runs(settings.lake, ctlog.slug, first, fetch_end, days_between(low, high), own=(start_ms, end_ms))
+            if first < fetch_end else [])
     ranges = _cells(first, fetch_end) if first < fetch_end else []
     keep = KeepRule(start_ms, end_ms, below=below, disorder_ms=disorder_ms, held=held)
-    window = f"[{_iso(start_ms)}, {_iso(end_ms)})"
     log.info("%s: entries logged in %s lie in [%d, %d) (searched with %d probe(s) of the log, %d point(s) known); "
              "scheduled ingestion holds [%d, ...); this run reads [%d, %d) in %d range(s)%s; the watermark is not touched",
              ctlog.slug, window, first, end, index.probes, len(known), below, first, max(first, fetch_end), len(ranges),
@@ -354,6 +365,12 @@ def commit_backfill(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], 
     finally:
         client.close()
     log.info("%s: backfill [%d, %d) verified against tree size %d", ctlog.slug, plan.start, compact.end, plan.tree_size)
+    if plan.keep is not None:
+        write_json(lake, layout.backfill_marker(lake.root, ctlog.slug, plan.keep.window_start_ms, plan.keep.window_end_ms), {
+            "start": plan.start, "end": compact.end, "tree_size": plan.tree_size,
+            "certs": sum(s.certs for s in summaries), "errors": sum(s.errors for s in summaries),
+            "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
     return compact
 
 
@@ -440,9 +457,9 @@ def fetch_range(
     if errors.num_rows:
         log.warning("%s: %d entries of [%d, %d) could not be decoded; kept in errors/ (first: %s)",
                     ctlog.slug, errors.num_rows, start, end, errors["reason"][0].as_py())
-    by_rows = keep is not None
-    cert_files = write_range(lake, "certs", ctlog.slug, start, end, certs, name_by_rows=by_rows)
-    error_files = write_range(lake, "errors", ctlog.slug, start, end, errors, name_by_rows=by_rows)
+    time_window = None if keep is None else (keep.window_start_ms, keep.window_end_ms)
+    cert_files = write_range(lake, "certs", ctlog.slug, start, end, certs, window=time_window)
+    error_files = write_range(lake, "errors", ctlog.slug, start, end, errors, window=time_window)
     delivered = 0
     if producer_factory is not None and certs.num_rows:
         from ctlib.kafka import publish, rows_as_messages

@@ -9,6 +9,7 @@ the next writer of the same file removes it (see `remove_stale_temporaries`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -74,20 +75,21 @@ def _split_by_day(table: pa.Table, column: str) -> list[tuple[date, pa.Table]]:
 
 def write_range(
     lake: Lake, table_name: str, slug: str, start: int, end: int, table: pa.Table, *, day_column: str = "timestamp",
-    name_by_rows: bool = False,
+    window: tuple[int, int] | None = None,
 ) -> list[str]:
     """Write `table`'s rows of range [start, end) as one file per UTC day. Returns the paths.
 
     Idempotent: the same range always maps to the same paths, which are replaced whole.
-    `name_by_rows` names each day's file by the indexes its rows span instead (a backfill by
-    time keeps only some entries of its range, and the range itself depends on its search:
-    the same entries of the same range cell always give the same name).
+    A backfill of the time `window` (start, end ms) names each day's file by the indexes its
+    rows span and the window instead (layout.window_file_name): it keeps only some entries of
+    its range, and the range itself depends on its search, but the same window's entries of
+    the same range cell always give the same name.
     """
     paths = []
     for day, rows in _split_by_day(table, day_column):
-        if name_by_rows:
+        if window is not None:
             index = rows.column("index")
-            name = layout.range_file_name(pc.min(index).as_py(), pc.max(index).as_py() + 1)
+            name = layout.window_file_name(pc.min(index).as_py(), pc.max(index).as_py() + 1, *window)
         else:
             name = layout.range_file_name(start, end)
         paths.append(write_file(lake, layout.partition_dir(lake.root, table_name, slug, day), name, rows))
@@ -177,6 +179,26 @@ def write_incident(lake: Lake, row: dict) -> str:
         layout.incident_file_name(detected, row["kind"]),
         pa.Table.from_pylist([row], schema=layout.INCIDENTS_SCHEMA),
     )
+
+
+def write_json(lake: Lake, path: str, obj: dict) -> str:
+    """`obj` as JSON at `path` (a small record), whole or not at all."""
+    directory, _, name = path.rpartition("/")
+    lake.filesystem.create_dir(directory, recursive=True)
+    temporary = f"{directory}/.{name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    with lake.filesystem.open_output_stream(temporary) as out:
+        out.write(json.dumps(obj, sort_keys=True).encode())
+    lake.filesystem.move(temporary, path)
+    return path
+
+
+def read_json(lake: Lake, path: str) -> dict | None:
+    """The JSON record at `path`, None when there is none (or it is unreadable)."""
+    try:
+        with lake.filesystem.open_input_stream(path) as source:
+            return json.loads(source.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
 
 
 def delete_files(lake: Lake, uris: list[str]) -> None:

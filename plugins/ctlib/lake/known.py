@@ -68,13 +68,18 @@ def time_points(lake: str, slug: str, times_ms: Sequence[int], *, span_ms: int) 
     return sorted(points)
 
 
-def held_runs(lake: str, slug: str, start: int, end: int, days: Iterable[date]) -> list[Run]:
+def held_runs(lake: str, slug: str, start: int, end: int, days: Iterable[date],
+              own: tuple[int, int] | None = None) -> list[Run]:
     """The runs of indexes in [start, end) that `slug`'s certs or errors files of `days` (and
-    errors without a timestamp) already hold, ascending."""
+    errors without a timestamp) already hold, ascending; not counting the files of the
+    backfill window `own` (start, end ms), which its run writes again."""
     if not is_local(lake) or start >= end:
         return []
     days = list(days)
     files = _files(lake, layout.CERTS, slug, days) + _files(lake, layout.ERRORS, slug, [*days, layout.UNKNOWN_DATE])
+    if own is not None:
+        tag = layout.window_tag(*own) + ".parquet"
+        files = [f for f in files if not f.endswith(tag)]
     if not files:
         return []
     import duckdb

@@ -76,6 +76,8 @@ DAY_TABLES = (ENRICHMENT, HEALTH)
 """Partitioned by day only (`day_dir`)."""
 
 STAGING = ".compaction"
+BACKFILLS = ".backfills"
+"""Where a backfill by time records each window it finished (never read as a table)."""
 """Directory under the lake root holding compaction's staging directories and lock files."""
 
 UNKNOWN_DATE = date(1970, 1, 1)
@@ -283,11 +285,28 @@ def range_file_name(start: int, end: int) -> str:
     return f"{start:012d}-{end:012d}.parquet"
 
 
-_RANGE_NAME = re.compile(r"^(\d{12})-(\d{12})\.parquet$")
+def backfill_marker(root: str, slug: str, window_start_ms: int, window_end_ms: int) -> str:
+    """`<root>/.backfills/log=<slug>/w<ms>-<ms>.json`: written once the window's entries are
+    verified and stored; a later run of the same window finds it and does nothing."""
+    return _join(root, BACKFILLS, f"log={slug}", f"w{window_start_ms:013d}-{window_end_ms:013d}.json")
+
+
+def window_tag(window_start_ms: int, window_end_ms: int) -> str:
+    """`.w<start ms:013d>-<end ms:013d>`: marks the files of one backfill-by-time window."""
+    return f".w{window_start_ms:013d}-{window_end_ms:013d}"
+
+
+def window_file_name(start: int, end: int, window_start_ms: int, window_end_ms: int) -> str:
+    """`<start:012d>-<end:012d>.w<ms>-<ms>.parquet`: the rows of entries [start, end) that
+    a backfill of one time window stored (a range file too: parse_range reads it)."""
+    return f"{start:012d}-{end:012d}{window_tag(window_start_ms, window_end_ms)}.parquet"
+
+
+_RANGE_NAME = re.compile(r"^(\d{12})-(\d{12})(?:\.w\d{13}-\d{13})?\.parquet$")
 
 
 def parse_range(name: str) -> tuple[int, int] | None:
-    """(start, end) of a range file name, None for any other name."""
+    """(start, end) of a range file name (of a backfill window too), None for any other name."""
     match = _RANGE_NAME.match(name)
     return (int(match[1]), int(match[2])) if match else None
 
