@@ -17,11 +17,11 @@ def _log(n: int, *, disorder: int = 0, seed: int = 1, start: int = 1_700_000_000
 
 
 def _index(stamps: list[int], *, tile: int = 0, points=()) -> TimeIndex:
-    def probe(i: int):
+    def probe(i: int, count: int):
         if tile:
             first = i - i % tile
             return [(k, stamps[k]) for k in range(first, min(first + tile, len(stamps)))]
-        return [(i, stamps[i])]
+        return [(k, stamps[k]) for k in range(i, min(len(stamps), i + min(count, 32)))]  # a log capping at 32
 
     return TimeIndex(len(stamps), probe, points, slug="test_log")
 
@@ -85,4 +85,4 @@ def test_empty_window_and_empty_log() -> None:
         _index(_log(10)).window_range(5, 5, 0)
     assert _index([]).crossing(0).after == 0
     with pytest.raises(TimeIndexError, match="test_log: reading entry 3 gave no timestamp"):
-        TimeIndex(10, lambda i: [], slug="test_log").timestamp(3)
+        TimeIndex(10, lambda i, n: [], slug="test_log").timestamp(3)

@@ -184,27 +184,31 @@ class RFC6962Client:
             )
         return leaf, [_b64(h, "audit_path hash") for h in body["audit_path"]]
 
-    def entry_timestamps(self, index: int, tree_size: int) -> list[tuple[int, int]]:
-        """[(index, log timestamp in ms)] of entry `index` of the tree of `tree_size`, read
-        with one get-entries request for exactly [index, index + 1): no neighbours. The
-        timestamp is the MerkleTreeLeaf's (the 8 bytes after version and leaf_type); nothing
-        is verified. Raises ValueError unless 0 <= index < tree_size, LogResponseError naming
-        the log and index for a leaf too short or of another version or leaf type."""
+    def entry_timestamps(self, index: int, tree_size: int, count: int = 1) -> list[tuple[int, int]]:
+        """[(index, log timestamp in ms)] of entries [index, index + count) of the tree of
+        `tree_size` (clipped to it), read with one get-entries request: as many as its answer
+        holds, at least entry `index`. The timestamp is the MerkleTreeLeaf's (the 8 bytes after
+        version and leaf_type); nothing is verified. Raises ValueError unless 0 <= index <
+        tree_size, LogResponseError naming the log and index for a leaf too short or of another
+        version or leaf type."""
         if not 0 <= index < tree_size:
             raise ValueError(f"{self.log.slug}: entry {index} is not in a tree of size {tree_size}")
-        leaf = self.get_entries(index, index + 1)[0].leaf_input
-        if len(leaf) < _LEAF_HEAD.size:
-            raise LogResponseError(
-                f"{self.log.slug}: entry {index}: leaf_input of {len(leaf)} bytes is too short for a "
-                f"MerkleTreeLeaf header ({_LEAF_HEAD.size} bytes)"
-            )
-        version, leaf_type, timestamp = _LEAF_HEAD.unpack_from(leaf)
-        if version != 0 or leaf_type != 0:
-            raise LogResponseError(
-                f"{self.log.slug}: entry {index}: MerkleTreeLeaf version {version}, leaf_type "
-                f"{leaf_type} (only 0, 0 is known)"
-            )
-        return [(index, timestamp)]
+        points = []
+        for entry in self.get_entries(index, min(tree_size, index + max(1, count))):
+            leaf = entry.leaf_input
+            if len(leaf) < _LEAF_HEAD.size:
+                raise LogResponseError(
+                    f"{self.log.slug}: entry {entry.index}: leaf_input of {len(leaf)} bytes is too short for a "
+                    f"MerkleTreeLeaf header ({_LEAF_HEAD.size} bytes)"
+                )
+            version, leaf_type, timestamp = _LEAF_HEAD.unpack_from(leaf)
+            if version != 0 or leaf_type != 0:
+                raise LogResponseError(
+                    f"{self.log.slug}: entry {entry.index}: MerkleTreeLeaf version {version}, leaf_type "
+                    f"{leaf_type} (only 0, 0 is known)"
+                )
+            points.append((entry.index, timestamp))
+        return points
 
     def get_sth_consistency(self, first: int, second: int) -> list[bytes]:
         body = self.session.get_json(

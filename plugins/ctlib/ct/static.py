@@ -265,7 +265,7 @@ class StaticClient:
             )
         return compact
 
-    def entry_timestamps(self, index: int, tree_size: int) -> list[tuple[int, int]]:
+    def entry_timestamps(self, index: int, tree_size: int, count: int = 1) -> list[tuple[int, int]]:
         """[(leaf index, log timestamp in ms)] of every entry of the data tile holding entry
         `index`, in index order: the full tile (256 entries), or the partial last tile of the
         tree of `tree_size` (tree_size % 256 entries) when `index` is in it. One tile read

@@ -74,13 +74,14 @@ class LogClient(Protocol):
         """Every entry of [start, end) in index order, in batches. `end` must not exceed the
         size of a tree head already obtained."""
 
-    def entry_timestamps(self, index: int, tree_size: int) -> list[tuple[int, int]]:
+    def entry_timestamps(self, index: int, tree_size: int, count: int = 1) -> list[tuple[int, int]]:
         """(index, log timestamp in ms) of entry `index` of the tree of `tree_size` (index < tree_size),
         plus any neighbours read with it, in index order.
 
         For a time-to-index search: one cheap read, nothing verified, no chain fetched. An RFC
-        6962 log gives just the one entry (one get-entries request); a tiled log every entry of
-        the data tile holding it (up to 256, a partial last tile of tree_size % 256), worth
-        caching. Raises ValueError unless 0 <= index < tree_size."""
+        6962 log gives entries [index, index + count) as far as one get-entries answer goes
+        (at least the one entry); a tiled log every entry of the data tile holding `index` (up
+        to 256, a partial last tile of tree_size % 256), worth caching. Raises ValueError
+        unless 0 <= index < tree_size."""
 
     def close(self) -> None: ...

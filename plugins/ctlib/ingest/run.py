@@ -325,7 +325,7 @@ def plan_window(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
         head = _backfill_head(ctlog, client, state, lake)
         known = [*points.load(ctlog.slug), *time_points(settings.lake, ctlog.slug, [low, high], span_ms=3_600_000)]
         size = head.size
-        index = TimeIndex(size, lambda i: client.entry_timestamps(i, size), known, slug=ctlog.slug)
+        index = TimeIndex(size, lambda i, n: client.entry_timestamps(i, size, n), known, slug=ctlog.slug)
         first, end = index.window_range(start_ms, end_ms, disorder_ms)
         points.save(ctlog.slug, index.cacheable())
     finally:
@@ -383,7 +383,7 @@ def _first_state(client: LogClient, head: TreeHead, settings: Settings) -> LogSt
     if at is not None:
         from ctlib.ingest.timeindex import TimeIndex
 
-        index = TimeIndex(head.size, lambda i: client.entry_timestamps(i, head.size), slug=client.log.slug)
+        index = TimeIndex(head.size, lambda i, n: client.entry_timestamps(i, head.size, n), slug=client.log.slug)
         first = index.crossing(_ms(at) - int(settings.backfill_disorder * 1000)).after
     if first == 0:
         anchor = CompactRange.empty()

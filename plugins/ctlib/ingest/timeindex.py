@@ -27,8 +27,12 @@ from dataclasses import dataclass
 Point = tuple[int, int]
 """(index, log timestamp in ms) of one entry."""
 
-Probe = Callable[[int], list[Point]]
-"""Reads entry `index` from the log: its point, and any neighbours read with it."""
+Probe = Callable[[int, int], list[Point]]
+"""`probe(index, count)` reads entry `index` from the log, and up to `count` - 1 entries after
+it where one read gives them: its point and any neighbours read with it."""
+
+SCAN = 256
+"""A bracket this narrow is read whole in one probe (one get-entries answer, one tile)."""
 
 CACHE_POINTS = 512
 """How many points `TimeIndex.cacheable` keeps for the next search of the same log."""
@@ -66,11 +70,12 @@ class TimeIndex:
                 bisect.insort(self._order, index)
             self._ts[index] = ts
 
-    def timestamp(self, index: int) -> int:
-        """ts(index), probing the log when it is not known yet."""
+    def timestamp(self, index: int, count: int = 1) -> int:
+        """ts(index), probing the log when it is not known yet (`count`: entries worth reading
+        from there in the same probe)."""
         if index not in self._ts:
             self.probes += 1
-            self.add(self._probe(index))
+            self.add(self._probe(index, count))
             if index not in self._ts:
                 raise TimeIndexError(f"{self.slug}: reading entry {index} gave no timestamp for it")
         return self._ts[index]
@@ -98,6 +103,8 @@ class TimeIndex:
                 mid = 0  # the first entry anchors the search (else the bracket would be closed)
             elif right >= self.tree_size:
                 mid = self.tree_size - 1
+            elif width <= SCAN:
+                mid = left + 1  # read the whole bracket at once
             elif bisect_next:
                 mid = (left + right) // 2
             else:
@@ -105,7 +112,7 @@ class TimeIndex:
                 share = (t - low) / (high - low) if high > low else 0.5
                 mid = left + int(share * width)
             mid = min(max(mid, left + 1), right - 1)
-            if self.timestamp(mid) < t:
+            if self.timestamp(mid, right - mid if width <= SCAN else 1) < t:
                 left = mid
             else:
                 right = mid
