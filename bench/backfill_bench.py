@@ -73,25 +73,23 @@ anything else running adds to the lag.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import multiprocessing
 import os
 import platform
-import secrets
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catchup_bench import RESULTS, Api, _utc, metadata_database, stop_child
+from catchup_bench import RESULTS, Api, _utc, standalone, stop_child
 from soak_bench import (
     INITIAL,
     REPLAY_POOL,
@@ -214,34 +212,6 @@ class BenchApi(Api):
         return int(self.get(path, limit=1, **params).get("total_entries", 0))
 
 
-@contextlib.contextmanager
-def standalone(work: Path, lake: Path, broker, **settings: str) -> Iterator[tuple[Any, BenchApi]]:
-    """catchup_bench.standalone with CT_START_AT=latest (live ingestion starts at each log's
-    tip; the history is the backfill's): `airflow standalone` as `make run` starts it on a
-    scratch PostgreSQL database, DAGs paused at creation, the environment's own AIRFLOW*/CT_*
-    variables left out."""
-    from ctlib.localsvc import free_port
-    from ctlib.localsvc.run import Orchestrator
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CT_")) or k == "CT_TANSU_BIN"}
-    with metadata_database(work) as url:
-        env.update(
-            AIRFLOW_HOME=str(work / "backfill-home"), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=url,
-            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True", CT_ADMIN_PASSWORD=secrets.token_urlsafe(12),
-            CT_LOG_LIST=str(work / "log_list.json"), CT_LAKE=str(lake), CT_START_AT="latest",
-            **settings, **broker.airflow_env(),
-        )
-        orch = Orchestrator(ui_port=free_port(), run_dir=work / "backfill-run", env=env, lake=lake,
-                            airflow_output=work / "standalone.log")
-        try:
-            orch.start()
-            if not orch.wait_until_up(300):
-                raise SystemExit(f"airflow standalone did not come up; see {work / 'standalone.log'}")
-            yield orch, BenchApi(orch.api_url(), orch.login)
-        finally:
-            orch.stop()
-
-
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -316,7 +286,9 @@ def run(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: float
     broker = LocalBroker(topics=[TOPIC, "ct-alerts", "ct-enriched"], log_path=work / "tansu.log").start()
     try:
         began = time.monotonic()
-        with standalone(work, lake, broker, CT_KAFKA_TOPIC=TOPIC) as (orch, api):
+        # Live ingestion starts at each log's tip: the day of history is the backfill's.
+        with standalone(work, "backfill", lake, broker, start_at="latest", api=BenchApi,
+                        CT_KAFKA_TOPIC=TOPIC) as (orch, api):
             return measure(args, api, orch, broker, remote, lake, minutes, began)
     finally:
         broker.stop()

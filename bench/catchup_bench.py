@@ -442,12 +442,13 @@ def _utc(text: str | None) -> float | None:
 
 
 @contextlib.contextmanager
-def standalone(work: Path, name: str, lake: Path, broker, **settings: str) -> Iterator[tuple[Any, Api]]:
+def standalone(work: Path, name: str, lake: Path, broker, *, start_at: str = "beginning", api: type[Api] | None = None,
+               **settings: str) -> Iterator[tuple[Any, Api]]:
     """`airflow standalone` as `make run` starts it (ctlib.localsvc.run.Orchestrator) on a
     scratch PostgreSQL database, with DAGs paused at creation, the local log list of `work`,
-    CT_START_AT=beginning, `lake`, the broker's Kafka connection and the CT_* `settings`; the
+    CT_START_AT=`start_at`, `lake`, the broker's Kafka connection and the CT_* `settings`; the
     environment's own AIRFLOW*/CT_* variables are left out. Yields the orchestrator and the
-    REST API as the admin user; stops everything on exit."""
+    REST API (`api`, default Api) as the admin user; stops everything on exit."""
     from ctlib.localsvc import free_port
     from ctlib.localsvc.run import Orchestrator
 
@@ -456,7 +457,7 @@ def standalone(work: Path, name: str, lake: Path, broker, **settings: str) -> It
         env.update(
             AIRFLOW_HOME=str(work / f"{name}-home"), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=url,
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True", CT_ADMIN_PASSWORD=secrets.token_urlsafe(12),
-            CT_LOG_LIST=str(work / "log_list.json"), CT_LAKE=str(lake), CT_START_AT="beginning",
+            CT_LOG_LIST=str(work / "log_list.json"), CT_LAKE=str(lake), CT_START_AT=start_at,
             **settings, **broker.airflow_env(),
         )
         orch = Orchestrator(ui_port=free_port(), run_dir=work / f"{name}-run", env=env, lake=lake,
@@ -465,7 +466,7 @@ def standalone(work: Path, name: str, lake: Path, broker, **settings: str) -> It
             orch.start()
             if not orch.wait_until_up(300):
                 raise SystemExit(f"airflow standalone did not come up; see {work / 'standalone.log'}")
-            yield orch, Api(orch.api_url(), orch.login)
+            yield orch, (api or Api)(orch.api_url(), orch.login)
         finally:
             orch.stop()
 
