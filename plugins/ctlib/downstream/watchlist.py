@@ -1,0 +1,147 @@
+"""A watchlist in certspotter's format, and which of a certificate's names it matches. Pure.
+
+The file (CT_WATCHLIST) holds one item per line; `#` starts a comment, blank lines are skipped:
+
+    .example.com        the domain and every name under it
+    www.example.com     exactly that name
+    192.0.2.10          that IP address (in the certificate's IP SANs)
+    198.51.100.0/24     any address of that network
+
+Matching (`Watchlist.match`):
+- names compare case-insensitively, without a trailing dot, and IDNs in Unicode or punycode
+  alike (both sides are brought to punycode, IDNA 2008 with UTS 46 mapping);
+- a certificate's wildcard `*.example.com` covers every name one label under example.com:
+  it matches a watched `.example.com`, and a watched `www.example.com`, which it covers (not
+  `a.b.example.com`: a wildcard covers one label);
+- a watched `.example.com` matches a wildcard for a zone under it too (`*.dev.example.com`).
+
+The ct_watch DAG and `python -m ctlib.watch` (issue 15, to come) build on this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import idna
+
+
+class WatchlistError(ValueError):
+    """A line of the watchlist is not a name, a domain or an IP address; names file and line."""
+
+
+def normalize_name(name: str) -> str:
+    """A DNS name as compared: lower case, no trailing dot, every label in punycode (a label
+    IDNA refuses, such as one with an underscore, is kept as lower-case text)."""
+    name = name.strip().rstrip(".").lower()
+    labels = []
+    for label in name.split("."):
+        if label.isascii() or label == "*":
+            labels.append(label)
+            continue
+        try:
+            labels.append(idna.encode(label, uts46=True).decode("ascii"))
+        except idna.IDNAError:
+            labels.append(label)
+    return ".".join(labels)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchItem:
+    """One line of the watchlist: `text` as written, `kind` "domain" (a leading dot: the name
+    and everything under it), "name" (exactly it) or "ip" (an address or network)."""
+
+    text: str
+    kind: str
+    name: str = ""  # normalized, for "domain" and "name"
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+
+    def matches_name(self, cert_name: str) -> bool:
+        """Whether `cert_name` (normalized) is this item's, a wildcard counting for what it covers."""
+        if self.kind == "ip":
+            return False
+        wildcard = cert_name.startswith("*.")
+        base = cert_name[2:] if wildcard else cert_name
+        if self.kind == "domain":
+            if base == self.name or base.endswith("." + self.name):
+                return True
+            # *.example.com covers example.com's children, so a watched child of it (only).
+            return wildcard and self.name.endswith("." + base) and "." not in self.name[: -len(base) - 1]
+        if not wildcard:
+            return cert_name == self.name
+        return self.name.endswith("." + base) and "." not in self.name[: -len(base) - 1]
+
+    def matches_ip(self, address: str) -> bool:
+        if self.network is None:
+            return False
+        try:
+            return ipaddress.ip_address(address.strip()) in self.network
+        except ValueError:
+            return False
+
+
+def parse_item(text: str) -> WatchItem:
+    """One watchlist entry (no comment); ValueError naming what is wrong."""
+    try:
+        return WatchItem(text, "ip", network=ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        pass
+    domain = text.startswith(".")
+    name = normalize_name(text[1:] if domain else text)
+    labels = name.split(".")
+    if not name or any(not label for label in labels) or any(c.isspace() for c in name) or "*" in name:
+        raise ValueError(f"{text!r} is not a DNS name, a .domain or an IP address")
+    return WatchItem(text, "domain" if domain else "name", name=name)
+
+
+@dataclass(frozen=True, slots=True)
+class Watchlist:
+    items: tuple[WatchItem, ...]
+
+    def match(self, dns_names: Iterable[str], ip_addresses: Iterable[str] = ()) -> list[tuple[WatchItem, list[str]]]:
+        """Each item that matches, with the certificate's names (as given) it matched, in the
+        watchlist's order."""
+        names = [(n, normalize_name(n)) for n in dns_names]
+        addresses = list(ip_addresses)
+        found = []
+        for item in self.items:
+            hits = ([n for n, normal in names if item.matches_name(normal)] if item.kind != "ip"
+                    else [a for a in addresses if item.matches_ip(a)])
+            if hits:
+                found.append((item, hits))
+        return found
+
+
+def parse_watchlist(text: str, source: str = "watchlist") -> Watchlist:
+    """The items of a watchlist's text; WatchlistError names the file and line of a bad one.
+    Repeated items are kept once."""
+    items: dict[str, WatchItem] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            item = parse_item(entry)
+        except ValueError as err:
+            raise WatchlistError(f"{source}:{number}: {err}") from None
+        items.setdefault(f"{item.kind}:{item.name or item.network}", item)
+    return Watchlist(tuple(items.values()))
+
+
+def load_watchlist(path: str | Path) -> Watchlist:
+    """The watchlist file at `path` (read anew at every call: it is re-read at every run)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise WatchlistError(f"cannot read the watchlist {path}: {err.strerror or err}") from None
+    return parse_watchlist(text, str(path))
+
+
+def watched(watchlist: Watchlist, rows: Sequence[dict]) -> list[tuple[dict, WatchItem, list[str]]]:
+    """(row, item, matched names) for each certificate row ({dns_names, ip_addresses, ...})
+    and each item it matches."""
+    return [(row, item, hits) for row in rows
+            for item, hits in watchlist.match(row.get("dns_names") or (), row.get("ip_addresses") or ())]
