@@ -13,7 +13,7 @@ Layers, lowest first (a module may import its own group or a lower layer only):
     ingest       ctlib.ingest    planning, state and running of log ingestion
     ops | downstream             side by side: neither imports the other
     airflow      ctlib.airflow   task bodies, timetables, preload
-    entry points ctlib.score, ctlib.query, ctlib.audit (`python -m`)
+    entry points ctlib.score, ctlib.query, ctlib.audit, ctlib.watch (`python -m`)
 
 ctlib.localsvc and ctlib.testing (local stand-ins for services, test data) are outside the
 order: they may import any layer, and no other ctlib module may import them.
@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "ctlib.score": 7,
     "ctlib.query": 7,
     "ctlib.audit": 7,
+    "ctlib.watch": 7,
 }
 FOUNDATION = frozenset(group for group, rank in LAYERS.items() if rank == 0)
 STAND_INS = ("ctlib.localsvc", "ctlib.testing")
