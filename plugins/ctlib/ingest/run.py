@@ -33,6 +33,7 @@ from ctlib.ct.types import LogClient, RawEntry, TreeHead, VerificationError
 from ctlib.decode.entries import ChainCache, LogRef, decode_entries
 from ctlib.ingest.plan import check_coverage, plan_ranges
 from ctlib.ingest.state import LogState, PendingPlan, PointStore, StateError, StateStore
+from ctlib.ingest.timeindex import TimeIndex, disorder_beyond
 from ctlib.lake import layout
 from ctlib.lake.files import Lake, delete_files, read_json, write_incident, write_json, write_range
 from ctlib.lake.layout import CERTS_SCHEMA, ERRORS_SCHEMA
@@ -286,7 +287,8 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _iso(ms: int) -> str:
+def iso_utc(ms: int) -> str:
+    """A time in ms as ISO-8601 UTC with a Z, to the millisecond (windows in logs and XComs)."""
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -302,13 +304,12 @@ def plan_window(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
     rest), less any the lake holds already from an earlier backfill of another shape. The
     files of this same window (an earlier or failed attempt) are not held: they are written
     again under the same names, published again and verified with the rest."""
-    from ctlib.ingest.timeindex import TimeIndex
     from ctlib.lake.known import days_between, held_runs, is_local, time_points
 
     start_ms, end_ms = _ms(window_start), _ms(window_end)
     if end_ms <= start_ms:
-        raise IngestError(f"{ctlog.slug}: empty time window [{_iso(start_ms)}, {_iso(end_ms)})")
-    window = f"[{_iso(start_ms)}, {_iso(end_ms)})"
+        raise IngestError(f"{ctlog.slug}: empty time window [{iso_utc(start_ms)}, {iso_utc(end_ms)})")
+    window = f"[{iso_utc(start_ms)}, {iso_utc(end_ms)})"
     marker = layout.backfill_marker(lake.root, ctlog.slug, start_ms, end_ms)
     done = read_json(lake, marker)
     if done is not None:
@@ -381,8 +382,6 @@ def _first_state(client: LogClient, head: TreeHead, settings: Settings) -> LogSt
     first = 0 if settings.start_at == "beginning" else head.size
     at = settings.start_at_time
     if at is not None:
-        from ctlib.ingest.timeindex import TimeIndex
-
         index = TimeIndex(head.size, lambda i, n: client.entry_timestamps(i, head.size, n), slug=client.log.slug)
         first = index.crossing(_ms(at) - int(settings.backfill_disorder * 1000)).after
     if first == 0:
@@ -491,17 +490,15 @@ def _kept(ctlog: CTLog, start: int, windows: list[list[RawEntry]], keep: KeepRul
     stamps = np.array([_LEAF_TIMESTAMP.unpack_from(e.leaf_input, 2)[0] if len(e.leaf_input) >= 10 else -1
                        for window in windows for e in window], dtype=np.int64)
     timed = np.flatnonzero(stamps >= 0)
-    if len(timed) > 1:
-        ordered = stamps[timed]
-        behind = np.maximum.accumulate(ordered)[:-1] - ordered[1:]
-        worst = int(np.argmax(behind))
-        if behind[worst] > keep.disorder_ms:
-            index = start + int(timed[worst + 1])
-            raise IngestError(
-                f"{ctlog.slug}: entry {index} is logged {behind[worst] / 1000:.1f} s before an entry ahead of it, "
-                f"more than CT_BACKFILL_DISORDER ({keep.disorder_ms / 1000:g} s): the window's index range may "
-                "miss entries; raise CT_BACKFILL_DISORDER and run again"
-            )
+    late = disorder_beyond(np.column_stack((start + timed, stamps[timed])), keep.disorder_ms)
+    if late is not None:
+        index, stamp = late
+        behind = int(stamps[: index - start].max()) - stamp
+        raise IngestError(
+            f"{ctlog.slug}: entry {index} is logged {behind / 1000:.1f} s before an entry ahead of it, "
+            f"more than CT_BACKFILL_DISORDER ({keep.disorder_ms / 1000:g} s): the window's index range may "
+            "miss entries; raise CT_BACKFILL_DISORDER and run again"
+        )
     untimed = len(stamps) - len(timed)
     if untimed:
         log.warning("%s: %d entries of [%d, %d) carry no readable timestamp: a backfill by time cannot place "

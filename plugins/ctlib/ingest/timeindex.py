@@ -24,8 +24,9 @@ import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-Point = tuple[int, int]
-"""(index, log timestamp in ms) of one entry."""
+import numpy as np
+
+from ctlib.ct.types import Point
 
 Probe = Callable[[int, int], list[Point]]
 """`probe(index, count)` reads entry `index` from the log, and up to `count` - 1 entries after
@@ -80,22 +81,11 @@ class TimeIndex:
                 raise TimeIndexError(f"{self.slug}: reading entry {index} gave no timestamp for it")
         return self._ts[index]
 
-    def _bracket(self, t: int) -> tuple[int, int]:
-        """The tightest known (L, R) with ts(L) < t <= ts(R), L < R (virtual ends -1 and size)."""
-        right = next((i for i in self._order if self._ts[i] >= t), self.tree_size)
-        left = -1
-        for i in self._order:
-            if i >= right:
-                break
-            if self._ts[i] < t:
-                left = i
-        return left, right
-
     def crossing(self, t: int) -> Crossing:
         """A crossing of time `t` (ms): see Crossing. Probes only inside the known bracket."""
         if self.tree_size == 0:
             return Crossing(t, -1, 0)
-        left, right = self._bracket(t)
+        left, right = self._bracket_within(t, -1, self.tree_size)
         bisect_next = False
         while right - left > 1:
             width = right - left
@@ -123,6 +113,8 @@ class TimeIndex:
         return Crossing(t, left, right)
 
     def _bracket_within(self, t: int, left: int, right: int) -> tuple[int, int]:
+        """The tightest known (L, R) inside [left, right] with ts(L) < t <= ts(R), L < R
+        (-1 and the tree size stand for the virtual ends)."""
         lo = bisect.bisect_right(self._order, left)
         hi = bisect.bisect_left(self._order, right)
         inside = self._order[lo:hi]
@@ -157,13 +149,13 @@ class TimeIndex:
         return [(i, self._ts[i]) for i in (self._order[int(k * step)] for k in range(keep))]
 
 
-def disorder_beyond(points: Iterable[Point], disorder_ms: int, before_max: int | None = None) -> Point | None:
+def disorder_beyond(points: Iterable[Point] | np.ndarray, disorder_ms: int) -> Point | None:
     """The first point (in index order) whose timestamp is below the largest one before it by
-    more than `disorder_ms` (`before_max`: the largest timestamp before the first point); None
-    when the points keep within it."""
-    highest = before_max
-    for index, ts in points:
-        if highest is not None and highest - ts > disorder_ms:
-            return index, ts
-        highest = ts if highest is None else max(highest, ts)
-    return None
+    more than `disorder_ms`; None when the points keep within it. `points`: (index, ms) pairs,
+    or an array of them."""
+    pairs = np.asarray(points if isinstance(points, np.ndarray) else list(points), dtype=np.int64).reshape(-1, 2)
+    if len(pairs) < 2:
+        return None
+    stamps = pairs[:, 1]
+    late = np.flatnonzero(np.maximum.accumulate(stamps)[:-1] - stamps[1:] > disorder_ms)
+    return None if not late.size else (int(pairs[late[0] + 1, 0]), int(pairs[late[0] + 1, 1]))
