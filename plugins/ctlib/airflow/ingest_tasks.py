@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ctlib.airflow.assets import CERTS, certs_alias, wake_alias, wake_asset
+from ctlib.airflow.pools import is_backfill_type
 from ctlib.ct.loglist import CTLog
 from ctlib.ct.types import VerificationError
 from ctlib.http import warn_if_anonymous
@@ -34,6 +35,7 @@ from ctlib.ingest.run import (
     commit_backfill,
     commit_run,
     fetch_range,
+    iso_utc,
     plan_backfill,
     plan_run,
     plan_window,
@@ -70,13 +72,6 @@ def _fail(message: str) -> Any:
     raise AirflowFailException(message)
 
 
-def is_backfill_run(dag_run: Any) -> bool:
-    """True for a run Airflow's backfill created (UI Backfill dialog, `airflow backfill
-    create`, POST /api/v2/backfills)."""
-    run_type = getattr(dag_run, "run_type", None)
-    return getattr(run_type, "value", run_type) == "backfill"
-
-
 def _time_window(ctlog: CTLog, settings: Settings, params: dict[str, Any],
                  dag_run: Any) -> tuple[datetime, datetime] | None:
     """The run's time window: the Params start_time and end_time, else a backfill run's
@@ -89,7 +84,7 @@ def _time_window(ctlog: CTLog, settings: Settings, params: dict[str, Any],
             return parse_utc(str(first), "start_time"), parse_utc(str(last), "end_time")
         except SettingsError as err:
             _fail(str(err))
-    if is_backfill_run(dag_run) and getattr(dag_run, "logical_date", None) is not None:
+    if is_backfill_type(getattr(dag_run, "run_type", None)) and getattr(dag_run, "logical_date", None) is not None:
         from ctlib.ingest.schedule import schedule_for, window_of
 
         return window_of(schedule_for(ctlog, datetime.now(UTC), settings), dag_run.logical_date)
@@ -136,7 +131,7 @@ def _commit(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], settings
         compact = _fail_on_incident(lambda: commit_backfill(ctlog, plan, summaries, lake, settings))
         end, result = compact.end, {"backfilled": [plan.start, compact.end], "tree_size": plan.tree_size}
         if plan.keep is not None:
-            result["window"] = [_iso(plan.keep.window_start_ms), _iso(plan.keep.window_end_ms)]
+            result["window"] = [iso_utc(plan.keep.window_start_ms), iso_utc(plan.keep.window_end_ms)]
     else:
         state = _fail_on_incident(lambda: commit_run(ctlog, plan, summaries, VariableStateStore(), lake, settings))
         end, result = state.next_index, {k: v for k, v in state.to_json().items() if k != "compact_range"}
@@ -154,10 +149,6 @@ def _commit(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], settings
         wake({"log": ctlog.slug, "next_index": end, "tree_size": plan.tree_size})
     return {"entries": end - plan.start, "certs": sum(s.certs for s in summaries),
             "errors": sum(s.errors for s in summaries), **result}
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _emitters(slug: str, outlet_events: Any, wakes: bool) -> tuple[Emit, Emit | None]:

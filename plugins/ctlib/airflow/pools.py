@@ -20,11 +20,16 @@ BACKFILL_RUN_PREFIX = "backfill__"
 BACKFILL_PARAMS = ("start_time", "start_index")
 
 
+def is_backfill_type(run_type: Any) -> bool:
+    """True for the run type of a run Airflow's backfill made (UI Backfill dialog, `airflow
+    backfill create`, POST /api/v2/backfills): DagRunType.BACKFILL_JOB or its value."""
+    return getattr(run_type, "value", run_type) == "backfill"
+
+
 def is_backfill(run_type: Any, run_id: str | None, conf: Any) -> bool:
     """A run Airflow's backfill made (by run type, or by run id when the run is not at hand),
     or one triggered with a backfill's Params."""
-    kind = getattr(run_type, "value", run_type)
-    if kind == "backfill" or (kind is None and (run_id or "").startswith(BACKFILL_RUN_PREFIX)):
+    if is_backfill_type(run_type) or (run_type is None and (run_id or "").startswith(BACKFILL_RUN_PREFIX)):
         return True
     return isinstance(conf, dict) and any(conf.get(name) is not None for name in BACKFILL_PARAMS)
 
