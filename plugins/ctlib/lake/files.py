@@ -16,6 +16,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -156,10 +157,17 @@ def write_file(lake: Lake, directory: str, name: str, table: pa.Table) -> str:
     remove what dead writers of the same file left."""
     lake.filesystem.create_dir(directory, recursive=True)
     remove_stale_temporaries(lake, directory, name)
+    return _write_whole(lake, directory, name,
+                        lambda temporary: pq.write_table(table, temporary, filesystem=lake.filesystem, compression="zstd"))
+
+
+def _write_whole(lake: Lake, directory: str, name: str, write: Callable[[str], object]) -> str:
+    """`write(temporary)` under a hidden temporary name of this writer, then rename it to
+    `directory/name`; the temporary is removed when anything fails."""
     final = f"{directory}/{name}"
     temporary = f"{directory}/.{name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
-        pq.write_table(table, temporary, filesystem=lake.filesystem, compression="zstd")
+        write(temporary)
         lake.filesystem.move(temporary, final)
     except BaseException:
         try:
@@ -185,11 +193,12 @@ def write_json(lake: Lake, path: str, obj: dict) -> str:
     """`obj` as JSON at `path` (a small record), whole or not at all."""
     directory, _, name = path.rpartition("/")
     lake.filesystem.create_dir(directory, recursive=True)
-    temporary = f"{directory}/.{name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    with lake.filesystem.open_output_stream(temporary) as out:
-        out.write(json.dumps(obj, sort_keys=True).encode())
-    lake.filesystem.move(temporary, path)
-    return path
+
+    def write(temporary: str) -> None:
+        with lake.filesystem.open_output_stream(temporary) as out:
+            out.write(json.dumps(obj, sort_keys=True).encode())
+
+    return _write_whole(lake, directory, name, write)
 
 
 def read_json(lake: Lake, path: str) -> dict | None:

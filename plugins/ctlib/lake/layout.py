@@ -76,9 +76,9 @@ DAY_TABLES = (ENRICHMENT, HEALTH)
 """Partitioned by day only (`day_dir`)."""
 
 STAGING = ".compaction"
+"""Directory under the lake root holding compaction's staging directories and lock files."""
 BACKFILLS = ".backfills"
 """Where a backfill by time records each window it finished (never read as a table)."""
-"""Directory under the lake root holding compaction's staging directories and lock files."""
 
 UNKNOWN_DATE = date(1970, 1, 1)
 """The day of rows without a usable entry timestamp (an unparseable leaf): a stable home."""
