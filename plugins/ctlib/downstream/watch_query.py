@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ctlib.downstream.watchlist import Watchlist, WatchlistError, load_watchlist
-from ctlib.lake import layout
+from ctlib.lake.query import connect
 
 COLUMNS = ("watch_item", "names", "tbs_sha256", "cert_sha256", "entry_type", "log_slug", "index", "timestamp",
            "issuer", "not_before", "not_after", "crtsh")
@@ -56,22 +56,11 @@ from hits group by watch_item, tbs_sha256
 """
 
 
-def _certs_relation(con, lake: str, since: datetime | None):
-    root = layout.local_root(lake)
-    glob = layout.table_glob(root, layout.CERTS)
-    con.execute(f"create view certs as select * from read_parquet('{glob}', hive_partitioning = true, union_by_name = true)")
-    return ("where c.timestamp >= ?", [since]) if since is not None else ("", [])
-
-
 def find_matches(lake: str, watchlist: Watchlist, since: datetime | None = None) -> list[dict[str, Any]]:
     """One dict per issuance and watch item (COLUMNS), oldest first."""
-    import duckdb
-
-    con = duckdb.connect()
+    con = connect(lake)  # the lake's views; `certs` is empty, not missing, on a new lake
     try:
-        if not any(True for _ in _glob_files(lake)):
-            return []
-        where, params = _certs_relation(con, lake, since)
+        where, params = ("where c.timestamp >= ?", [since]) if since is not None else ("", [])
         names = [(i.text, i.kind, i.name, k) for k, i in enumerate(watchlist.items) if i.kind != "ip"]
         con.register("items", pa.table({"text": [n[0] for n in names], "kind": [n[1] for n in names],
                                         "name": [n[2] for n in names], "position": [n[3] for n in names]},
@@ -85,12 +74,6 @@ def find_matches(lake: str, watchlist: Watchlist, since: datetime | None = None)
         row["crtsh"] = CRTSH + row["cert_sha256"]
     rows.sort(key=lambda r: (r["timestamp"], r["position"], r["tbs_sha256"]))
     return [{k: row[k] for k in COLUMNS} for row in rows]
-
-
-def _glob_files(lake: str):
-    from pathlib import Path
-
-    return Path(layout.table_dir(layout.local_root(lake), layout.CERTS)).rglob("*.parquet")
 
 
 def _ip_matches(con, watchlist: Watchlist, where: str, params: list) -> list[dict[str, Any]]:
