@@ -28,6 +28,10 @@ class VerificationError(RuntimeError):
         self.kind = kind
 
 
+Point = tuple[int, int]
+"""(index, log timestamp in ms) of one entry: what a time-to-index search knows of a log."""
+
+
 @dataclass(frozen=True, slots=True)
 class TreeHead:
     """A tree head whose signature has been verified with the log's key."""
@@ -74,7 +78,7 @@ class LogClient(Protocol):
         """Every entry of [start, end) in index order, in batches. `end` must not exceed the
         size of a tree head already obtained."""
 
-    def entry_timestamps(self, index: int, tree_size: int, count: int = 1) -> list[tuple[int, int]]:
+    def entry_timestamps(self, index: int, tree_size: int, count: int = 1) -> list[Point]:
         """(index, log timestamp in ms) of entry `index` of the tree of `tree_size` (index < tree_size),
         plus any neighbours read with it, in index order.
 

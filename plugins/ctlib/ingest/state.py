@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ctlib.ct.types import Point
+
 
 class StateError(RuntimeError):
     """A stored state is unreadable or a transition would break an invariant."""
@@ -191,9 +193,6 @@ class MemoryStateStore:
 
     def save_plan(self, slug: str, plan: PendingPlan) -> None:
         self.plans[slug] = plan
-
-
-Point = tuple[int, int]  # (index, log timestamp ms)
 
 
 class PointStore(Protocol):

@@ -12,9 +12,9 @@ import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
+from ctlib.ct.types import Point
 from ctlib.lake import layout
 
-Point = tuple[int, int]  # (index, log timestamp ms)
 Run = tuple[int, int]  # [start, end) of indexes
 
 
