@@ -99,6 +99,7 @@ from soak_bench import (
     cpu_between,
     dag_runs,
     lag_figures,
+    serve_commands,
     states,
     summary,
     wait_for,
@@ -149,19 +150,7 @@ def _serve_logs(conn, logs: int, tiled: int, rate: float, busy_rate: float, hist
         "history_end_ms": int(after_ms),
         "build_live_s": round(built_live, 1), "build_busy_s": round((after_ms - before_ms) / 1000, 1),
     }))
-    while True:
-        command, value = conn.recv()
-        if command == "grow":  # True: every log at its rate; False: growth stops
-            for log, log_rate in zip(server.logs, rates):
-                log.rate = log_rate if value else 0.0
-            if not value:
-                time.sleep(2.5)  # let a tick in progress publish what it grew
-        if command in ("grow", "sizes"):
-            conn.send(("sizes", {log.slug: log.sth.tree_size for log in server.logs}, time.process_time()))
-        elif command == "stop":
-            server.stop()
-            conn.send(("served", sum(log.counts().requests for log in server.logs)))
-            return
+    serve_commands(conn, server, rates)
 
 
 class RemoteLogs:

@@ -107,13 +107,21 @@ def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: 
     server.write_log_list(log_list)
     server.start()
     conn.send(("ready", {log.slug: log.tiled for log in server.logs}))
+    serve_commands(conn, server, rates)
+
+
+def serve_commands(conn, server, rates: list[float]) -> None:
+    """The log server process's side of the pipe: "grow" True (every log at its rate) or
+    False (growth stops), "sizes" (the published sizes and this process's CPU seconds, also
+    the answer to "grow"), "stop" (stops the server, answers the requests served)."""
     while True:
         command, value = conn.recv()
-        if command == "grow":  # True: every log at its rate; False: growth stops
+        if command == "grow":
             for log, log_rate in zip(server.logs, rates):
                 log.rate = log_rate if value else 0.0
             if not value:
                 time.sleep(2.5)  # let a tick in progress publish what it grew
+        if command in ("grow", "sizes"):
             conn.send(("sizes", {log.slug: log.sth.tree_size for log in server.logs}, time.process_time()))
         elif command == "stop":
             server.stop()
