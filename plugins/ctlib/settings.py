@@ -20,6 +20,7 @@ DEFAULT_LAKE = PROJECT_ROOT / "data"
 DEFAULT_LOG_LIST_SNAPSHOT = PROJECT_ROOT / ".cache" / "log_list.json"
 DEFAULT_LOG_LIST_PUBKEY = PROJECT_ROOT / "include" / "google_log_list_pubkey.pem"
 DEFAULT_LOG_LIMITS = PROJECT_ROOT / "include" / "log_limits.yaml"
+DEFAULT_WATCHLIST = PROJECT_ROOT / "include" / "watchlist.txt"
 USER_AGENT_PRODUCT = "ct-airflow/0.1"
 GOOGLE_LOG_LIST_URL = "https://www.gstatic.com/ct/log_list/v3/log_list.json"
 
@@ -208,6 +209,19 @@ class Settings:
     health_stall_seconds: float
     """CT_HEALTH_STALL_SECONDS: the health check fails when a log with a backlog (or an
     unreachable log) has not advanced its watermark for this long."""
+    watchlist: Path
+    """CT_WATCHLIST: the watchlist file of ct_watch (certspotter's format), re-read every run."""
+    notify_webhook_conn: str
+    """CT_NOTIFY_WEBHOOK_CONN: HTTP connection of the generic JSON webhook; notified when it exists."""
+    notify_slack_conn: str
+    """CT_NOTIFY_SLACK_CONN: Slack incoming-webhook connection; notified when it exists."""
+    notify_smtp_conn: str
+    """CT_NOTIFY_SMTP_CONN: SMTP connection of the e-mail notifications; sent when it exists."""
+    notify_email_to: tuple[str, ...]
+    """CT_NOTIFY_EMAIL_TO: the e-mail notifications' recipients (comma-separated)."""
+    notify_min_score: float
+    """CT_NOTIFY_MIN_SCORE: phishing alerts at or above this score are notified (one message
+    per ct_score run and channel); alerts below it go to the lake and Kafka only."""
 
     def default_args(self) -> dict:
         """Airflow default_args shared by every ct-airflow DAG: owner and retry policy."""
@@ -310,4 +324,10 @@ class Settings:
             task_retry_delay=_float(env, "CT_TASK_RETRY_DELAY", 20.0),
             health_max_lag_seconds=_float(env, "CT_HEALTH_MAX_LAG_SECONDS", 900.0),
             health_stall_seconds=_float(env, "CT_HEALTH_STALL_SECONDS", 1800.0),
+            watchlist=Path(env.get("CT_WATCHLIST", "").strip() or DEFAULT_WATCHLIST),
+            notify_webhook_conn=env.get("CT_NOTIFY_WEBHOOK_CONN", "").strip() or "ct_webhook",
+            notify_slack_conn=env.get("CT_NOTIFY_SLACK_CONN", "").strip() or "ct_slack",
+            notify_smtp_conn=env.get("CT_NOTIFY_SMTP_CONN", "").strip() or "ct_smtp",
+            notify_email_to=tuple(a.strip() for a in env.get("CT_NOTIFY_EMAIL_TO", "").split(",") if a.strip()),
+            notify_min_score=_float(env, "CT_NOTIFY_MIN_SCORE", 90.0, allow_zero=True),
         )

@@ -8,6 +8,8 @@
       alerts/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
       enrichment/date=<day>/<run>.parquet
       health/date=<day>/<checked_at ms:013d>.parquet
+      watch_matches/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
+      notifications/date=<day>/<channel>-<run>-<try>.parquet
       .compaction/                                  outside every table: no reader's glob reaches it
         <table>/log=<slug>/date=<day>.<uuid hex>/   a merge being swapped in, or what a crash left
         <table>/log=<slug>/probe.<uuid hex>/        a test of the atomic directory exchange
@@ -15,7 +17,9 @@
 
 `<day>` is a UTC date, YYYY-MM-DD: of the entry's log timestamp in certs and errors
 (UNKNOWN_DATE when an unparseable leaf has none), of the scored certs file in scores and
-alerts, of the detection in incidents, of `enriched_at` in enrichment, of the check in health.
+alerts, of the detection in incidents, of `enriched_at` in enrichment, of the check in health,
+of the certs file that first showed the issuance in watch_matches, of the first delivery in
+notifications.
 
 Who writes what:
 
@@ -27,6 +31,12 @@ Who writes what:
   `ct_score` (ctlib.downstream.scoring), one file each per certs file.
 * enrichment: `ct_enrich` (ctlib.downstream.enrich.cache), one file per run and day.
 * health: `ct_health` (ctlib.ops.health), one file per check, one row per log.
+* watch_matches (one row per issuance and watch item): `ct_watch` (ctlib.downstream.watching),
+  in the file of the same name as the certs file that first showed the issuance; a later
+  certificate of the same issuance (the final certificate of a precertificate) updates
+  that row in place of adding one.
+* notifications (the delivery record: one row per notice sent and channel): `ct_watch` and
+  `ct_score` (ctlib.downstream.notify), one file per run, channel and attempt.
 
 Readers glob `<table>/**/*.parquet` (`table_glob`: ctlib.lake.query) or one log's
 `<table>/log=<slug>/*/*.parquet` (`log_glob`: the audit).
@@ -67,12 +77,14 @@ SCORES = "scores"
 ALERTS = "alerts"
 ENRICHMENT = "enrichment"
 HEALTH = "health"
+WATCH_MATCHES = "watch_matches"
+NOTIFICATIONS = "notifications"
 
-TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS, ENRICHMENT, HEALTH)
+TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS, ENRICHMENT, HEALTH, WATCH_MATCHES, NOTIFICATIONS)
 """Every table (the order of ctlib.lake.query's views)."""
-LOG_TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS)
+LOG_TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS, WATCH_MATCHES)
 """Partitioned by log, then day (`partition_dir`)."""
-DAY_TABLES = (ENRICHMENT, HEALTH)
+DAY_TABLES = (ENRICHMENT, HEALTH, NOTIFICATIONS)
 """Partitioned by day only (`day_dir`)."""
 
 STAGING = ".compaction"
@@ -210,6 +222,43 @@ HEALTH_SCHEMA = pa.schema(
     ]
 )
 
+# One row per issuance (a precertificate and its final certificate: one tbs_sha256) and watch
+# item that covers one of its names (ctlib.downstream.watching).
+WATCH_MATCHES_SCHEMA = pa.schema(
+    [
+        pa.field("watch_item", pa.string(), nullable=False),  # the watchlist line as written
+        pa.field("tbs_sha256", pa.string(), nullable=False),  # the issuance
+        pa.field("names", pa.list_(pa.string()), nullable=False),  # its names (or IPs) the item matched
+        pa.field("cert_sha256", pa.string(), nullable=False),  # the final certificate's once seen, else the precert's
+        pa.field("precert_sha256", pa.string()),  # null until a precertificate of the issuance is seen
+        pa.field("entry_type", pa.string(), nullable=False),  # "x509" once the final certificate is seen
+        pa.field("log_slug", pa.string(), nullable=False),  # where it was first seen (earliest log timestamp)
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("timestamp", _TS_MS, nullable=False),  # that entry's log timestamp
+        pa.field("issuer", pa.string(), nullable=False),
+        pa.field("not_before", _TS_S, nullable=False),
+        pa.field("not_after", _TS_S, nullable=False),
+        pa.field("crtsh", pa.string(), nullable=False),  # crt.sh link by cert_sha256
+        pa.field("run_id", pa.string(), nullable=False),  # the ct_watch run that found the issuance
+        pa.field("matched_at", _TS_MS, nullable=False),
+        pa.field("updated_at", _TS_MS, nullable=False),  # last change (a later certificate of it)
+    ]
+)
+
+# The delivery record: one row per notice and channel, written right after it was sent
+# (ctlib.downstream.notify); a retried task skips what it finds here.
+NOTIFICATIONS_SCHEMA = pa.schema(
+    [
+        pa.field("sent_at", _TS_MS, nullable=False),
+        pa.field("channel", pa.string(), nullable=False),  # webhook | slack | email
+        pa.field("kind", pa.string(), nullable=False),  # watch | phishing
+        pa.field("key", pa.string(), nullable=False),  # the issuance: tbs_sha256
+        pa.field("title", pa.string(), nullable=False),  # what the notice said, in one line
+        pa.field("dag_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
 SCHEMAS: Mapping[str, pa.Schema] = MappingProxyType({
     CERTS: CERTS_SCHEMA,
     ERRORS: ERRORS_SCHEMA,
@@ -218,6 +267,8 @@ SCHEMAS: Mapping[str, pa.Schema] = MappingProxyType({
     ALERTS: SCORES_SCHEMA,
     ENRICHMENT: ENRICHMENT_SCHEMA,
     HEALTH: HEALTH_SCHEMA,
+    WATCH_MATCHES: WATCH_MATCHES_SCHEMA,
+    NOTIFICATIONS: NOTIFICATIONS_SCHEMA,
 })
 """Every table's schema, in TABLES order."""
 
@@ -328,6 +379,13 @@ def health_file_name(checked_at: datetime) -> str:
 def enrichment_file_name(run: str) -> str:
     """`<run>.parquet` (`run` as is when it already ends in .parquet): one run's rows of a day."""
     return run if run.endswith(".parquet") else f"{run}.parquet"
+
+
+def notification_file_name(channel: str, run_id: str, try_number: int) -> str:
+    """`<channel>-<run>-<try>.parquet` (run id made file-safe): what one attempt of a run sent
+    on one channel; the attempt rewrites it after every notice it sends."""
+    safe_run = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+    return f"{channel}-{safe_run}-{try_number}.parquet"
 
 
 def counterpart(root: str, path: str, table: str, source: str = CERTS) -> str:
