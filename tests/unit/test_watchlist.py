@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctlib.downstream.watchlist import WatchlistError, load_watchlist, normalize_name, parse_watchlist
 from tests.paths import PROJECT_ROOT
@@ -71,3 +73,19 @@ def test_bad_lines_name_file_and_line(tmp_path):
 def test_the_bundled_example_parses():
     watchlist = load_watchlist(PROJECT_ROOT / "include" / "watchlist.txt")
     assert [i.kind for i in watchlist.items] == ["domain", "name", "ip"]
+
+
+_LABELS = ["a", "b", "www", "example", "com", "xn--bcher-kva"]
+_name = st.lists(st.sampled_from(_LABELS), min_size=1, max_size=4).map(".".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(st.tuples(st.booleans(), _name), min_size=1, max_size=8),
+       names=st.lists(st.tuples(st.booleans(), _name), max_size=6))
+def test_the_index_answers_as_the_rules_one_item_at_a_time(items, names):
+    """Watchlist.match finds items by the name's suffixes; WatchItem.matches_name states the
+    rules one item at a time. Both must agree on any list and any names, wildcards included."""
+    watchlist = parse_watchlist("\n".join(("." if domain else "") + name for domain, name in items))
+    cert_names = [("*." if wildcard else "") + name for wildcard, name in names]
+    one_by_one = [(item, [n for n in dict.fromkeys(cert_names) if item.matches_name(normalize_name(n))]) for item in watchlist.items]
+    assert watchlist.match(cert_names) == [(item, hits) for item, hits in one_by_one if hits]

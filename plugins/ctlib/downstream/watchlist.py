@@ -15,14 +15,18 @@ Matching (`Watchlist.match`):
   `a.b.example.com`: a wildcard covers one label);
 - a watched `.example.com` matches a wildcard for a zone under it too (`*.dev.example.com`).
 
-The ct_watch DAG and `python -m ctlib.watch` (issue 15, to come) build on this module.
+`Watchlist.match` looks each name up by its suffixes (`WatchIndex`), so its cost depends on
+the name's labels, not on the watchlist's length; `WatchItem.matches_name` states the rules
+one item at a time (the tests hold the two to the same answers). The ct_watch DAG
+(ctlib.downstream.watching) and `python -m ctlib.watch` (ctlib.downstream.watch_query) build
+on this module.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import idna
@@ -36,6 +40,8 @@ def normalize_name(name: str) -> str:
     """A DNS name as compared: lower case, no trailing dot, every label in punycode (a label
     IDNA refuses, such as one with an underscore, is kept as lower-case text)."""
     name = name.strip().rstrip(".").lower()
+    if name.isascii():  # nearly every name in a certificate: nothing to encode
+        return name
     labels = []
     for label in name.split("."):
         if label.isascii() or label == "*":
@@ -96,22 +102,67 @@ def parse_item(text: str) -> WatchItem:
     return WatchItem(text, "domain" if domain else "name", name=name)
 
 
-@dataclass(frozen=True, slots=True)
+def _parent(name: str) -> str:
+    return name.partition(".")[2]
+
+
+class WatchIndex:
+    """The name items of a watchlist by the names they are looked up under: a domain item by
+    its name (found among a certificate name's suffixes), a name item by itself, and both by
+    their parent, where a wildcard one label above them finds them."""
+
+    def __init__(self, items: Sequence[WatchItem]) -> None:
+        self.domains: dict[str, list[int]] = {}
+        self.names: dict[str, list[int]] = {}
+        self.children: dict[str, list[int]] = {}
+        self.ips = [k for k, item in enumerate(items) if item.kind == "ip"]
+        for position, item in enumerate(items):
+            if item.kind == "ip":
+                continue
+            (self.domains if item.kind == "domain" else self.names).setdefault(item.name, []).append(position)
+            self.children.setdefault(_parent(item.name), []).append(position)
+
+    def positions(self, name: str) -> list[int]:
+        """The positions of the items that match `name` (normalized), as
+        WatchItem.matches_name decides."""
+        wildcard = name.startswith("*.")
+        base = name[2:] if wildcard else name
+        found: list[int] = []
+        if wildcard:
+            found += self.children.get(base, ())
+        else:
+            found += self.names.get(name, ())
+        suffix = base
+        while suffix:
+            found += self.domains.get(suffix, ())
+            suffix = _parent(suffix)
+        return found
+
+
+@dataclass(frozen=True)
 class Watchlist:
     items: tuple[WatchItem, ...]
+    index: WatchIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", WatchIndex(self.items))
 
     def match(self, dns_names: Iterable[str], ip_addresses: Iterable[str] = ()) -> list[tuple[WatchItem, list[str]]]:
-        """Each item that matches, with the certificate's names (as given) it matched, in the
-        watchlist's order."""
-        names = [(n, normalize_name(n)) for n in dns_names]
-        addresses = list(ip_addresses)
-        found = []
-        for item in self.items:
-            hits = ([n for n, normal in names if item.matches_name(normal)] if item.kind != "ip"
-                    else [a for a in addresses if item.matches_ip(a)])
-            if hits:
-                found.append((item, hits))
-        return found
+        """Each item that matches, with the certificate's names (as given, each once) it
+        matched, in the watchlist's order."""
+        hits: dict[int, list[str]] = {}
+        for name in dns_names:
+            for position in self.index.positions(normalize_name(name)):
+                found = hits.setdefault(position, [])
+                if name not in found:
+                    found.append(name)
+        if self.index.ips:
+            addresses = list(ip_addresses)
+            for position in self.index.ips:
+                matched = [a for a in addresses if self.items[position].matches_ip(a)]
+                if matched:
+                    hits[position] = matched
+        return [(self.items[position], hits[position]) for position in sorted(hits)]
 
 
 def parse_watchlist(text: str, source: str = "watchlist") -> Watchlist:
