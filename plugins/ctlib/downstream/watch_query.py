@@ -22,12 +22,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from ctlib.downstream.watchlist import Watchlist, WatchlistError, load_watchlist
+from ctlib.downstream.watchlist import CRTSH, Watchlist, WatchlistError, load_watchlist
 from ctlib.lake.query import connect
 
 COLUMNS = ("watch_item", "names", "tbs_sha256", "cert_sha256", "entry_type", "log_slug", "index", "timestamp",
            "issuer", "not_before", "not_after", "crtsh")
-CRTSH = "https://crt.sh/?q="
 
 # Each (certificate name, watch item) pair that matches: `n` the certificate's name, lower
 # case without a trailing dot; `w` the item's normalized name; `kind` domain or name.

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import idna
 
+CRTSH = "https://crt.sh/?q="
+"""A certificate's page on crt.sh: this followed by its sha256 (of a precert or a certificate)."""
+
 
 class WatchlistError(ValueError):
     """A line of the watchlist is not a name, a domain or an IP address; names file and line."""

@@ -1,0 +1,226 @@
+"""ct_watch: match new `certs` files against the watchlist and keep `watch_matches` exactly once.
+
+One row per issuance and watch item (WATCH_MATCHES_SCHEMA). An issuance is a `tbs_sha256`:
+a precertificate and its final certificate are one, whichever log and run shows each. So:
+
+- the first certificate of an issuance that a watch item covers makes the row (`run_id` is
+  the ct_watch run that found it: that run notifies it);
+- a later certificate of it (the final certificate, the same precertificate in another log)
+  updates that row (the final certificate's sha256, more matched names) and is not new;
+- the row lives in the file named as the certs file that first showed the issuance
+  (`layout.counterpart`), and every write rewrites a whole file under a temporary name.
+
+Exactly once: before writing, the rows already kept for the batch's issuances are read back;
+a retried task, a re-run, or a manual run over the same files finds its rows there and
+writes the same rows again. Rows found by an earlier attempt of the *same* run still count
+as this run's (`WatchResult.files` names their files), so a retry after a crash between
+writing and notifying still notifies them. ct_watch runs one at a time (max_active_runs=1):
+nothing else writes the table.
+
+Matching reads only the `dns_names` and `ip_addresses` columns and looks each distinct name
+up in the watchlist's index (ctlib.downstream.watchlist); the other columns are read only
+for the rows that match, which are few.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from ctlib.downstream.watchlist import CRTSH, Watchlist, normalize_name
+from ctlib.lake import layout
+from ctlib.lake.files import Lake, write_file
+
+log = logging.getLogger(__name__)
+
+_ROW_COLUMNS = ["tbs_sha256", "cert_sha256", "entry_type", "log_slug", "index", "timestamp", "issuer",
+                "not_before", "not_after"]
+
+Key = tuple[str, str]
+"""(tbs_sha256, watch_item): one row of watch_matches."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResult:
+    """What one ct_watch run did: `files` the watch_matches files holding this run's new rows
+    (to notify), `new` those rows, `updated` older rows a later certificate changed,
+    `certificates` the certificate rows that matched, `entries` the certs rows read."""
+
+    files: list[str]
+    new: int
+    updated: int
+    certificates: int
+    entries: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": self.files, "new": self.new, "updated": self.updated,
+                "certificates": self.certificates, "entries": self.entries}
+
+
+def file_matches(lake: Lake, certs_uri: str, watchlist: Watchlist) -> tuple[list[dict[str, Any]], int]:
+    """The certificate rows of one certs file that the watchlist matches, one per row and
+    watch item (the row's _ROW_COLUMNS plus watch_item, names, source), and how many rows the
+    file holds."""
+    path = lake.path_of(certs_uri)
+    try:
+        table = pq.read_table(path, columns=["dns_names", "ip_addresses"], filesystem=lake.filesystem)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{certs_uri}: no such certs file (compacted since? run ct_watch on the day's "
+                                "merged file instead)") from None
+    hits = _name_hits(table.column("dns_names").combine_chunks(), watchlist)
+    if watchlist.index.ips:
+        ips = table.column("ip_addresses").combine_chunks()
+        for row in pc.indices_nonzero(pc.list_value_length(ips)).to_pylist():
+            for item, matched in watchlist.match((), ips[row].as_py()):
+                hits.setdefault((row, item.text), []).extend(matched)
+    if not hits:
+        return [], table.num_rows
+    rows = sorted({row for row, _ in hits})
+    facts = pq.read_table(path, columns=_ROW_COLUMNS, filesystem=lake.filesystem).take(pa.array(rows)).to_pylist()
+    by_row = dict(zip(rows, facts, strict=True))
+    return [{**by_row[row], "watch_item": item, "names": sorted(set(names)), "source": certs_uri}
+            for (row, item), names in sorted(hits.items())], table.num_rows
+
+
+def _name_hits(dns_names: pa.ListArray, watchlist: Watchlist) -> dict[tuple[int, str], list[str]]:
+    """{(row, watch item text): matched names} over every DNS name of the column, each distinct
+    name looked up once."""
+    flat = dns_names.flatten().to_pylist()
+    parents = pc.list_parent_indices(dns_names).to_pylist()
+    items, positions = watchlist.items, watchlist.index.positions
+    verdicts: dict[str, list[int]] = {}
+    hits: dict[tuple[int, str], list[str]] = {}
+    for name, row in zip(flat, parents, strict=True):
+        found = verdicts.get(name)
+        if found is None:
+            found = verdicts[name] = positions(normalize_name(name))
+        for position in found:
+            hits.setdefault((row, items[position].text), []).append(name)
+    return hits
+
+
+def merge_issuance(kept: Mapping[str, Any] | None, candidates: Iterable[Mapping[str, Any]], run_id: str,
+                   now: datetime) -> dict[str, Any]:
+    """The watch_matches row of one issuance and watch item: the row `kept` so far (None: a new
+    one, found by `run_id`) with what `candidates` (its certificate rows of this batch) add.
+    Pure, and the same whatever order the certificates come in: first seen is the earliest log
+    timestamp (then log and index), the final certificate's sha256 wins over the precert's."""
+    row: dict[str, Any] = dict(kept) if kept else {}
+    names = set(row.get("names") or ())
+    for cand in sorted(candidates, key=lambda c: (c["timestamp"], c["log_slug"], c["index"])):
+        names.update(cand["names"])
+        if not row or (cand["timestamp"], cand["log_slug"], cand["index"]) < (row["timestamp"], row["log_slug"], row["index"]):
+            row.update({k: cand[k] for k in ("log_slug", "index", "timestamp", "issuer", "not_before", "not_after")})
+            row.setdefault("watch_item", cand["watch_item"])
+            row.setdefault("tbs_sha256", cand["tbs_sha256"])
+        if cand["entry_type"] == "x509":
+            row.update(cert_sha256=cand["cert_sha256"], entry_type="x509")
+        else:
+            row["precert_sha256"] = row.get("precert_sha256") or cand["cert_sha256"]
+            if row.get("entry_type") != "x509":
+                row.update(cert_sha256=row["precert_sha256"], entry_type="precert")
+    row["names"] = sorted(names)
+    row["crtsh"] = CRTSH + row["cert_sha256"]
+    row.setdefault("precert_sha256", None)
+    row.setdefault("run_id", run_id)
+    row.setdefault("matched_at", now)
+    if kept is None or any(row[k] != kept.get(k) for k in row if k != "updated_at"):
+        row["updated_at"] = now
+    return row
+
+
+def kept_rows(lake: Lake, issuances: Sequence[str]) -> dict[Key, tuple[dict[str, Any], str]]:
+    """{(tbs_sha256, watch_item): (row, its file)} of the rows watch_matches already holds for
+    `issuances` (through the lake's filesystem; statistics skip most files)."""
+    directory = layout.table_dir(lake.root, layout.WATCH_MATCHES)
+    try:
+        info = lake.filesystem.get_file_info(directory)
+    except OSError:
+        return {}
+    if info.type == pafs.FileType.NotFound or not issuances:
+        return {}
+    dataset = ds.dataset(directory, filesystem=lake.filesystem, format="parquet",
+                         schema=layout.WATCH_MATCHES_SCHEMA)
+    wanted = pc.field("tbs_sha256").isin(pa.array(sorted(set(issuances)), pa.string()))
+    found: dict[Key, tuple[dict[str, Any], str]] = {}
+    for fragment in dataset.get_fragments(filter=wanted):
+        for row in fragment.to_table(filter=wanted, schema=layout.WATCH_MATCHES_SCHEMA).to_pylist():
+            found[(row["tbs_sha256"], row["watch_item"])] = (row, fragment.path)
+    return found
+
+
+def _home(lake: Lake, certs_uri: str) -> str:
+    return layout.counterpart(lake.root, lake.path_of(certs_uri), layout.WATCH_MATCHES)
+
+
+def watch_files(lake: Lake, files: Sequence[str], watchlist: Watchlist, run_id: str,
+                now: datetime | None = None) -> WatchResult:
+    """Match `files` (certs file URIs) and bring watch_matches up to date (module docstring)."""
+    now = now or datetime.now(UTC)
+    candidates: dict[Key, list[dict[str, Any]]] = {}
+    certificates = entries = 0
+    for certs_uri in files:
+        matches, rows = file_matches(lake, certs_uri, watchlist)
+        entries += rows
+        certificates += len({(m["log_slug"], m["index"]) for m in matches})
+        for match in matches:
+            candidates.setdefault((match["tbs_sha256"], match["watch_item"]), []).append(match)
+    if not candidates:
+        return WatchResult([], 0, 0, certificates, entries)
+    kept = kept_rows(lake, [tbs for tbs, _ in candidates])
+    changed: dict[str, dict[Key, dict[str, Any]]] = {}  # file -> rows to write over its own
+    ours: set[str] = set()  # files holding rows this run found (in this attempt or an earlier one)
+    new = updated = 0
+    for key, cands in candidates.items():
+        old, path = kept.get(key, (None, None))
+        row = merge_issuance(old, cands, run_id, now)
+        if path is None:
+            first = min(cands, key=lambda c: (c["timestamp"], c["log_slug"], c["index"]))
+            path = _home(lake, first["source"])
+            new += 1
+        elif row != old:
+            updated += row["run_id"] != run_id
+        else:
+            if row["run_id"] == run_id:
+                ours.add(path)
+            continue
+        changed.setdefault(path, {})[key] = row
+        if row["run_id"] == run_id:
+            ours.add(path)
+    for path, rows in sorted(changed.items()):
+        _rewrite(lake, path, rows)
+    log.info("%d certs files, %d entries: %d certificates matched; %d new issuance rows, %d updated",
+             len(files), entries, certificates, new, updated)
+    return WatchResult([lake.uri(p) for p in sorted(ours)], new, updated, certificates, entries)
+
+
+def _rewrite(lake: Lake, path: str, rows: Mapping[Key, dict[str, Any]]) -> None:
+    """Write the file at `path` with `rows` over the rows it holds (same key: replaced)."""
+    merged: dict[Key, dict[str, Any]] = {}
+    try:
+        for row in pq.read_table(path, filesystem=lake.filesystem, schema=layout.WATCH_MATCHES_SCHEMA).to_pylist():
+            merged[(row["tbs_sha256"], row["watch_item"])] = row
+    except FileNotFoundError:
+        pass
+    merged.update(rows)
+    ordered = sorted(merged.values(), key=lambda r: (r["timestamp"], r["tbs_sha256"], r["watch_item"]))
+    directory, _, name = path.rpartition("/")
+    write_file(lake, directory, name, pa.Table.from_pylist(ordered, schema=layout.WATCH_MATCHES_SCHEMA))
+
+
+def rows_of_run(lake: Lake, files: Sequence[str], run_id: str) -> list[dict[str, Any]]:
+    """The watch_matches rows of `files` that run `run_id` found: what it notifies."""
+    rows: list[dict[str, Any]] = []
+    for uri in files:
+        table = pq.read_table(lake.path_of(uri), filesystem=lake.filesystem, schema=layout.WATCH_MATCHES_SCHEMA)
+        rows += [r for r in table.to_pylist() if r["run_id"] == run_id]
+    return rows
