@@ -675,3 +675,30 @@ def test_cli_serves_writes_the_log_list_and_stops_on_sigterm(tmp_path, http):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_planting_growth_plants_phishing_and_watched_certificates(tmp_path):
+    """`--phishing-every 5 --watched-every 7`: entries 4, 9, 14... phishing-style, 6, 13, 20...
+    for names under the watched domain (phishing first where both fall on one entry)."""
+    from ctlib.testing.ctlog import _PlantingGrowth
+
+    server = LogServer()
+    log = server.add_log("Planting Log", initial_size=0)
+    planted = tmp_path / "planted.jsonl"
+    growth = _PlantingGrowth([log], 0.0, 5, 1, planted, "shop.example", 7)
+    growth.grow(log, 40)
+    growth.close()
+    assert log.size == 40
+    records = [json.loads(line) for line in planted.read_text().splitlines()]
+    kinds = {r["index"]: r["kind"] for r in records}
+    assert kinds == {**{i: "phishing" for i in (4, 9, 14, 19, 24, 29, 34, 39)},
+                     **{i: "watched" for i in (6, 13, 20, 27)}}
+    from ctlib.ct.types import RawEntry
+    from ctlib.decode.entries import LogRef, decode_entries
+
+    raws = [RawEntry(r["index"], *log.entry(r["index"])) for r in records]
+    certs = decode_entries(LogRef("bG9n", log.slug), raws, dt.datetime.now(dt.UTC)).certs.to_pylist()
+    for record, cert in zip(records, certs, strict=True):
+        if record["kind"] == "watched":
+            assert all(n == "shop.example" or n.endswith(".shop.example") for n in record["names"])
+        assert cert["dns_names"] == record["names"]

@@ -1284,19 +1284,40 @@ def phishing_names(rng: random.Random) -> list[str]:
     return [domain, f"www.{domain}"]
 
 
+_WATCHED_HOSTS = ("www", "mail", "vpn", "shop", "login", "api", "portal", "cdn")
+
+
+def watched_names(rng: random.Random, domain: str) -> list[str]:
+    """DNS names of one certificate for a domain someone watches: a host under it, the domain
+    with its www, or a wildcard with the domain (which covers every host one label under it)."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        return [f"{rng.choice(_WATCHED_HOSTS)}{rng.randrange(1, 99)}.{domain}"]
+    if kind == 1:
+        return [domain, f"www.{domain}"]
+    return [f"*.{domain}", domain]
+
+
 class _PlantingGrowth:
-    """The CLI's growth when `--phishing-every N` is on, in place of LogServer's: each log
-    grows by `rate` entries per second (published about every second), and each entry whose
-    index + 1 is a multiple of N is a certificate for `phishing_names` (its final certificate
-    may follow later, as for any precertificate). Each planted certificate is appended to
-    `planted` (JSON lines: log, index, names) before it is published."""
+    """The CLI's growth when `--phishing-every N` or `--watched-every M` is on, in place of
+    LogServer's: each log grows by `rate` entries per second (published about every second),
+    and each entry whose index + 1 is a multiple of N is a certificate for `phishing_names`,
+    of M one for `watched_names` of `watched_domain` (N first where both fall on one entry;
+    a precertificate's final certificate may follow later, as for any). Each planted
+    certificate is appended to `planted` (JSON lines: log, index, names, kind) before it is
+    published."""
 
     def __init__(
-        self, logs: Sequence[LocalCTLog], rate: float, every: int, seed: int, planted: Path | None
+        self, logs: Sequence[LocalCTLog], rate: float, every: int, seed: int, planted: Path | None,
+        watched_domain: str = "", watched_every: int = 0,
     ) -> None:
         self.logs = list(logs)
         self.rate = rate
-        self.every = every
+        self._plants: list[tuple[str, int, Callable[[random.Random], list[str]]]] = []
+        if every > 0:
+            self._plants.append(("phishing", every, phishing_names))
+        if watched_every > 0 and watched_domain:
+            self._plants.append(("watched", watched_every, lambda rng: watched_names(rng, watched_domain)))
         self._rngs = {log.slug: random.Random(f"phishing:{seed}:{log.slug}") for log in self.logs}
         self._carry = {log.slug: 0.0 for log in self.logs}
         self._planted = open(planted, "a", encoding="utf-8") if planted else None  # noqa: SIM115
@@ -1305,16 +1326,18 @@ class _PlantingGrowth:
         target = log.size + n
         while log.size < target:
             size = log.size
-            planted_at = (size // self.every + 1) * self.every - 1
+            # The next planted index: the first at or after `size` that is a multiple's last.
+            planted_at, kind, make = min(((size // every + 1) * every - 1, kind, make)
+                                         for kind, every, make in self._plants)
             if planted_at >= target:
                 log.grow(target - size)
                 return
             if planted_at > size:
                 log.grow(planted_at - size)
-            names = phishing_names(self._rngs[log.slug])
+            names = make(self._rngs[log.slug])
             index = log.submit(names)
             if self._planted is not None:
-                record = {"log": log.slug, "index": index, "names": names}
+                record = {"log": log.slug, "index": index, "names": names, "kind": kind}
                 self._planted.write(json.dumps(record) + "\n")
                 self._planted.flush()
 
@@ -1350,9 +1373,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--phishing-every", type=int, default=0, metavar="N",
         help="every Nth certificate of each log has phishing-style names (default 0: none; "
              "live growth only, the history has none)")
+    add("--watched-domain", default="", metavar="DOMAIN",
+        help="with --watched-every: the domain the planted certificates are for")
+    add("--watched-every", type=int, default=0, metavar="M",
+        help="every Mth certificate of each log is for a name under --watched-domain (a host, "
+             "the domain and its www, or a wildcard; default 0: none)")  # fmt: skip
     add("--planted", type=Path, default=None, metavar="PATH",
-        help="with --phishing-every: append each planted certificate to PATH "
-             "(JSON lines: log slug, index, names)")  # fmt: skip
+        help="with --phishing-every or --watched-every: append each planted certificate to PATH "
+             "(JSON lines: log slug, index, names, kind)")  # fmt: skip
     add("--history-hours", type=float, default=0.0, metavar="H",
         help="each log starts with H hours of backdated history ending now, published "
              "before live growth (default 0: none)")  # fmt: skip
@@ -1368,15 +1396,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--history-hours, --history-rate and --disorder-seconds must be >= 0")
     if not 0 <= args.tiled <= args.logs:
         parser.error("--tiled must be between 0 and --logs")
-    if args.phishing_every < 0:
-        parser.error("--phishing-every must be >= 0")
+    if args.phishing_every < 0 or args.watched_every < 0:
+        parser.error("--phishing-every and --watched-every must be >= 0")
+    if args.watched_every and not args.watched_domain:
+        parser.error("--watched-every needs --watched-domain")
 
     stop = threading.Event()
     # SIGTERM (docker, make) must stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = LogServer(args.port)
-    planting = args.phishing_every > 0
+    planting = args.phishing_every > 0 or args.watched_every > 0
     classic = args.logs - args.tiled
     for i in range(1, args.logs + 1):
         tiled = i > classic
@@ -1394,7 +1424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if planting:
         if args.planted:
             args.planted.parent.mkdir(parents=True, exist_ok=True)
-        growth = _PlantingGrowth(server.logs, args.rate, args.phishing_every, args.seed, args.planted)
+        growth = _PlantingGrowth(server.logs, args.rate, args.phishing_every, args.seed, args.planted,
+                                 args.watched_domain, args.watched_every)
         for log in server.logs:
             growth.grow(log, args.initial_size)
             log.publish()
