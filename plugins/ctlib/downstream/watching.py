@@ -196,8 +196,8 @@ def watch_files(lake: Lake, files: Sequence[str], watchlist: Watchlist, run_id: 
         changed.setdefault(path, {})[key] = row
         if row["run_id"] == run_id:
             ours.add(path)
-    for path, rows in sorted(changed.items()):
-        _rewrite(lake, path, rows)
+    for path, changed_rows in sorted(changed.items()):
+        _rewrite(lake, path, changed_rows)
     log.info("%d certs files, %d entries: %d certificates matched; %d new issuance rows, %d updated",
              len(files), entries, certificates, new, updated)
     return WatchResult([lake.uri(p) for p in sorted(ours)], new, updated, certificates, entries)
