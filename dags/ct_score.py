@@ -29,6 +29,12 @@ in `include/scoring/`), writes `scores/` and `alerts/` next to the certs files (
 and file name, so a re-run replaces rather than adds), sends alerts to Kafka `ct-alerts`, and
 announces the alert files on the `ct://alerts` asset.
 
+Alerts at or above `CT_NOTIFY_MIN_SCORE` (default 90) are also sent, one message per run, to
+each notification channel whose connection exists (webhook `ct_webhook`, Slack `ct_slack`,
+e-mail `ct_smtp`; see ct_watch): one `notify` task per channel, each issuance once (a final
+certificate's alert after its precertificate's is left out; `notifications/` records what
+was sent).
+
 Manual run: give `files` (certs file paths) to re-score them.
 """,
     schedule=[CERTS],
@@ -46,13 +52,20 @@ def ct_score_dag():
 
         return score_task(list(params.get("files") or []), triggering_asset_events or {})
 
+    # Returns one notification job per channel when an alert reaches CT_NOTIFY_MIN_SCORE.
     @task(outlets=[ALERTS])
-    def announce(summary: dict, outlet_events=None) -> dict:
+    def announce(summary: dict, outlet_events=None) -> list[dict]:
         from ctlib.airflow.downstream_tasks import announce_alerts
 
         return announce_alerts(summary, outlet_events[ALERTS])
 
-    announce(score())
+    @task(map_index_template="{{ ct_channel }}")
+    def notify(job: dict, dag_run=None, ti=None) -> dict:
+        from ctlib.airflow.downstream_tasks import notify_phishing_task
+
+        return notify_phishing_task(job, dag_id=dag_run.dag_id, run_id=dag_run.run_id, try_number=ti.try_number)
+
+    notify.expand(job=announce(score()))
 
 
 ct_score = ct_score_dag()

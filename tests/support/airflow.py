@@ -48,8 +48,8 @@ def load_dag_module(name: str):
     return module
 
 
-def run_dag(dag, capfd) -> tuple[str, str]:
-    """One `dag.test()` run: (its state, what it logged and printed). Depending on how
+def run_dag(dag, capfd, **test_kwargs) -> tuple[str, str]:
+    """One `dag.test(**test_kwargs)` run: (its state, what it logged and printed). Depending on how
     Airflow set up logging, a record reaches stdout (structlog) or only the stdlib handlers,
     so both are collected: a test finds the error a task failed with, or a retry's warning."""
     records = io.StringIO()
@@ -59,7 +59,7 @@ def run_dag(dag, capfd) -> tuple[str, str]:
     capfd.readouterr()
     root.addHandler(handler)
     try:
-        state = dag.test().state
+        state = dag.test(**test_kwargs).state
     finally:
         root.removeHandler(handler)
     out, err = capfd.readouterr()

@@ -4,7 +4,7 @@ them from here, so a URI or a name cannot drift between the producer and its con
 - `ct://certs` (CERTS): new certs/ and errors/ files of one committed ingest run. The
   producing ingest DAG announces it through its log's alias (`certs_alias`), whichever of its
   tasks committed: an alias emits only when a task adds an event, while an outlet Asset would
-  emit on every success, idle runs included. `ct_score` runs on it.
+  emit on every success, idle runs included. `ct_score` and `ct_watch` run on it.
 - `ct://alerts` (ALERTS): alert files of one scoring run; `ct_enrich` runs on it.
 - `ct://wake/<slug>` (`wake_asset`): starts a run of a frozen (hourly) log at once; emitted
   through `wake_alias` by its own ingest runs and through LOGLIST_WAKE_ALIAS by the log-list

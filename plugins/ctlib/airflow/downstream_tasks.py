@@ -1,5 +1,5 @@
-"""Task bodies of the downstream DAGs (ct_score, ct_enrich): read the triggering asset
-events, call the library, publish to Kafka. Imported only when a task runs."""
+"""Task bodies of the downstream DAGs (ct_score, ct_watch, ct_enrich): read the triggering
+asset events, call the library, publish to Kafka, notify. Imported only when a task runs."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ def _publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes, byt
 
 def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]]) -> dict[str, Any]:
     """Score every certs file of the triggering events (or `manual_files`). Each distinct
-    (name, issuer) is scored once for the whole run: one DistinctScores serves every file."""
+    (name, issuer) is scored once for the whole run: one DistinctScores serves every file.
+    `channels`: where to notify, when an alert reaches CT_NOTIFY_MIN_SCORE."""
+    import pyarrow.compute as pc
+
     from ctlib.downstream.score import Scorer
     from ctlib.downstream.scoring import DistinctScores, alert_messages, files_from_events, score_certs_file
 
@@ -35,31 +38,120 @@ def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]]) -> 
     lake = Lake.open(settings.lake)
     scorer = Scorer()
     distinct = DistinctScores(scorer)
-    results, alerts_sent = [], 0
+    results, alerts_sent, alert_tables = [], 0, []
     for certs_file in files:
         before = distinct.scored
         scored, alerts = score_certs_file(lake, certs_file, scorer, distinct=distinct)
+        alert_tables.append(alerts)
         alerts_sent += _publish(settings, settings.kafka_alerts_topic, alert_messages(alerts), f"alerts of {certs_file}")
         results.append(scored)
         log.info("%s: %d names scored (%d distinct, %d new to this run), %d alerts", certs_file, scored.names,
                  scored.distinct, distinct.scored - before, scored.alerts)
+    notable = sum(int(pc.sum(pc.greater_equal(a.column("score"), settings.notify_min_score)).as_py() or 0)
+                  for a in alert_tables)
     return {
         "files": len(files),
         "names": sum(r.names for r in results),
         "alerts": sum(r.alerts for r in results),
         "alert_files": [r.alerts_file for r in results if r.alerts_file],
         "kafka_messages": alerts_sent,
+        "notable_alerts": notable,
+        "channels": _channels(settings) if notable else [],
     }
 
 
-def announce_alerts(summary: dict[str, Any], outlet_event: Any) -> dict[str, Any]:
-    """Emit the `ct://alerts` event only when there is something to enrich."""
+def _channels(settings: Settings) -> list[str]:
+    from ctlib.downstream.notify import configured_channels
+
+    return configured_channels(settings)
+
+
+CHANNEL_LABEL = "ct_channel"
+"""Context key a notify task's map_index_template shows: its channel, not a bare map index."""
+
+
+def _notify(channel: str, notices: list, *, batched: bool, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
+    from airflow.sdk import get_current_context
+
+    from ctlib.downstream.notify import deliver
+
+    try:
+        get_current_context()[CHANNEL_LABEL] = channel  # type: ignore[literal-required]
+    except RuntimeError:  # called outside a running task (tests): no label to show
+        pass
+    settings = Settings.from_env()
+    report = deliver(Lake.open(settings.lake), channel, notices, settings=settings, dag_id=dag_id, run_id=run_id,
+                     try_number=try_number, batched=batched)
+    return {"channel": channel, "notices": len(notices), "sent": report.sent, "skipped": report.skipped,
+            "messages": report.messages}
+
+
+def watch_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], run_id: str) -> list[dict[str, Any]]:
+    """Match the certs files of the triggering events (or `manual_files`) against the
+    watchlist (CT_WATCHLIST, read anew) and keep watch_matches; one notification job per
+    configured channel when this run found new issuances (none else)."""
+    from ctlib.downstream.scoring import files_from_events
+    from ctlib.downstream.watching import watch_files
+    from ctlib.downstream.watchlist import load_watchlist
+
+    settings = Settings.from_env()
+    watchlist = load_watchlist(settings.watchlist)
+    files = manual_files or files_from_events(events)
+    if not files:
+        log.info("no certs file to match (no triggering asset event and no `files` param)")
+    result = watch_files(Lake.open(settings.lake), files, watchlist, run_id)
+    log.info("watchlist %s: %d items; %s", settings.watchlist, len(watchlist.items), result.to_json())
+    return [{"channel": channel, "files": result.files} for channel in (_channels(settings) if result.files else [])]
+
+
+def notify_watch_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
+    """Notify `job["channel"]` of the issuances this run added to watch_matches (in
+    `job["files"]`), one message each; what the delivery record holds is not sent again."""
+    from ctlib.downstream.notify import watch_notices
+    from ctlib.downstream.watching import rows_of_run
+
+    lake = Lake.open(Settings.from_env().lake)
+    notices = watch_notices(rows_of_run(lake, job["files"], run_id))
+    return _notify(job["channel"], notices, batched=False, dag_id=dag_id, run_id=run_id, try_number=try_number)
+
+
+def notify_phishing_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
+    """Notify `job["channel"]` of this run's phishing alerts (in `job["alert_files"]`) at or
+    above CT_NOTIFY_MIN_SCORE, in one message; an issuance already notified (its
+    precertificate's alert) is left out."""
+    import pyarrow.parquet as pq
+
+    from ctlib.downstream.notify import phishing_notices
+    from ctlib.lake import layout
+
+    settings = Settings.from_env()
+    lake = Lake.open(settings.lake)
+    rows = []
+    for uri in job["alert_files"]:
+        path = lake.path_of(uri)
+        alerts = pq.read_table(path, filesystem=lake.filesystem,
+                               filters=[("score", ">=", settings.notify_min_score)]).to_pylist()
+        if not alerts:
+            continue
+        # The issuance (tbs_sha256) is in the certs file the alerts file was scored from.
+        certs = pq.read_table(layout.counterpart(lake.root, path, layout.CERTS, source=layout.ALERTS),
+                              columns=["index", "tbs_sha256"], filesystem=lake.filesystem).to_pylist()
+        tbs = {c["index"]: c["tbs_sha256"] for c in certs}
+        rows += [{**a, "tbs_sha256": tbs[a["index"]]} for a in alerts]
+    notices = phishing_notices(rows, settings.notify_min_score)
+    return _notify(job["channel"], notices, batched=True, dag_id=dag_id, run_id=run_id, try_number=try_number)
+
+
+def announce_alerts(summary: dict[str, Any], outlet_event: Any) -> list[dict[str, Any]]:
+    """Emit the `ct://alerts` event only when there is something to enrich (else skip, and the
+    notify tasks with it); one notification job per channel when an alert reaches
+    CT_NOTIFY_MIN_SCORE (none else)."""
     if not summary["alert_files"]:
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException("no alert in this batch")
     outlet_event.extra = {"files": summary["alert_files"], "alerts": summary["alerts"]}
-    return summary
+    return [{"channel": channel, "alert_files": summary["alert_files"]} for channel in summary["channels"]]
 
 
 def enrichment_batches(manual_files: list[str], events: Mapping[Any, Iterable[Any]],

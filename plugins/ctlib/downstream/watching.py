@@ -7,15 +7,16 @@ a precertificate and its final certificate are one, whichever log and run shows 
   the ct_watch run that found it: that run notifies it);
 - a later certificate of it (the final certificate, the same precertificate in another log)
   updates that row (the final certificate's sha256, more matched names) and is not new;
-- the row lives in the file named as the certs file that first showed the issuance
-  (`layout.counterpart`), and every write rewrites a whole file under a temporary name.
+- an issuance's rows live in one of 256 files chosen by its tbs_sha256 (`layout.watch_bucket`),
+  so finding them reads one small file however long the table grows, and every write
+  rewrites a whole file under a temporary name.
 
-Exactly once: before writing, the rows already kept for the batch's issuances are read back;
-a retried task, a re-run, or a manual run over the same files finds its rows there and
-writes the same rows again. Rows found by an earlier attempt of the *same* run still count
-as this run's (`WatchResult.files` names their files), so a retry after a crash between
-writing and notifying still notifies them. ct_watch runs one at a time (max_active_runs=1):
-nothing else writes the table.
+Exactly once: before writing, the files of the batch's issuances are read back; a retried
+task, a re-run, or a manual run over the same files finds its rows there and writes nothing
+new. Rows found by an earlier attempt of the *same* run still count as this run's
+(`WatchResult.files` names their files), so a retry after a crash between writing and
+notifying still notifies them. ct_watch runs one at a time (max_active_runs=1): nothing
+else writes the table.
 
 Matching reads only the `dns_names` and `ip_addresses` columns and looks each distinct name
 up in the watchlist's index (ctlib.downstream.watchlist); the other columns are read only
@@ -32,9 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 
 from ctlib.downstream.watchlist import CRTSH, Watchlist, normalize_name
 from ctlib.lake import layout
@@ -138,28 +137,13 @@ def merge_issuance(kept: Mapping[str, Any] | None, candidates: Iterable[Mapping[
     return row
 
 
-def kept_rows(lake: Lake, issuances: Sequence[str]) -> dict[Key, tuple[dict[str, Any], str]]:
-    """{(tbs_sha256, watch_item): (row, its file)} of the rows watch_matches already holds for
-    `issuances` (through the lake's filesystem; statistics skip most files)."""
-    directory = layout.table_dir(lake.root, layout.WATCH_MATCHES)
+def _read_bucket(lake: Lake, path: str) -> dict[Key, dict[str, Any]]:
+    """The rows of one watch_matches file by key; none when it does not exist yet."""
     try:
-        info = lake.filesystem.get_file_info(directory)
-    except OSError:
+        table = pq.read_table(path, filesystem=lake.filesystem, schema=layout.WATCH_MATCHES_SCHEMA)
+    except FileNotFoundError:
         return {}
-    if info.type == pafs.FileType.NotFound or not issuances:
-        return {}
-    dataset = ds.dataset(directory, filesystem=lake.filesystem, format="parquet",
-                         schema=layout.WATCH_MATCHES_SCHEMA)
-    wanted = pc.field("tbs_sha256").isin(pa.array(sorted(set(issuances)), pa.string()))
-    found: dict[Key, tuple[dict[str, Any], str]] = {}
-    for fragment in dataset.get_fragments(filter=wanted):
-        for row in fragment.to_table(filter=wanted, schema=layout.WATCH_MATCHES_SCHEMA).to_pylist():
-            found[(row["tbs_sha256"], row["watch_item"])] = (row, fragment.path)
-    return found
-
-
-def _home(lake: Lake, certs_uri: str) -> str:
-    return layout.counterpart(lake.root, lake.path_of(certs_uri), layout.WATCH_MATCHES)
+    return {(row["tbs_sha256"], row["watch_item"]): row for row in table.to_pylist()}
 
 
 def watch_files(lake: Lake, files: Sequence[str], watchlist: Watchlist, run_id: str,
@@ -174,53 +158,33 @@ def watch_files(lake: Lake, files: Sequence[str], watchlist: Watchlist, run_id: 
         certificates += len({(m["log_slug"], m["index"]) for m in matches})
         for match in matches:
             candidates.setdefault((match["tbs_sha256"], match["watch_item"]), []).append(match)
-    if not candidates:
-        return WatchResult([], 0, 0, certificates, entries)
-    kept = kept_rows(lake, [tbs for tbs, _ in candidates])
-    changed: dict[str, dict[Key, dict[str, Any]]] = {}  # file -> rows to write over its own
-    ours: set[str] = set()  # files holding rows this run found (in this attempt or an earlier one)
+    by_bucket: dict[str, list[Key]] = {}
+    for key in candidates:
+        by_bucket.setdefault(layout.watch_bucket(lake.root, key[0]), []).append(key)
+    ours: list[str] = []  # files holding rows this run found (in this attempt or an earlier one)
     new = updated = 0
-    for key, cands in candidates.items():
-        old, path = kept.get(key, (None, None))
-        row = merge_issuance(old, cands, run_id, now)
-        if path is None:
-            first = min(cands, key=lambda c: (c["timestamp"], c["log_slug"], c["index"]))
-            path = _home(lake, first["source"])
-            new += 1
-        elif row != old:
-            updated += row["run_id"] != run_id
-        else:
-            if row["run_id"] == run_id:
-                ours.add(path)
-            continue
-        changed.setdefault(path, {})[key] = row
-        if row["run_id"] == run_id:
-            ours.add(path)
-    for path, changed_rows in sorted(changed.items()):
-        _rewrite(lake, path, changed_rows)
+    for path, keys in sorted(by_bucket.items()):
+        kept = _read_bucket(lake, path)
+        changed = False
+        for key in keys:
+            old = kept.get(key)
+            row = merge_issuance(old, candidates[key], run_id, now)
+            if row != old:
+                new += old is None
+                updated += old is not None and row["run_id"] != run_id
+                kept[key] = row
+                changed = True
+        if changed:
+            ordered = sorted(kept.values(), key=lambda r: (r["timestamp"], r["tbs_sha256"], r["watch_item"]))
+            directory, _, name = path.rpartition("/")
+            write_file(lake, directory, name, pa.Table.from_pylist(ordered, schema=layout.WATCH_MATCHES_SCHEMA))
+        if any(kept[key]["run_id"] == run_id for key in keys):
+            ours.append(lake.uri(path))
     log.info("%d certs files, %d entries: %d certificates matched; %d new issuance rows, %d updated",
              len(files), entries, certificates, new, updated)
-    return WatchResult([lake.uri(p) for p in sorted(ours)], new, updated, certificates, entries)
-
-
-def _rewrite(lake: Lake, path: str, rows: Mapping[Key, dict[str, Any]]) -> None:
-    """Write the file at `path` with `rows` over the rows it holds (same key: replaced)."""
-    merged: dict[Key, dict[str, Any]] = {}
-    try:
-        for row in pq.read_table(path, filesystem=lake.filesystem, schema=layout.WATCH_MATCHES_SCHEMA).to_pylist():
-            merged[(row["tbs_sha256"], row["watch_item"])] = row
-    except FileNotFoundError:
-        pass
-    merged.update(rows)
-    ordered = sorted(merged.values(), key=lambda r: (r["timestamp"], r["tbs_sha256"], r["watch_item"]))
-    directory, _, name = path.rpartition("/")
-    write_file(lake, directory, name, pa.Table.from_pylist(ordered, schema=layout.WATCH_MATCHES_SCHEMA))
+    return WatchResult(ours, new, updated, certificates, entries)
 
 
 def rows_of_run(lake: Lake, files: Sequence[str], run_id: str) -> list[dict[str, Any]]:
     """The watch_matches rows of `files` that run `run_id` found: what it notifies."""
-    rows: list[dict[str, Any]] = []
-    for uri in files:
-        table = pq.read_table(lake.path_of(uri), filesystem=lake.filesystem, schema=layout.WATCH_MATCHES_SCHEMA)
-        rows += [r for r in table.to_pylist() if r["run_id"] == run_id]
-    return rows
+    return [row for uri in files for row in _read_bucket(lake, lake.path_of(uri)).values() if row["run_id"] == run_id]

@@ -83,12 +83,15 @@ class WatchItem:
         return self.name.endswith("." + base) and "." not in self.name[: -len(base) - 1]
 
     def matches_ip(self, address: str) -> bool:
-        if self.network is None:
-            return False
-        try:
-            return ipaddress.ip_address(address.strip()) in self.network
-        except ValueError:
-            return False
+        ip = _address(address)
+        return self.network is not None and ip is not None and ip in self.network
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
 
 
 def parse_item(text: str) -> WatchItem:
@@ -160,9 +163,10 @@ class Watchlist:
                 if name not in found:
                     found.append(name)
         if self.index.ips:
-            addresses = list(ip_addresses)
+            addresses = [(a, _address(a)) for a in ip_addresses]  # each parsed once, not once per item
             for position in self.index.ips:
-                matched = [a for a in addresses if self.items[position].matches_ip(a)]
+                network = self.items[position].network
+                matched = [a for a, ip in addresses if ip is not None and ip in network]  # type: ignore[operator]
                 if matched:
                     hits[position] = matched
         return [(self.items[position], hits[position]) for position in sorted(hits)]

@@ -8,7 +8,7 @@
       alerts/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
       enrichment/date=<day>/<run>.parquet
       health/date=<day>/<checked_at ms:013d>.parquet
-      watch_matches/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
+      watch_matches/<first two hex digits of tbs_sha256>.parquet
       notifications/date=<day>/<channel>-<run>-<try>.parquet
       .compaction/                                  outside every table: no reader's glob reaches it
         <table>/log=<slug>/date=<day>.<uuid hex>/   a merge being swapped in, or what a crash left
@@ -18,8 +18,7 @@
 `<day>` is a UTC date, YYYY-MM-DD: of the entry's log timestamp in certs and errors
 (UNKNOWN_DATE when an unparseable leaf has none), of the scored certs file in scores and
 alerts, of the detection in incidents, of `enriched_at` in enrichment, of the check in health,
-of the certs file that first showed the issuance in watch_matches, of the first delivery in
-notifications.
+of the first delivery in notifications.
 
 Who writes what:
 
@@ -32,9 +31,10 @@ Who writes what:
 * enrichment: `ct_enrich` (ctlib.downstream.enrich.cache), one file per run and day.
 * health: `ct_health` (ctlib.ops.health), one file per check, one row per log.
 * watch_matches (one row per issuance and watch item): `ct_watch` (ctlib.downstream.watching),
-  in the file of the same name as the certs file that first showed the issuance; a later
-  certificate of the same issuance (the final certificate of a precertificate) updates
-  that row in place of adding one.
+  in one of 256 files by the issuance's tbs_sha256 (`watch_bucket`), so finding an
+  issuance's row reads one small file however long the table grows; a later certificate
+  of the same issuance (the final certificate of a precertificate) updates that row in
+  place of adding one.
 * notifications (the delivery record: one row per notice sent and channel): `ct_watch` and
   `ct_score` (ctlib.downstream.notify), one file per run, channel and attempt.
 
@@ -82,10 +82,10 @@ NOTIFICATIONS = "notifications"
 
 TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS, ENRICHMENT, HEALTH, WATCH_MATCHES, NOTIFICATIONS)
 """Every table (the order of ctlib.lake.query's views)."""
-LOG_TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS, WATCH_MATCHES)
+LOG_TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS)
 """Partitioned by log, then day (`partition_dir`)."""
 DAY_TABLES = (ENRICHMENT, HEALTH, NOTIFICATIONS)
-"""Partitioned by day only (`day_dir`)."""
+"""Partitioned by day only (`day_dir`). (watch_matches: by issuance, `watch_bucket`.)"""
 
 STAGING = ".compaction"
 """Directory under the lake root holding compaction's staging directories and lock files."""
@@ -379,6 +379,11 @@ def health_file_name(checked_at: datetime) -> str:
 def enrichment_file_name(run: str) -> str:
     """`<run>.parquet` (`run` as is when it already ends in .parquet): one run's rows of a day."""
     return run if run.endswith(".parquet") else f"{run}.parquet"
+
+
+def watch_bucket(root: str, tbs_sha256: str) -> str:
+    """`<root>/watch_matches/<tbs_sha256[:2]>.parquet`: the file holding an issuance's rows."""
+    return _join(root, WATCH_MATCHES, f"{tbs_sha256[:2].lower()}.parquet")
 
 
 def notification_file_name(channel: str, run_id: str, try_number: int) -> str:

@@ -1,0 +1,69 @@
+"""Watch your own domains: match new certificates against the watchlist, on every `ct://certs`
+asset event, and notify.
+
+Wiring only; the task bodies are in ctlib.airflow.downstream_tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from airflow.sdk import Param, dag, task
+
+from ctlib.airflow.assets import CERTS
+from ctlib.airflow.parse import Settings
+
+SETTINGS = Settings.from_env()
+
+
+@dag(
+    dag_id="ct_watch",
+    description="Match new certificates against the watchlist (CT_WATCHLIST); notify new issuances",
+    doc_md="""
+### Watchlist
+
+Runs on `ct://certs` asset events. Matches every DNS name and IP address of the new
+certificates against the watchlist (`CT_WATCHLIST`, certspotter's format, re-read every run:
+`.example.com` for a domain and all under it, `www.example.com` for one name, IPs and
+networks; a certificate's wildcard counts for the names it covers; IDNs in Unicode or
+punycode) and keeps `watch_matches/`: one row per issuance and watch item. A precertificate
+and its final certificate are one issuance (`tbs_sha256`): the final certificate adds its
+sha256 to the row and is not notified again.
+
+`notify` (one task per channel) then tells each configured channel about every issuance this run found, one message
+each: the generic JSON webhook (HTTP connection `CT_NOTIFY_WEBHOOK_CONN`, default
+`ct_webhook`), Slack (incoming-webhook connection `ct_slack`) and e-mail (SMTP connection
+`ct_smtp`, recipients `CT_NOTIFY_EMAIL_TO`), each when its connection exists. Every message
+sent is recorded in `notifications/`, so a retry sends only what was not sent. A channel
+that keeps failing fails its `notify` task, labelled by the channel; the matches stay in
+the lake.
+
+Manual run: give `files` (certs file paths) to match them again (nothing is kept or
+notified twice), e.g. after adding a watch item.
+""",
+    schedule=[CERTS],
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["ct", "watch"],
+    params={"files": Param([], type="array", description="certs files to match (manual runs)")},
+    default_args=SETTINGS.default_args(),
+)
+def ct_watch_dag():
+    @task
+    def match(params=None, triggering_asset_events=None, run_id=None) -> list[dict]:
+        from ctlib.airflow.downstream_tasks import watch_task
+
+        return watch_task(list(params.get("files") or []), triggering_asset_events or {}, run_id)
+
+    # One task per channel, labelled by it (downstream_tasks.CHANNEL_LABEL); none when nothing is new.
+    @task(map_index_template="{{ ct_channel }}")
+    def notify(job: dict, dag_run=None, ti=None) -> dict:
+        from ctlib.airflow.downstream_tasks import notify_watch_task
+
+        return notify_watch_task(job, dag_id=dag_run.dag_id, run_id=dag_run.run_id, try_number=ti.try_number)
+
+    notify.expand(job=match())
+
+
+ct_watch = ct_watch_dag()

@@ -1,0 +1,100 @@
+"""ct_watch end to end with `dag.test()`: certificates for watched names in a local CT log are
+ingested, matched against CT_WATCHLIST, kept once per issuance in watch_matches and notified
+once per issuance through a local webhook receiver, also when the webhook fails mid-way and
+Airflow retries the task; a precertificate's final certificate, a later run, does not notify
+again. ct_score's phishing notification goes through the same channel, batched per run."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from ctlib.testing.ctlog import LogServer
+from ctlib.testing.receivers import WebhookReceiver
+from tests.support.airflow import configure, load_dag_module, run_dag
+
+pytestmark = pytest.mark.integration
+
+WATCHLIST = """# ours
+.example.com
+www.example.org
+"""
+
+
+def _certs_files(lake) -> set[str]:
+    return {str(p) for p in (lake / "certs").rglob("*.parquet")}
+
+
+def _rows(lake, table: str, order: str) -> list[dict]:
+    return duckdb.sql(f"select * from read_parquet('{lake}/{table}/**/*.parquet') order by {order}").to_arrow_table().to_pylist()
+
+
+def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monkeypatch):
+    watchlist = tmp_path / "watchlist.txt"
+    watchlist.write_text(WATCHLIST)
+    with LogServer() as ct_server, WebhookReceiver() as hook:
+        # Seed 3: this log's generator follows the precertificate below with its final certificate.
+        log = ct_server.add_log("Local Watch Log", initial_size=10, seed=3)
+        precert = log.submit(["login.example.com"], entry_type="precert")
+        log.submit(["*.example.org", "example.org"], entry_type="x509")  # covers www.example.org
+        log.submit(["mail.example.net", "example.com.evil.net"], entry_type="x509")  # no match
+        log.publish()
+        lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_WATCHLIST=str(watchlist),
+                         CT_TASK_RETRIES="2", CT_TASK_RETRY_DELAY="1")
+        for name, value in hook.airflow_conn_env("ct_webhook").items():
+            monkeypatch.setenv(name, value)
+        ingest = load_dag_module("ct_ingest").ct_ingest__local_watch_log
+        watch = load_dag_module("ct_watch").ct_watch
+
+        assert ingest.test().state == "success"
+        first_files = sorted(_certs_files(lake))
+        hook.fail_next(1, 500, after=1)  # the second notice fails once: the task fails, its retry sends the rest
+        assert watch.test(run_conf={"files": first_files}).state == "success"
+        accepted = hook.accepted
+        assert sorted(r.body["watch_items"][0] for r in accepted) == [".example.com", "www.example.org"]
+        assert len(hook.received) == 3, "one refused POST, then each notice exactly once"
+        login = next(r.body for r in accepted if r.body["watch_items"] == [".example.com"])
+        assert (login["index"], login["entry_type"], login["names"]) == (precert, "precert", ["login.example.com"])
+        assert login["crtsh"].endswith(login["cert_sha256"])
+
+        # The precertificate's final certificate arrives in a later ingest run (a later ct_watch run).
+        log.grow(40)
+        log.publish()
+        assert ingest.test().state == "success"
+        later_files = sorted(_certs_files(lake) - set(first_files))
+        rows = _rows(lake, "certs", "index")
+        final = [r for r in rows if r["entry_type"] == "x509" and r["dns_names"] == ["login.example.com"]]
+        assert final, "the log emitted the precertificate's final certificate"
+        assert watch.test(run_conf={"files": later_files}).state == "success"
+        assert len(hook.accepted) == 2, "the final certificate joins its issuance: no new notification"
+        matches = _rows(lake, "watch_matches", "watch_item")
+        assert [(m["watch_item"], m["entry_type"]) for m in matches] == [(".example.com", "x509"), ("www.example.org", "x509")]
+        assert matches[0]["cert_sha256"] == final[0]["cert_sha256"] and matches[0]["precert_sha256"] == login["cert_sha256"]
+
+        # A manual re-run over everything: nothing kept twice, nothing sent again.
+        assert watch.test(run_conf={"files": sorted(_certs_files(lake))}).state == "success"
+        assert len(hook.accepted) == 2 and len(_rows(lake, "watch_matches", "watch_item")) == 2
+        record = _rows(lake, "notifications", "sent_at")
+        assert sorted((r["channel"], r["kind"], r["key"]) for r in record) == sorted(
+            ("webhook", "watch", m["tbs_sha256"]) for m in matches)
+
+
+def test_a_channel_that_keeps_failing_fails_its_task_and_keeps_the_matches(airflow_db, tmp_path, monkeypatch, capfd):
+    watchlist = tmp_path / "watchlist.txt"
+    watchlist.write_text(WATCHLIST)
+    with LogServer() as ct_server, WebhookReceiver() as hook:
+        log = ct_server.add_log("Local Watch Fail Log", initial_size=5)
+        log.submit(["shop.example.com"], entry_type="x509")
+        log.publish()
+        lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_WATCHLIST=str(watchlist),
+                         CT_TASK_RETRIES="1", CT_TASK_RETRY_DELAY="1")
+        for name, value in hook.airflow_conn_env("ct_webhook").items():
+            monkeypatch.setenv(name, value)
+        assert load_dag_module("ct_ingest").ct_ingest__local_watch_fail_log.test().state == "success"
+        hook.fail_next(10, 503)
+        state, output = run_dag(load_dag_module("ct_watch").ct_watch, capfd, run_conf={"files": sorted(_certs_files(lake))})
+        assert state == "failed"
+        assert "webhook" in output and "ct_webhook" in output, "the failure names the channel and its connection"
+        assert len(hook.received) == 2 and hook.accepted == [], "tried, retried once, then failed"
+        assert [m["names"] for m in _rows(lake, "watch_matches", "watch_item")] == [["shop.example.com"]]
+        assert not (lake / "notifications").exists() or _rows(lake, "notifications", "sent_at") == []
