@@ -1,8 +1,9 @@
 """End to end with the real scheduler: the stack of `make demo` (ctlib.localsvc.run.Orchestrator:
-tansu broker, local CT logs with planted phishing-style certificates, fake enrichment APIs,
-`airflow standalone`), isolated in tmp_path with its own database and free ports, running
-until the whole chain ingest -> score -> enrich has processed what the logs had published
-shortly after start. Takes ~3 minutes (CT_SCHEDULE is every minute)."""
+tansu broker, local CT logs with planted phishing-style certificates and certificates for the
+watched demo domain, fake enrichment APIs, the demo's webhook receiver, `airflow standalone`),
+isolated in tmp_path with its own database and free ports, running until the whole chain
+ingest -> score -> enrich, and ingest -> watch -> notify, has processed what the logs had
+published shortly after start. Takes ~3 minutes (CT_SCHEDULE is every minute)."""
 
 from __future__ import annotations
 
@@ -108,10 +109,14 @@ def pending(orch: Orchestrator, api: Api, logs: dict[str, dict], target: dict[st
         missing = [i for i in range(w) if f"{logs[slug]['log_id']}:{i}" not in keys]
         assert not missing, f"{slug}: no ct-certs message for indexes {missing[:10]}..."
 
-    planted = [json.loads(line) for line in orch.planted.read_text().splitlines() if line.strip()]
-    all_planted = {name for p in planted for name in p["names"]}
+    records = [json.loads(line) for line in orch.planted.read_text().splitlines() if line.strip()]
+    all_planted = {name for p in records for name in p["names"]}
+    planted = [p for p in records if p["kind"] == "phishing"]
     due = {name for p in planted if p["index"] < target[p["log"]] for name in p["names"]}
     assert due, "no planted certificate below the target sizes"
+    todo = watched_pending(orch, con, [p for p in records if p["kind"] == "watched" and p["index"] < target[p["log"]]])
+    if todo:
+        return todo
     alerted = {n for (n,) in con.execute("select distinct name from alerts").fetchall()}
     if not due <= alerted:
         return [f"planted names not alerted yet: {sorted(due - alerted)[:5]}"]
@@ -135,6 +140,24 @@ def pending(orch: Orchestrator, api: Api, logs: dict[str, dict], target: dict[st
     return []
 
 
+def watched_pending(orch: Orchestrator, con, watched: list[dict]) -> list[str]:
+    """Every planted certificate for the demo's watched domain is in watch_matches, and each
+    issuance there reached the demo's webhook receiver exactly once."""
+    assert watched, "no certificate for the watched domain below the target sizes"
+    rows = con.execute("select log_slug, index, dns_names, tbs_sha256 from certs").fetchall()
+    tbs = {(slug, index): t for slug, index, _, t in rows}
+    wanted = {tbs[(p["log"], p["index"])] for p in watched}
+    matched = {t for (t,) in con.execute("select tbs_sha256 from watch_matches").fetchall()}
+    if not wanted <= matched:
+        return [f"watched certificates not in watch_matches yet: {len(wanted - matched)} of {len(wanted)}"]
+    assert orch.webhook is not None
+    keys = Counter(r.body["key"] for r in orch.webhook.accepted if r.body.get("kind") == "watch")
+    assert all(n == 1 for n in keys.values()), f"issuances notified more than once: {keys}"
+    if set(keys) != matched:
+        return [f"watch matches not notified yet: {len(matched - set(keys))} of {len(matched)}"]
+    return []
+
+
 def test_standalone_pipeline(tmp_path: Path, database_url: str) -> None:
     keep = ("CT_TANSU_BIN", "CT_ENRICHMENT_SAMPLES")  # where binaries and samples are, not settings
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CT_")) or k in keep}
@@ -147,7 +170,7 @@ def test_standalone_pipeline(tmp_path: Path, database_url: str) -> None:
     )
     orch = Orchestrator(
         demo=True, ui_port=free_port(), run_dir=tmp_path / "run", env=env, lake=tmp_path / "lake",
-        demo_logs=2, demo_tiled=1, demo_rate=2.0, phishing_every=10,
+        demo_logs=2, demo_tiled=1, demo_rate=2.0, phishing_every=10, watched_every=12,
         airflow_output=tmp_path / "airflow.log",
         # Every index from 0 must reach the lake: no history, ingested from the beginning
         # (make demo starts at the tip, leaving its 3 hours of history to a backfill).

@@ -15,13 +15,17 @@
    empty (publishing off);
 3. with --demo, the local CT log server (`ctlib.testing.ctlog`: 3 logs, one of them tiled,
    each starting with 3 hours of history (0.5 entries/s, timestamps in the past), then
-   growing 5 entries/s, every 25th new certificate with phishing-style names, recorded in
-   .run/demo_planted.jsonl), with CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=latest
+   growing 5 entries/s, every 25th new certificate with phishing-style names and every 300th
+   one for a name under acme-shop.example, recorded in .run/demo_planted.jsonl), with
+   CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=latest
    (live ingestion starts at the tip: the history is left for a backfill of a past window),
    CT_LAKE=<project>/data/demo, CT_PARTIAL_TILE_WAIT=20; and fake PassiveTotal and
    ThreatStream APIs (`ctlib.testing.enrichment_servers`, in this process) exported as
-   AIRFLOW_CONN_PASSIVETOTAL_DEFAULT / AIRFLOW_CONN_THREATSTREAM_DEFAULT (never without
-   --demo: real connections are the operator's business).
+   AIRFLOW_CONN_PASSIVETOTAL_DEFAULT / AIRFLOW_CONN_THREATSTREAM_DEFAULT; a watchlist
+   (.run/demo_watchlist.txt: `.acme-shop.example`, CT_WATCHLIST) and a local webhook receiver
+   (`ctlib.testing.receivers`, in this process) exported as AIRFLOW_CONN_CT_WEBHOOK, which
+   prints every notification ct_watch and ct_score send (never without --demo: real
+   connections are the operator's business).
    The demo logs are new at each start, so the demo's state is too: data/demo is emptied and
    the metadata database is `airflow_demo` (same embedded server), dropped and created afresh;
    `make run`'s database `airflow` and lake data/ are left alone;
@@ -57,9 +61,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctlib.localsvc import RUN_DIR, ensure_run_dir, free_port, port_accepts, port_is_free
 from ctlib.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from ctlib.testing.receivers import WebhookReceiver
 
 PID_RUN = "run.pid"
 PID_AIRFLOW = "airflow.pid"  # pid of `airflow standalone`, also its session id
@@ -77,6 +85,9 @@ DEMO_HISTORY_HOURS = 3.0  # each demo log starts with this much history, left to
 DEMO_HISTORY_RATE = 0.5  # entries per second of that history
 DEMO_START_AT = "latest"  # CT_START_AT of the demo: live ingestion starts at the tip
 DEMO_PHISHING_EVERY = 25  # every Nth demo certificate has phishing-style names
+DEMO_WATCHED_DOMAIN = "acme-shop.example"  # the demo's own domain: its watchlist watches it
+DEMO_WATCHED_EVERY = 300  # every Nth demo certificate is for a name under it (one a minute a log)
+DEMO_WATCHLIST = "demo_watchlist.txt"
 DEMO_PARTIAL_TILE_WAIT = 20  # CT_PARTIAL_TILE_WAIT of the demo (seconds)
 ENRICH_POOL_SLOTS = 2
 ENRICH_POOL_DESCRIPTION = "threat-intel API calls"
@@ -370,8 +381,8 @@ class Orchestrator:
     `start()` ... `stop()` (or the context manager) with overrides instead: `env` is the base
     environment (default os.environ; its variables win over every default here), `run_dir`
     where pid files and service logs go, `lake` the demo lake, `demo_logs`/`demo_tiled`/
-    `demo_rate`/`phishing_every`/`demo_history_hours`/`demo_history_rate` the local CT logs
-    (history hours 0: none), `demo_start_at` the demo's CT_START_AT, `airflow_output` a file
+    `demo_rate`/`phishing_every`/`watched_every`/`demo_history_hours`/`demo_history_rate` the
+    local CT logs (history hours 0: none), `demo_start_at` the demo's CT_START_AT, `airflow_output` a file
     for standalone's output (default: this process's stdout).
     """
 
@@ -387,6 +398,7 @@ class Orchestrator:
         demo_tiled: int = DEMO_TILED,
         demo_rate: float = DEMO_RATE,
         phishing_every: int = DEMO_PHISHING_EVERY,
+        watched_every: int = DEMO_WATCHED_EVERY,
         airflow_output: Path | None = None,
         demo_history_hours: float = DEMO_HISTORY_HOURS,
         demo_history_rate: float = DEMO_HISTORY_RATE,
@@ -401,6 +413,8 @@ class Orchestrator:
         self.demo_tiled = demo_tiled
         self.demo_rate = demo_rate
         self.phishing_every = phishing_every
+        self.watched_every = watched_every
+        self.webhook: WebhookReceiver | None = None  # the demo's, once started
         self.airflow_output = airflow_output
         self.demo_history_hours = demo_history_hours
         self.demo_history_rate = demo_history_rate
@@ -489,6 +503,7 @@ class Orchestrator:
             [sys.executable, "-m", "ctlib.testing.ctlog", "--logs", str(self.demo_logs),
              "--tiled", str(self.demo_tiled), "--port", str(port), "--log-list", str(log_list),
              "--rate", f"{self.demo_rate:g}", "--phishing-every", str(self.phishing_every),
+             "--watched-domain", DEMO_WATCHED_DOMAIN, "--watched-every", str(self.watched_every),
              "--planted", str(self.planted), "--history-hours", f"{self.demo_history_hours:g}",
              "--history-rate", f"{self.demo_history_rate:g}"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -553,6 +568,28 @@ class Orchestrator:
         say(f"demo: fake PassiveTotal {servers[0].url} and ThreatStream {servers[1].url}, "
             "exported as AIRFLOW_CONN_PASSIVETOTAL_DEFAULT / AIRFLOW_CONN_THREATSTREAM_DEFAULT")  # fmt: skip
 
+    def start_notifications(self) -> None:
+        """The demo's watchlist (its own domain) and a local webhook receiver (in this process)
+        that prints every notification, exported as the connection ct_webhook. Never for
+        `make run`."""
+        from ctlib.testing.receivers import WebhookReceiver, describe
+
+        watchlist = self.run_dir / DEMO_WATCHLIST
+        watchlist.write_text(f"# make demo: the demo's own domain and everything under it\n.{DEMO_WATCHED_DOMAIN}\n")
+        self.env.setdefault("CT_WATCHLIST", str(watchlist))
+
+        def show(received) -> None:
+            for line in describe(received):
+                say(f"demo webhook: {line}")
+
+        receiver = self.webhook = WebhookReceiver(on_receive=show).start()
+        self._stops.append(("demo webhook receiver", receiver.stop))
+        for name, value in receiver.airflow_conn_env(self.env.get("CT_NOTIFY_WEBHOOK_CONN") or "ct_webhook").items():
+            self.env.setdefault(name, value)
+        self.state["webhook"] = receiver.url
+        say(f"demo: watching {DEMO_WATCHED_DOMAIN} (CT_WATCHLIST={self.env['CT_WATCHLIST']}); notifications "
+            f"go to the webhook receiver {receiver.url}, printed here as 'demo webhook:'")  # fmt: skip
+
     def prepare_database(self) -> None:
         """Migrate the metadata database (the embedded one once per Airflow version), then
         create the enrichment pool: without it, ct_enrich's tasks would never run."""
@@ -600,6 +637,7 @@ class Orchestrator:
             if self.demo:
                 self.start_ctlog()
                 self.start_enrichment()
+                self.start_notifications()
             self.prepare_database()
             self.login = ensure_admin_password(self.env)
             self.state["ui"] = self.env["AIRFLOW__API__BASE_URL"]
@@ -660,6 +698,7 @@ class Orchestrator:
     def look_commands(self) -> list[str]:
         """Commands (run from the project folder) that show the outputs."""
         lake = self._shown(Path(self.env.get("CT_LAKE") or PROJECT_ROOT / "data"))
+        watchlist = self._shown(Path(self.env.get("CT_WATCHLIST") or PROJECT_ROOT / "include" / "watchlist.txt"))
         py = ".venv/bin/python"
         lines = [
             f'{py} -m ctlib.query --lake {lake} "select log_slug, count(*) certs, max(index) '
@@ -668,6 +707,7 @@ class Orchestrator:
             'order by scored_at desc limit 10"',
             f"{py} -m ctlib.query --lake {lake} --file include/sql/enriched_high_risk.sql "
             "--param min_risk=0",
+            f"{py} -m ctlib.watch --lake {lake} --watchlist {watchlist}",
         ]
         if "kafka" in self.state:
             topic = self.env.get("CT_KAFKA_TOPIC", "").strip() or "ct-certs"
