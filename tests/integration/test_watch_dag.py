@@ -98,3 +98,34 @@ def test_a_channel_that_keeps_failing_fails_its_task_and_keeps_the_matches(airfl
         assert len(hook.received) == 2 and hook.accepted == [], "tried, retried once, then failed"
         assert [m["names"] for m in _rows(lake, "watch_matches", "watch_item")] == [["shop.example.com"]]
         assert not (lake / "notifications").exists() or _rows(lake, "notifications", "sent_at") == []
+
+
+def test_phishing_alerts_are_notified_once_per_issuance_in_one_message_per_run(airflow_db, tmp_path, monkeypatch):
+    with LogServer() as ct_server, WebhookReceiver() as hook:
+        # Seed 3: the precertificate below gets its final certificate some entries later.
+        log = ct_server.add_log("Local Phish Notify Log", initial_size=10, seed=3)
+        precert = log.submit(["paypal.com.secure-login.maple12-orbit.top"], entry_type="precert")
+        log.submit(["secure-login.paypa1-support.com", "www.secure-login.paypa1-support.com"], entry_type="x509")
+        log.publish()
+        lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_NOTIFY_MIN_SCORE="65")
+        for name, value in hook.airflow_conn_env("ct_webhook").items():
+            monkeypatch.setenv(name, value)
+        ingest = load_dag_module("ct_ingest").ct_ingest__local_phish_notify_log
+        score = load_dag_module("ct_score").ct_score
+
+        assert ingest.test().state == "success"
+        first_files = sorted(_certs_files(lake))
+        assert score.test(run_conf={"files": first_files}).state == "success"
+        (message,) = [r.body for r in hook.accepted]
+        assert message["kind"] == "phishing" and len(message["items"]) == 2, "one message for the run's alerts"
+        assert {i["index"] for i in message["items"]} == {precert, precert + 1}
+        assert all(i["score"] >= 65 for i in message["items"])
+
+        log.grow(40)  # the precertificate's final certificate: the same issuance alerts again...
+        log.publish()
+        assert ingest.test().state == "success"
+        later = sorted(_certs_files(lake) - set(first_files))
+        assert score.test(run_conf={"files": later}).state == "success"
+        alerted = {r["name"] for r in _rows(lake, "alerts", "index") if r["index"] > precert + 1}
+        assert "paypal.com.secure-login.maple12-orbit.top" in alerted
+        assert len(hook.accepted) == 1, "...and is not notified again"
