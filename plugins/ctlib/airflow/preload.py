@@ -38,6 +38,7 @@ TASK_MODULES: tuple[str, ...] = (
     "duckdb",
     "ctlib.airflow.downstream_tasks",
     "ctlib.downstream.score",
+    "ctlib.downstream.watching",  # every ct_watch run (notify, rarer, imports the notifiers itself)
 )
 PARSE_MODULES: tuple[str, ...] = ("airflow.sdk", "ctlib.airflow.parse")
 """What parsing the DAG files imports (the DAG factory reads the log list)."""

@@ -56,7 +56,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ctlib.downstream.enrich.connections import airflow_connection, redact
-from ctlib.downstream.watch_query import CRTSH
+from ctlib.downstream.watchlist import CRTSH
 from ctlib.lake import layout
 from ctlib.lake.files import Lake, write_file
 from ctlib.settings import Settings
