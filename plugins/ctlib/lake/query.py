@@ -1,5 +1,6 @@
 """Analysts' SQL over the lake: DuckDB views `certs`, `errors`, `incidents`, `scores`,
-`alerts`, `enrichment`, `health` (hive-partitioned Parquet), and a small CLI.
+`alerts`, `enrichment`, `health`, `watch_matches`, `notifications` (Parquet, hive-partitioned where
+partitioned), and a small CLI.
 
     python -m ctlib.query "select count(*) from certs"
     python -m ctlib.query --file include/sql/top_issuers_per_day.sql --format csv
