@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from ctlib.testing.ctlog import LogServer
-from ctlib.testing.receivers import WebhookReceiver
+from ctlib.testing.receivers import SmtpReceiver, WebhookReceiver
 from tests.support.airflow import configure, load_dag_module, run_dag
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def _rows(lake, table: str, order: str) -> list[dict]:
 def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monkeypatch):
     watchlist = tmp_path / "watchlist.txt"
     watchlist.write_text(WATCHLIST)
-    with LogServer() as ct_server, WebhookReceiver() as hook:
+    with LogServer() as ct_server, WebhookReceiver() as hook, SmtpReceiver() as smtp:
         # Seed 3: this log's generator follows the precertificate below with its final certificate.
         log = ct_server.add_log("Local Watch Log", initial_size=10, seed=3)
         precert = log.submit(["login.example.com"], entry_type="precert")
@@ -40,8 +40,8 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
         log.submit(["mail.example.net", "example.com.evil.net"], entry_type="x509")  # no match
         log.publish()
         lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_WATCHLIST=str(watchlist),
-                         CT_TASK_RETRIES="2", CT_TASK_RETRY_DELAY="1")
-        for name, value in hook.airflow_conn_env("ct_webhook").items():
+                         CT_TASK_RETRIES="2", CT_TASK_RETRY_DELAY="1", CT_NOTIFY_EMAIL_TO="soc@example.org")
+        for name, value in {**hook.airflow_conn_env("ct_webhook"), **smtp.airflow_conn_env("ct_smtp")}.items():
             monkeypatch.setenv(name, value)
         ingest = load_dag_module("ct_ingest").ct_ingest__local_watch_log
         watch = load_dag_module("ct_watch").ct_watch
@@ -56,6 +56,9 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
         login = next(r.body for r in accepted if r.body["watch_items"] == [".example.com"])
         assert (login["index"], login["entry_type"], login["names"]) == (precert, "precert", ["login.example.com"])
         assert login["crtsh"].endswith(login["cert_sha256"])
+        # E-mail, its own notify task: the same two issuances, one message each, to the recipient.
+        assert sorted(m.subject for m in smtp.accepted) == sorted(r.body["title"] for r in accepted)
+        assert all(m.rcpt_tos == ("soc@example.org",) for m in smtp.accepted)
 
         # The precertificate's final certificate arrives in a later ingest run (a later ct_watch run).
         log.grow(40)
@@ -66,7 +69,7 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
         final = [r for r in rows if r["entry_type"] == "x509" and r["dns_names"] == ["login.example.com"]]
         assert final, "the log emitted the precertificate's final certificate"
         assert watch.test(run_conf={"files": later_files}).state == "success"
-        assert len(hook.accepted) == 2, "the final certificate joins its issuance: no new notification"
+        assert len(hook.accepted) == 2 and len(smtp.accepted) == 2, "the final certificate joins its issuance: no new notification"
         matches = _rows(lake, "watch_matches", "watch_item")
         assert [(m["watch_item"], m["entry_type"]) for m in matches] == [(".example.com", "x509"), ("www.example.org", "x509")]
         assert matches[0]["cert_sha256"] == final[0]["cert_sha256"] and matches[0]["precert_sha256"] == login["cert_sha256"]
@@ -76,7 +79,7 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
         assert len(hook.accepted) == 2 and len(_rows(lake, "watch_matches", "watch_item")) == 2
         record = _rows(lake, "notifications", "sent_at")
         assert sorted((r["channel"], r["kind"], r["key"]) for r in record) == sorted(
-            ("webhook", "watch", m["tbs_sha256"]) for m in matches)
+            (channel, "watch", m["tbs_sha256"]) for m in matches for channel in ("email", "webhook"))
 
 
 def test_a_channel_that_keeps_failing_fails_its_task_and_keeps_the_matches(airflow_db, tmp_path, monkeypatch, capfd):
