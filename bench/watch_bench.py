@@ -16,8 +16,8 @@ nowhere in it.
 
 watch_files is timed as ct_watch runs it: the files in runs of 19 (3,200 entries/s for a
 minute), each run a fresh run_id, first over an empty watch_matches table (with --history N:
-one already holding N files of earlier days, as after weeks of running: the exactly-once
-check reads the table's files), then again over the same files (a re-run: nothing new, the
+one already holding N rows of earlier days, as after weeks of running: the exactly-once
+check reads the files of the batch's issuances), then again over the same files (a re-run: nothing new, the
 cost of the exactly-once check). Wall time (perf_counter) and CPU time of this process
 (process_time), pinned to one core. Then the matching alone on a sample: the watchlist's
 index (watching.file_matches) and the naive way (each name normalized once, then
@@ -25,7 +25,7 @@ index (watching.file_matches) and the naive way (each name normalized once, then
 
     .venv/bin/python bench/watch_bench.py            # 200,000 entries (20 certs files)
     .venv/bin/python bench/watch_bench.py --full     # 1,000,000 entries
-    .venv/bin/python bench/watch_bench.py --history 3000   # watch_matches not empty
+    .venv/bin/python bench/watch_bench.py --history 100000   # watch_matches not empty
     .venv/bin/python bench/watch_bench.py --profile  # + cProfile of the first fresh run
 
 Writes bench/results/watch.json. Target: >= 3,200 entries/s and <= 0.05 CPU s per 1,000
@@ -72,7 +72,6 @@ TARGET_RATE, TARGET_CPU_PER_1000 = 3_200, 0.05
 RUN_FILES = round(TARGET_RATE * 60 / FILE_ENTRIES)  # 19: one minute of new entries per run
 ITEMS, MATCHING_NAMES, MATCHING_DOMAINS = 1_000, 15, 12  # of the names: .domain items
 NAIVE_SAMPLE = 20_000
-HISTORY_ROWS = 18  # rows of a --history watch_matches file: what one certs file adds here
 SLUG, LOG_ID = "bench", "YmVuY2g="
 RESULTS = Path(__file__).resolve().parent / "results"
 _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
@@ -97,14 +96,15 @@ def decode_pool(n: int, seed: int) -> pa.Table:
 
 def certs_file(pool: pa.Table, number: int, t0_ms: int) -> pa.Table:
     """The pool as the `number`th file of the log: its indexes, timestamps at TARGET_RATE and
-    issuances of its own (the first 8 hex digits of the hashes are the file's number)."""
+    issuances of its own (the last 8 hex digits of the hashes are the file's number; the
+    first ones, which pick an issuance's watch_matches file, stay as random as real ones)."""
     first = number * pool.num_rows
     ms = [t0_ms + (first + i) * 1000 // TARGET_RATE for i in range(pool.num_rows)]
     tag = f"{number:08x}"
     columns = {
         "index": pa.array(range(first, first + pool.num_rows), pa.int64()),
         "timestamp": pa.array(ms, pa.int64()).cast(pool.schema.field("timestamp").type),
-        **{name: pc.utf8_replace_slice(pool[name], 0, 8, tag) for name in ("tbs_sha256", "cert_sha256", "leaf_hash")},
+        **{name: pc.utf8_replace_slice(pool[name], 56, 64, tag) for name in ("tbs_sha256", "cert_sha256", "leaf_hash")},
     }
     for name, column in columns.items():
         pool = pool.set_column(pool.schema.get_field_index(name), pool.schema.field(name), column)
@@ -124,21 +124,24 @@ def build_lake(lake: Lake, pool: pa.Table, files: int) -> list[str]:
     return [lake.uri(p) for p in paths]
 
 
-def write_history(lake: Lake, files: int, seed: int) -> None:
-    """`files` watch_matches files of earlier days, as ct_watch leaves them (one per certs file
-    with a match, never compacted), each with HISTORY_ROWS rows of other issuances."""
+def write_history(lake: Lake, rows: int, seed: int) -> None:
+    """`rows` watch_matches rows of other issuances from earlier days, as weeks of ct_watch
+    leave them: in the table's 256 files by issuance (layout.watch_bucket)."""
     rng = random.Random(seed)
     day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
-    for number in range(files):
-        when = day - timedelta(days=1 + number // 2_765)  # 3,200 entries/s: 2,765 files a day
-        rows = [{"watch_item": ".example.com", "tbs_sha256": rng.randbytes(32).hex(), "names": ["www.example.com"],
-                 "cert_sha256": (sha := rng.randbytes(32).hex()), "precert_sha256": None, "entry_type": "x509",
-                 "log_slug": SLUG, "index": number * FILE_ENTRIES + k, "timestamp": when, "issuer": "CN=R1",
-                 "not_before": when, "not_after": when + timedelta(days=90), "crtsh": f"https://crt.sh/?q={sha}",
-                 "run_id": "history", "matched_at": when, "updated_at": when} for k in range(HISTORY_ROWS)]
-        write_file(lake, layout.partition_dir(lake.root, layout.WATCH_MATCHES, SLUG, when.date()),
-                   layout.range_file_name(number * FILE_ENTRIES, (number + 1) * FILE_ENTRIES),
-                   pa.Table.from_pylist(rows, schema=layout.WATCH_MATCHES_SCHEMA))
+    buckets: dict[str, list[dict]] = {}
+    for number in range(rows):
+        when = day - timedelta(days=1 + number // 5_000)
+        tbs = rng.randbytes(32).hex()
+        sha = rng.randbytes(32).hex()
+        buckets.setdefault(layout.watch_bucket(lake.root, tbs), []).append({
+            "watch_item": ".example.com", "tbs_sha256": tbs, "names": ["www.example.com"], "cert_sha256": sha,
+            "precert_sha256": None, "entry_type": "x509", "log_slug": SLUG, "index": number, "timestamp": when,
+            "issuer": "CN=R1", "not_before": when, "not_after": when + timedelta(days=90),
+            "crtsh": f"https://crt.sh/?q={sha}", "run_id": "history", "matched_at": when, "updated_at": when})
+    for path, bucket_rows in buckets.items():
+        directory, _, name = path.rpartition("/")
+        write_file(lake, directory, name, pa.Table.from_pylist(bucket_rows, schema=layout.WATCH_MATCHES_SCHEMA))
 
 
 def _suffixes(name: str) -> list[str]:
@@ -294,8 +297,8 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=None, help="entries in the lake (overrides --full)")
     parser.add_argument("--run-files", type=int, default=RUN_FILES, help="certs files per ct_watch run")
     parser.add_argument("--naive-sample", type=int, default=NAIVE_SAMPLE, help="entries matched the naive way")
-    parser.add_argument("--history", type=int, default=0, metavar="FILES",
-                        help="watch_matches files of earlier days already in the table (default: empty)")
+    parser.add_argument("--history", type=int, default=0, metavar="ROWS",
+                        help="watch_matches rows of earlier days already in the table (default: empty)")
     parser.add_argument("--seed", type=int, default=corpus.DEFAULT_SEED)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the first fresh run")
     parser.add_argument("--out", type=Path, default=RESULTS / "watch.json")
@@ -318,7 +321,7 @@ def main() -> None:
         write_history(lake, args.history, args.seed)
         built = time.monotonic() - began
         print(f"lake: {n_files} certs files, {n_files * POOL:,} entries (pool of {POOL:,} decoded once), "
-              f"{args.history:,} earlier watch_matches files, watchlist of {ITEMS:,} items ({len(matching)} "
+              f"{args.history:,} earlier watch_matches rows, watchlist of {ITEMS:,} items ({len(matching)} "
               f"occur in the pool); built in {built:.0f} s", flush=True)
         runs = [files[k:k + args.run_files] for k in range(0, len(files), args.run_files)]
         fresh = watch_pass(lake, runs, watchlist, "fresh", profiler)
@@ -354,7 +357,7 @@ def main() -> None:
                  "build_seconds": round(built, 1)},
         "watchlist": {"items": ITEMS, **kinds, "occurring_in_pool": matching},
         "runs": {"files_per_run": args.run_files, "runs": len(runs)},
-        "history_watch_matches_files": args.history,
+        "history_watch_matches_rows": args.history,
         "fresh": fresh.to_json(),
         "rerun": rerun.to_json(),
         "naive_sample": {"entries": sample_entries, "matches": len(by_index), "same_matches": True,
@@ -364,7 +367,7 @@ def main() -> None:
         "meets_target": fresh.meets_target,
     }
     print(f"\nct_watch over {fresh.entries:,} entries, {len(runs)} runs of <= {args.run_files} files, "
-          f"{ITEMS:,}-item watchlist, {args.history:,} earlier watch_matches files, one core:")
+          f"{ITEMS:,}-item watchlist, {args.history:,} earlier watch_matches rows, one core:")
     print(f"  {'':22} {'entries/s':>10} {'CPU s/1,000':>12} {'new rows':>9} {'updated':>8} {'files written':>14}")
     for label, p in (("watch_files, new", fresh), ("watch_files, re-run", rerun)):
         print(f"  {label:22} {p.entries_per_s:10,.0f} {p.cpu_per_1000:12.4f} {p.new:9,} {p.updated:8,} "
