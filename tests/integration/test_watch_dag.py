@@ -6,6 +6,10 @@ again. ct_score's phishing notification goes through the same channel, batched p
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import duckdb
 import pytest
 
@@ -80,6 +84,13 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
         record = _rows(lake, "notifications", "sent_at")
         assert sorted((r["channel"], r["kind"], r["key"]) for r in record) == sorted(
             (channel, "watch", m["tbs_sha256"]) for m in matches for channel in ("email", "webhook"))
+
+        # The analysts' command over the ingested lake lists exactly these issuances.
+        listed = subprocess.run([sys.executable, "-m", "ctlib.watch", "--lake", str(lake), "--watchlist", str(watchlist),
+                                 "--format", "json"], capture_output=True, text=True, check=True)
+        rows = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert sorted((r["watch_item"], r["tbs_sha256"], r["cert_sha256"], r["entry_type"]) for r in rows) == sorted(
+            (m["watch_item"], m["tbs_sha256"], m["cert_sha256"], m["entry_type"]) for m in matches)
 
 
 def test_a_channel_that_keeps_failing_fails_its_task_and_keeps_the_matches(airflow_db, tmp_path, monkeypatch, capfd):
