@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-HOST = "127.0.0.1"  # never anything else: these fakes hand out data to anyone with the demo key
+from ctlib.testing.local_http import HOST, LocalHttpServer
+
 PT_MODES = ("ok", "retired", "quota_exceeded", "rate_limited_then_ok")
 SAMPLES_ENV = "CT_ENRICHMENT_SAMPLES"
 # The real samples the servers need, bundled next to this module (copied from the shared
@@ -147,55 +147,25 @@ class _HTTPServer(ThreadingHTTPServer):
     fake: _FakeServer
 
 
-class _FakeServer:
+class _FakeServer(LocalHttpServer):
     """A ThreadingHTTPServer on 127.0.0.1 (port 0: a free one) with request counters."""
 
     name = "fake"
 
     def __init__(self, port: int = 0) -> None:
-        self._httpd = _HTTPServer((HOST, port), _Handler)
-        self._httpd.fake = self
+        httpd = _HTTPServer((HOST, port), _Handler)
+        httpd.fake = self
+        super().__init__(httpd)
+        self.thread_name = self.name
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self.seen: list[Seen] = []
         self.by_path: Counter[str] = Counter()
         self.by_status: Counter[int] = Counter()
 
     @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
     def requests(self) -> int:
         with self._lock:
             return len(self.seen)
-
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name=self.name, daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _handle(self, raw_path: str, headers: Headers) -> Answer:
         parts = urlsplit(raw_path)

@@ -45,7 +45,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from aiosmtpd.controller import Controller
 
-HOST = "127.0.0.1"  # never anything else: the receivers accept anything from anyone
+from ctlib.testing.local_http import HOST, LocalHttpServer
 
 
 def _conn_env(conn_id: str, conn: dict[str, Any]) -> dict[str, str]:
@@ -161,47 +161,20 @@ class _WebhookServer(ThreadingHTTPServer):
     receiver: WebhookReceiver
 
 
-class WebhookReceiver:
+class WebhookReceiver(LocalHttpServer):
     """A webhook (and Slack incoming-webhook) endpoint on 127.0.0.1 recording every POST."""
 
+    thread_name = "webhook-receiver"
+
     def __init__(self, port: int = 0, *, on_receive: Callable[[Received], None] | None = None) -> None:
-        self._httpd = _WebhookServer((HOST, port), _WebhookHandler)
-        self._httpd.receiver = self
-        self._thread: threading.Thread | None = None
+        httpd = _WebhookServer((HOST, port), _WebhookHandler)
+        httpd.receiver = self
+        super().__init__(httpd)
         self._received: _Recorder[Received] = _Recorder()
         self._failures = _Failures()
         self._on_receive = on_receive
         self.slack_token = f"T00FAKE00/B00FAKE00/{secrets.token_hex(12)}"
         """The fake Slack webhook token of `slack_conn_env` (Slack's T.../B.../secret path)."""
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="webhook-receiver", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
     def fail_next(self, count: int, status: int = 500, *, after: int = 0) -> None:
         """Answer `count` POSTs with `status`, once `after` more went through (they are
