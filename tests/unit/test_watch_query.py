@@ -16,35 +16,14 @@ from ctlib.decode.entries import LogRef, decode_entries
 from ctlib.downstream.watch_query import find_matches, main
 from ctlib.downstream.watchlist import parse_watchlist
 from ctlib.lake.files import Lake, write_range
-from ctlib.testing.certs import CertFactory
-
-WATCHLIST = """
-.example.com
-www.example.org
-bücher.example
-192.0.2.10
-"""
-T0 = 1_764_000_000_000  # 2025-11-24
+from tests.support.watch import T0, WATCHLIST, watched_entries
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
     """A log of: a precertificate for login.example.com (and, later, its final certificate),
     *.example.org, an IDN, an IP SAN, and names that must not match."""
-    for seed in range(1, 40):  # a precertificate gets its final certificate only sometimes
-        factory = CertFactory(seed=seed)
-        entries = [
-            factory.next_entry(T0, names=["login.example.com", "other.net"], entry_type="precert"),
-            factory.next_entry(T0 + 1_000, names=["*.example.org"], entry_type="x509"),
-            factory.next_entry(T0 + 2_000, names=["xn--bcher-kva.example"], entry_type="x509"),
-            factory.next_entry(T0 + 3_000, names=["192.0.2.10", "host.example.net"], entry_type="x509"),
-            factory.next_entry(T0 + 4_000, names=["notexample.com", "example.com.evil.net", "*.org"], entry_type="x509"),
-        ]
-        entries += [factory.next_entry(T0 + 10_000 + k) for k in range(40)]
-        if any(e.entry_type == "x509" and "login.example.com" in e.names for e in entries):
-            break
-    else:
-        raise AssertionError("no final certificate for the precertificate")
+    entries = watched_entries()
     raws = [RawEntry(i, e.leaf_input, e.extra_data) for i, e in enumerate(entries)]
     batch = decode_entries(LogRef("bG9n", "watch_test_log"), raws, datetime.now(UTC))
     root = tmp_path_factory.mktemp("watch") / "lake"

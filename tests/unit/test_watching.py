@@ -15,40 +15,17 @@ from ctlib.downstream.watch_query import find_matches
 from ctlib.downstream.watching import merge_issuance, rows_of_run, watch_files
 from ctlib.downstream.watchlist import parse_watchlist
 from ctlib.lake.files import Lake, write_range
-from ctlib.testing.certs import CertFactory
+from tests.support.watch import WATCHLIST as WATCHLIST_TEXT
+from tests.support.watch import watched_entries
 
-WATCHLIST = parse_watchlist("""
-.example.com
-www.example.org
-bücher.example
-192.0.2.10
-""")
-T0 = 1_764_000_000_000  # 2025-11-24
-
-
-def _entries():
-    """A precertificate for login.example.com, its final certificate some entries later, and
-    certificates that match (*.example.org, an IDN, an IP SAN) or must not."""
-    factory = CertFactory(seed=7)
-    entries = [
-        factory.next_entry(T0, names=["login.example.com", "other.net"], entry_type="precert"),
-        factory.next_entry(T0 + 1_000, names=["*.example.org"], entry_type="x509"),
-        factory.next_entry(T0 + 2_000, names=["xn--bcher-kva.example"], entry_type="x509"),
-        factory.next_entry(T0 + 3_000, names=["192.0.2.10", "host.example.net"], entry_type="x509"),
-        factory.next_entry(T0 + 4_000, names=["notexample.com", "example.com.evil.net", "*.org"], entry_type="x509"),
-    ]
-    for k in range(200):
-        entries.append(factory.next_entry(T0 + 10_000 + k))
-        if entries[-1].entry_type == "x509" and "login.example.com" in entries[-1].names:
-            return entries
-    raise AssertionError("no final certificate for the precertificate")
+WATCHLIST = parse_watchlist(WATCHLIST_TEXT)
 
 
 @pytest.fixture
 def lake(tmp_path):
     """Two certs files: log alpha holds the precertificate and the other certificates, log
     beta (a later run) the final certificate. Returns the lake and the two files."""
-    entries = _entries()
+    entries = watched_entries()
     raws = [RawEntry(i, e.leaf_input, e.extra_data) for i, e in enumerate(entries)]
     now = datetime.now(UTC)
     lake = Lake.open(str(tmp_path / "lake"))
