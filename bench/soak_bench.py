@@ -8,8 +8,9 @@ Set-up, not measured:
 * the stack of `make run` (`ctlib.localsvc.run.Orchestrator`: airflow standalone,
   LocalExecutor, parallelism 8) with the project's defaults (every DAG runs every minute,
   CT_START_AT=beginning); DAGs paused at creation, then every `ct_ingest__*` unpaused through
-  the REST API (with --with-downstream also ct_score and ct_enrich); then a wait until every
-  log has committed its first 256 entries, so the pipeline is in its steady, idle state.
+  the REST API (with --with-downstream also ct_score, ct_enrich and ct_watch); then a wait
+  until every log has committed its first 256 entries, so the pipeline is in its steady,
+  idle state.
 
 Measured:
 1. growth: every log grows 25 entries/s (40 x 25 = 1,000/s) for 3 minutes (10 with --full);
@@ -35,9 +36,24 @@ tiled, 3,200 entries/s in all, 3 hot logs at 500/s, 6 at 150/s, the rest slow; g
 capped at 32, 192 or 256 as each operator does, 50-150 ms latency on every request; the logs
 replay a pool of pre-built certificates so the generator stays cheap. The log server's own
 CPU share of a core during growth is printed (it is the world's, not counted in ours), and a
-run whose logs grew less than 95% of the rate asked says it is INVALID. `--with-downstream`
-also runs ct_score and ct_enrich and measures alert freshness (log timestamp to the
-alerts/ file holding the alert; target p95 <= 120 s).
+run whose logs grew less than 95% of the rate asked says it is INVALID.
+
+`--with-downstream` also runs ct_score, ct_enrich and ct_watch, and measures:
+* alert freshness: log timestamp to the alerts/ file holding the alert (target p95 <= 120 s);
+* watch notification freshness: ct_watch gets a 1,000-item watchlist (CT_WATCHLIST in the
+  work folder: domains, names and addresses that occur nowhere, and 5 planted domains) and
+  the HTTP connection ct_webhook to a `WebhookReceiver` in the bench process. The replayed
+  pool's issuances repeat (a repeat is rightly not notified again), so while growth is on
+  the log server plants fresh certificates for the planted domains, about 1 a second in
+  all, in logs drawn by their rates. For every watch notification of a certificate logged
+  during growth: its arrival minus the certificate's log timestamp at p50, p95 and max
+  (target p95 <= 120 s); exactly once: no key notified twice, every issuance of the growth
+  window in watch_matches/ notified by catch-up + 2 minutes, and every planted issuance in
+  certs/ matched (a breach fails the run). ct_score's phishing notifications go to the same
+  receiver (counted, not measured);
+* task CPU by DAG (ct_watch's per 1,000 entries among them), by sampling the LocalExecutor
+  workers every second: their process title names the task instance they run (an
+  approximation: neighbouring tasks of one worker may trade up to a second of CPU).
 
     .venv/bin/python bench/soak_bench.py --profile firehose [--with-downstream]
 
@@ -53,25 +69,38 @@ import json
 import multiprocessing
 import os
 import platform
+import random
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catchup_bench import RESULTS, Api, _utc, cpu_seconds, standalone, stop_child  # noqa: E402
+from catchup_bench import RESULTS, Api, _utc, cpu_seconds, standalone, stop_child
 
 INITIAL = 256  # entries each log holds before growth (one full tile)
 TARGET_P95_S = 90.0
 TARGET_ALERT_P95_S = 120.0  # with --with-downstream: log timestamp to the alerts/ row
+TARGET_NOTIFY_P95_S = 120.0  # with --with-downstream: log timestamp to the watch notification
 VALID_SHARE = 0.95  # a run whose logs grew less than this share of the rate asked is invalid
 SAMPLE_EVERY_S = 5.0
-DOWNSTREAM_DAGS = ("ct_score", "ct_enrich")
+DOWNSTREAM_DAGS = ("ct_score", "ct_enrich", "ct_watch")
+# With --with-downstream: a 1,000-item watchlist, WATCH_ITEMS that occur nowhere and the
+# PLANTED_DOMAINS, for which the log server plants fresh certificates while growth is on
+# (the replayed pool repeats its issuances, and a repeat is rightly not notified again).
+WATCH_ITEMS = 1000
+PLANTED_DOMAINS = tuple(f"soak-planted-{k}.example" for k in range(1, 6))
+PLANT_PER_S = 1.0  # planted certificates a second, all logs together (~1 ms of signing each)
+WEBHOOK_CONN = "ct_webhook"  # ct_watch's default CT_NOTIFY_WEBHOOK_CONN
+NOTIFY_GRACE_S = 120.0  # after catch-up, for the last issuances of the growth window to be notified
+TASK_SAMPLE_S = 1.0  # per-task CPU sampling interval (TaskCpu)
 # Firehose: certificates in the replay pool every log replays. Real logs see ~200,000 new DNS
 # names a minute; a small pool would repeat a few thousand, which the scorer (one score per
 # distinct name and issuer within a run) would make far too cheap. 32,768 entries take ~10 s
@@ -81,14 +110,16 @@ REPLAY_POOL = 32_768
 # --------------------------------------------------------------------------- the log server
 
 
-def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: float, pool: int) -> None:
+def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: float, pool: int,
+                plant: tuple[str, ...] = ()) -> None:
     """Child process: `logs` logs behind one LogServer; grows them when told to.
 
     `uniform`: every log grows rate / logs entries/s, certificates generated one by one.
     `firehose`: `ctlib.testing.profiles.firehose_profile` (skewed rates, per-operator
     get-entries caps, 50-150 ms latency on every request), replaying a pool of pre-built
-    certificates so the server stays cheap. The child reports its own CPU time with every
-    answer, so the bench can print the log server's share of a core."""
+    certificates so the server stays cheap. With `plant` (domains), a `Planter` submits
+    fresh certificates for them while growth is on. The child reports its own CPU time with
+    every answer, so the bench can print the log server's share of a core."""
     from ctlib.testing.ctlog import LogServer
 
     server = LogServer()
@@ -106,24 +137,90 @@ def _serve_logs(conn, logs: int, tiled: int, log_list: str, profile: str, rate: 
         rates = [rate / logs] * logs
     server.write_log_list(log_list)
     server.start()
+    planter = Planter(server.logs, rates, plant).start() if plant else None
     conn.send(("ready", {log.slug: log.tiled for log in server.logs}))
-    serve_commands(conn, server, rates)
+    serve_commands(conn, server, rates, planter)
 
 
-def serve_commands(conn, server, rates: list[float]) -> None:
+class Planter:
+    """Plants fresh certificates for watched domains while on: PLANT_PER_S a second in all,
+    each for `watched_names` of one of `domains` (a host, the domain and www, or a wildcard),
+    in a log drawn by its growth rate (where most submissions land).
+
+    `LocalCTLog.submit` takes the log's generator lock, as the growth thread's replaying
+    does, and a replay log stores the certificate as an explicit entry; the growth thread's
+    next tick publishes it. Nothing is recorded here: the lake tells what was planted
+    (certs/) and matched (watch_matches/)."""
+
+    def __init__(self, logs: Sequence[Any], rates: Sequence[float], domains: tuple[str, ...],
+                 per_s: float = PLANT_PER_S, seed: int = 0) -> None:
+        self._logs, self._rates, self._domains = list(logs), list(rates), domains
+        self._every = 1.0 / per_s
+        self._rng = random.Random(f"soak-plant:{seed}")
+        self._on = threading.Event()
+        self._stop = threading.Event()
+        self._busy = threading.Lock()  # held while submitting: `pause` waits for it
+        self._touched: set[Any] = set()  # logs planted into since the last pause
+        self._thread = threading.Thread(target=self._run, name="planter", daemon=True)
+
+    def start(self) -> Planter:
+        self._thread.start()
+        return self
+
+    def resume(self) -> None:
+        self._on.set()
+
+    def pause(self) -> None:
+        """Stop planting and publish what was planted: once growth stops (rate 0) no tick
+        publishes a log, and a certificate planted after its last tick would stay unseen."""
+        self._on.clear()
+        with self._busy:
+            touched, self._touched = self._touched, set()
+        for log in touched:
+            log.publish()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._on.set()  # wake the thread so it sees the stop
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from ctlib.testing.ctlog import watched_names
+
+        while not self._stop.is_set():
+            self._on.wait()
+            # The first certificate one interval after growth begins: inside the measured window.
+            if self._stop.wait(self._every):
+                return
+            with self._busy:
+                if not self._on.is_set():
+                    continue
+                log = self._rng.choices(self._logs, weights=self._rates)[0]
+                log.submit(watched_names(self._rng, self._rng.choice(self._domains)))
+                self._touched.add(log)
+
+
+def serve_commands(conn, server, rates: list[float], planter: Planter | None = None) -> None:
     """The log server process's side of the pipe: "grow" True (every log at its rate) or
     False (growth stops), "sizes" (the published sizes and this process's CPU seconds, also
-    the answer to "grow"), "stop" (stops the server, answers the requests served)."""
+    the answer to "grow"), "stop" (stops the server, answers the requests served). A
+    `planter` plants while growth is on."""
     while True:
         command, value = conn.recv()
         if command == "grow":
+            if planter is not None and not value:
+                planter.pause()
             for log, log_rate in zip(server.logs, rates):
                 log.rate = log_rate if value else 0.0
+            if planter is not None and value:
+                planter.resume()
             if not value:
                 time.sleep(2.5)  # let a tick in progress publish what it grew
         if command in ("grow", "sizes"):
             conn.send(("sizes", {log.slug: log.sth.tree_size for log in server.logs}, time.process_time()))
         elif command == "stop":
+            if planter is not None:
+                planter.stop()
             server.stop()
             conn.send(("served", sum(log.counts().requests for log in server.logs)))
             return
@@ -131,11 +228,11 @@ def serve_commands(conn, server, rates: list[float]) -> None:
 
 class RemoteLogs:
     def __init__(self, logs: int, tiled: int, log_list: Path, profile: str = "uniform", rate: float = 0.0,
-                 pool: int = REPLAY_POOL) -> None:
+                 pool: int = REPLAY_POOL, plant: tuple[str, ...] = ()) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_logs, args=(child, logs, tiled, str(log_list), profile, rate, pool),
-                                 daemon=True)
+        self._proc = ctx.Process(target=_serve_logs,
+                                 args=(child, logs, tiled, str(log_list), profile, rate, pool, plant), daemon=True)
         self._proc.start()
         if not self._conn.poll(300):
             raise SystemExit("the log server did not start in 5 minutes")
@@ -244,6 +341,84 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     return spent
 
 
+WORKER_TITLE = "airflow worker -- LocalExecutor:"  # then the id of the task instance it runs, or <idle>
+
+
+class TaskCpu:
+    """CPU seconds per task instance, sampled every TASK_SAMPLE_S (Linux /proc).
+
+    A LocalExecutor worker supervises one task at a time in its own process, whose title
+    names the task instance (its id), and forks the task's process; the worker's CPU with
+    its reaped children plus its live children's is what its tasks cost, supervision
+    included. Each worker's CPU between two samples goes to the task it ran at the first
+    (else the one it runs at the second), so neighbouring tasks of one worker may trade up
+    to an interval's CPU, and a whole task falling between two samples of an idle worker is
+    missed. `dag_cpu` maps task instance ids to DAGs through the REST API."""
+
+    def __init__(self, session: int) -> None:
+        self.session = session
+        self._by_task: dict[str, float] = {}
+        self._last: dict[int, tuple[float, str | None]] = {}  # worker pid: (CPU so far, task id)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-cpu", daemon=True)
+
+    def start(self) -> TaskCpu:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._by_task)
+
+    def _run(self) -> None:
+        from ctlib.localsvc.run import session_members
+
+        while not self._stop.wait(TASK_SAMPLE_S):
+            parent: dict[int, int] = {}
+            cpu: dict[int, float] = {}
+            workers: dict[int, str | None] = {}
+            for pid in session_members(self.session):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except (OSError, IndexError):
+                    continue
+                parent[pid] = int(fields[1])
+                cpu[pid] = cpu_seconds(pid, reaped_children=True) or 0.0
+                if title.startswith(WORKER_TITLE):
+                    running = title[len(WORKER_TITLE):].strip()
+                    workers[pid] = None if running.startswith("<idle>") else running
+            with self._lock:
+                for pid, task in workers.items():
+                    total = cpu[pid] + sum(cpu[c] for c, p in parent.items() if p == pid)
+                    before = self._last.get(pid)
+                    # A task process that exited but is not yet reaped (a zombie) counts nowhere
+                    # until its worker reaps it: keep the high-water mark, not to count it twice.
+                    self._last[pid] = (max(total, before[0]) if before else total, task)
+                    owner = (before[1] or task) if before else None
+                    if before and owner and total > before[0]:
+                        self._by_task[owner] = self._by_task.get(owner, 0.0) + total - before[0]
+
+
+def dag_cpu(api: Api, by_task: dict[str, float], dag_ids: tuple[str, ...]) -> dict[str, float]:
+    """CPU seconds of `by_task` (task instance id: seconds) summed by DAG for `dag_ids`; the
+    rest (ingest, or a task instance retried since) under "other"."""
+    owner: dict[str, str] = {}
+    for dag_id in dag_ids:
+        for ti in api.listed(f"dags/{dag_id}/dagRuns/~/taskInstances", "task_instances"):
+            owner[str(ti.get("id"))] = dag_id
+    out: dict[str, float] = {}
+    for task, seconds in by_task.items():
+        dag_id = owner.get(task, "other")
+        out[dag_id] = out.get(dag_id, 0.0) + seconds
+    return {k: round(v, 1) for k, v in sorted(out.items())}
+
+
 # --------------------------------------------------------------------------- Airflow
 
 
@@ -332,6 +507,93 @@ def alert_lag_figures(lake: Path, since: float, until: float) -> dict[str, Any]:
                             for k, v in (("p50_s", p50), ("p95_s", p95), ("max_s", top))}}
 
 
+def write_watchlist(path: Path) -> None:
+    """WATCH_ITEMS items in certspotter's format: the PLANTED_DOMAINS (as `.domain`) spread
+    among domains, names and addresses that occur nowhere in the logs."""
+    rng = random.Random("soak-watchlist")
+    lines = ["10.20.30.40", "172.16.5.0/24", "fd12:3456:789a::/48"]  # private: the pool's IPs are RFC 5737 / 3849
+    k = 0
+    while len(lines) < WATCH_ITEMS - len(PLANTED_DOMAINS):
+        k += 1
+        domain = f"soak-watch-{k:04d}.example"
+        lines.append(f".{domain}" if rng.random() < 0.8 else f"{rng.choice(('www', 'mail', 'vpn'))}.{domain}")
+    for domain in PLANTED_DOMAINS:
+        lines.insert(rng.randrange(len(lines) + 1), f".{domain}")
+    path.write_text("# soak bench watchlist (ct_watch)\n" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _watch_keys(con, lake: Path, since: float, until: float) -> tuple[int, set[str], set[str]]:
+    """watch_matches: its rows, every issuance, and the issuances first logged in [since, until]."""
+    if not any((lake / "watch_matches").glob("*.parquet")):
+        return 0, set(), set()
+    con.execute(f"create or replace view wm as select * from read_parquet('{lake}/watch_matches/*.parquet')")
+    (rows,) = con.execute("select count(*) from wm").fetchone()
+    every = {k for (k,) in con.execute("select distinct tbs_sha256 from wm").fetchall()}
+    window = {k for (k,) in con.execute(
+        f"select distinct tbs_sha256 from wm where epoch_ms(timestamp) / 1000.0 between {since} and {until}").fetchall()}
+    return rows, every, window
+
+
+def _planted_keys(con, lake: Path, since: float, until: float) -> set[str]:
+    """Issuances in certs/ logged in [since, until] with a name under a PLANTED_DOMAIN."""
+    pattern = r"(^|[ .])(" + "|".join(re.escape(d) for d in PLANTED_DOMAINS) + r")( |$)"
+    return {k for (k,) in con.execute(f"""
+        select distinct tbs_sha256
+        from read_parquet('{lake}/certs/**/*.parquet', hive_partitioning = true)
+        where epoch_ms(timestamp) / 1000.0 between {since} and {until}
+          and regexp_matches(array_to_string(dns_names, ' '), ?)""", [pattern]).fetchall()}
+
+
+def _watch_notified(receiver) -> list[tuple[str, float | None, float]]:
+    """(key, log timestamp, arrival) of every watch notification the receiver took (ct_score
+    sends its phishing batches there too)."""
+    return [(str(r.body.get("key")), _utc(r.body.get("timestamp")), r.at.timestamp()) for r in receiver.accepted
+            if isinstance(r.body, dict) and r.body.get("kind") == "watch"]
+
+
+def await_notifications(receiver, lake: Path, since: float, until: float, deadline: float) -> None:
+    """Wait (until `deadline`, epoch seconds) for every issuance of the growth window, in
+    watch_matches or planted in certs/, to be notified."""
+    import duckdb
+
+    con = duckdb.connect()
+    planted = _planted_keys(con, lake, since, until)
+    while time.time() < deadline:
+        if not (planted | _watch_keys(con, lake, since, until)[2]) - {k for k, _, _ in _watch_notified(receiver)}:
+            return
+        time.sleep(5)
+
+
+def notify_figures(receiver, lake: Path, since: float, until: float, deadline: float) -> dict[str, Any]:
+    """Watch notification freshness and exactly-once: for every watch notification of a
+    certificate logged in [since, until], its arrival at the receiver minus the certificate's
+    log timestamp; the keys notified more than once; the growth window's issuances
+    (watch_matches) not notified by `deadline`; the planted issuances in certs/ that
+    watch_matches lacks."""
+    import duckdb
+
+    con = duckdb.connect()
+    rows, every, window = _watch_keys(con, lake, since, until)
+    planted = _planted_keys(con, lake, since, until)
+    notified = _watch_notified(receiver)
+    times = Counter(k for k, _, _ in notified)
+    duplicates = sorted(k for k, n in times.items() if n > 1)
+    in_time = {k for k, _, at in notified if at <= deadline}
+    missing = sorted(window - in_time)
+    unmatched = sorted(planted - every)
+    lags = [at - logged for _, logged, at in notified if logged is not None and since <= logged <= until]
+    figures = summary(lags)
+    phishing = sum(1 for r in receiver.accepted if isinstance(r.body, dict) and r.body.get("kind") == "phishing")
+    return {"notifications": len(lags), "p50_s": figures["p50"], "p95_s": figures["p95"], "max_s": figures["max"],
+            "watch_notifications_total": len(notified), "keys_notified": len(times),
+            "duplicate_keys": len(duplicates), "duplicates": duplicates[:10],
+            "watch_matches_rows": rows, "watch_matches_issuances": len(every), "growth_issuances": len(window),
+            "missing_by_deadline": len(missing), "missing": missing[:10], "grace_s": NOTIFY_GRACE_S,
+            "late": sum(1 for k in window if k not in in_time and k in times),
+            "planted_in_certs": len(planted), "planted_unmatched": len(unmatched), "unmatched": unmatched[:10],
+            "phishing_messages": phishing}
+
+
 def draw(series: list[tuple], path: Path) -> str | None:
     try:
         import matplotlib
@@ -359,7 +621,7 @@ def summary(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "max": None}
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
     return {"p50": round(pick(0.5), 1), "p95": round(pick(0.95), 1), "max": round(ordered[-1], 1)}
 
 
@@ -380,7 +642,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="minutes of growth")
     parser.add_argument("--idle-minutes", type=float, default=None, help="minutes with no new entry")
     parser.add_argument("--catchup-timeout", type=float, default=600.0)
-    parser.add_argument("--with-downstream", action="store_true", help="also run ct_score and ct_enrich")
+    parser.add_argument("--with-downstream", action="store_true",
+                        help="also run ct_score, ct_enrich and ct_watch (watchlist, planted certificates, a webhook)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (lake, logs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args()
@@ -398,7 +661,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ct-bench-soak-"))
     print(f"soak ({args.profile}): {args.logs} logs ({args.tiled} tiled) growing {args.rate:,.0f} entries/s in all "
           f"for {minutes:g} min, then {idle_minutes:g} min idle; set-up, not measured:", flush=True)
-    remote = RemoteLogs(args.logs, args.tiled, work / "log_list.json", args.profile, args.rate)
+    remote = RemoteLogs(args.logs, args.tiled, work / "log_list.json", args.profile, args.rate,
+                        plant=PLANTED_DOMAINS if args.with_downstream else ())
     try:
         result = soak(args, remote, work, minutes, idle_minutes)
     finally:
@@ -414,17 +678,27 @@ def soak(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: floa
 
     topic = "ct-certs-soak"
     lake = work / "lake"
+    settings: dict[str, str] = {"CT_KAFKA_TOPIC": topic}
+    receiver = None
+    if args.with_downstream:
+        from ctlib.testing.receivers import WebhookReceiver
+
+        write_watchlist(work / "watchlist.txt")
+        receiver = WebhookReceiver().start()
+        settings |= {"CT_WATCHLIST": str(work / "watchlist.txt"), **receiver.airflow_conn_env(WEBHOOK_CONN)}
     broker = LocalBroker(topics=[topic, "ct-alerts", "ct-enriched"], log_path=work / "tansu.log").start()
     try:
         began = time.monotonic()
-        with standalone(work, "soak", lake, broker, CT_KAFKA_TOPIC=topic) as (orch, api):
-            return measure(args, api, orch, broker, remote, lake, topic, minutes, idle_minutes, began)
+        with standalone(work, "soak", lake, broker, **settings) as (orch, api):
+            return measure(args, api, orch, broker, remote, lake, topic, minutes, idle_minutes, began, receiver)
     finally:
         broker.stop()
+        if receiver is not None:
+            receiver.stop()
 
 
 def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic: str, minutes: float,
-            idle_minutes: float, began: float) -> dict[str, Any]:
+            idle_minutes: float, began: float, receiver=None) -> dict[str, Any]:
     from ctlib.ingest.state import MappingStateStore
     from ctlib.ops.audit import kafka_config, load_states, run_audit
 
@@ -448,7 +722,9 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
 
     stack = Stack(orch.airflow.pid, broker.pid)
     stack.start_sampling()
+    tasks = TaskCpu(orch.airflow.pid).start() if args.with_downstream else None
     cpu_start = stack.cpu()
+    task_cpu_start = tasks.snapshot() if tasks else {}
     sizes_start, server_cpu_start = remote.grow(True)
     grow_from = time.time()
     deadline = time.monotonic() + minutes * 60
@@ -470,6 +746,12 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
     catchup_s = wait_for("catch-up", lambda: all(watermarks(api).get(s, 0) >= n for s, n in sizes_end.items()),
                          args.catchup_timeout)
     cpu_caught_up = stack.cpu()
+    caught_up_at = time.time()
+    task_cpu = {}
+    if tasks:
+        after = tasks.snapshot()
+        task_cpu = {k: v - task_cpu_start.get(k, 0.0) for k, v in after.items() if v > task_cpu_start.get(k, 0.0)}
+        tasks.stop()
     print(f"  caught up {catchup_s:.0f} s after growth stopped; idle for {idle_minutes:g} min", flush=True)
 
     idle_from = time.time()
@@ -492,6 +774,16 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
     plot = args.out.parent / (args.out.stem.replace("soak", "soak_lag", 1) + ".png")
     lag = lag_figures(lake, grow_from, grow_until, remote.tiled, plot)
     alert_lag = alert_lag_figures(lake, grow_from, grow_until) if args.with_downstream else None
+    notify = None
+    cpu_by_dag: dict[str, float] = {}
+    if receiver is not None:
+        deadline = caught_up_at + NOTIFY_GRACE_S
+        if time.time() < deadline:
+            print(f"  waiting up to {deadline - time.time():.0f} s more for the growth window's watch notifications",
+                  flush=True)
+            await_notifications(receiver, lake, grow_from, grow_until, deadline)
+        notify = notify_figures(receiver, lake, grow_from, grow_until, deadline)
+        cpu_by_dag = dag_cpu(api, task_cpu, DOWNSTREAM_DAGS)
     downstream_failed = [r["dag_run_id"] + " " + r["dag_id"] for r in every_run
                          if r["dag_id"] in DOWNSTREAM_DAGS and r["state"] == "failed"]
     stored = MappingStateStore(states(api))
@@ -515,6 +807,12 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
         "catchup_after_growth_s": round(catchup_s, 1),
         "lag_s": lag,
         "alert_lag_s": alert_lag,
+        "watch_notify_lag_s": notify,
+        "task_cpu_s_growth_by_dag": cpu_by_dag or None,
+        "task_cpu_s_per_1000_entries_by_dag": {k: round(v / grown * 1000, 3) for k, v in cpu_by_dag.items()}
+        if cpu_by_dag and grown else None,
+        "task_cpu_attributed_share": round(sum(cpu_by_dag.values()) / growth_cpu["tasks"], 2)
+        if cpu_by_dag and growth_cpu.get("tasks") else None,
         "downstream_failed_runs": downstream_failed,
         "cpu_s_per_1000_entries": round(growth_cpu["total"] / grown * 1000, 2) if grown else None,
         "cpu_s_growth_by_component": growth_cpu,
@@ -538,7 +836,10 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
         "target_p95_s": TARGET_P95_S,
         "meets_target": valid and (lag["all"]["p95_s"] or 1e9) <= TARGET_P95_S and not failed and not gaps
         and not downstream_failed
-        and (alert_lag is None or (alert_lag["p95_s"] or 0) <= TARGET_ALERT_P95_S),
+        and (alert_lag is None or (alert_lag["p95_s"] or 0) <= TARGET_ALERT_P95_S)
+        and (notify is None or ((notify["p95_s"] if notify["p95_s"] is not None else 1e9) <= TARGET_NOTIFY_P95_S
+                                and not notify["duplicate_keys"] and not notify["missing_by_deadline"]
+                                and not notify["planted_unmatched"])),
     }
 
 
@@ -556,8 +857,21 @@ def report(result: dict[str, Any], out: Path) -> None:
         a = result["alert_lag_s"]
         print(f"  alert lag (log timestamp to alerts/ row) p50 {a['p50_s']} s  p95 {a['p95_s']} s  max {a['max_s']} s "
               f"({a['alerts']:,} alerts); downstream failed runs: {len(result['downstream_failed_runs'])}")
+    n = result["watch_notify_lag_s"]
+    if n is not None:
+        print(f"  watch notify lag (log timestamp to webhook arrival) p50 {n['p50_s']} s  p95 {n['p95_s']} s  "
+              f"max {n['max_s']} s ({n['notifications']:,} notifications of growth-window certificates)")
+        print(f"  watch: {n['watch_matches_rows']:,} watch_matches rows, {n['watch_matches_issuances']:,} issuances "
+              f"({n['growth_issuances']:,} in the growth window; {n['planted_in_certs']:,} planted in certs/, "
+              f"{n['planted_unmatched']} never matched); {n['watch_notifications_total']:,} watch notifications, "
+              f"{n['keys_notified']:,} keys, {n['duplicate_keys']} notified twice {n['duplicates'][:3]}, "
+              f"{n['missing_by_deadline']} not notified by catch-up + {n['grace_s']:.0f} s {n['missing'][:3]} "
+              f"({n['late']} late); {n['phishing_messages']} phishing messages")
     print(f"  CPU {result['cpu_s_per_1000_entries']} s per 1,000 entries; by component "
           f"{result['cpu_s_growth_by_component']}")
+    if result.get("task_cpu_s_per_1000_entries_by_dag"):
+        print(f"  task CPU s per 1,000 entries by DAG (sampled, {result['task_cpu_attributed_share']:.0%} of task "
+              f"CPU attributed) {result['task_cpu_s_per_1000_entries_by_dag']}")
     print(f"  peak memory (PSS) {result['peak_pss_mib']:,} MiB {result['peak_pss_mib_by_component']}")
     idle = result["idle"]
     print(f"  idle: {idle['runs']} runs, {idle['cpu_s_per_run_whole_stack']} CPU s per run (whole stack; tasks "
@@ -566,12 +880,16 @@ def report(result: dict[str, Any], out: Path) -> None:
           f"start delay {result['run_start_delay_s_during_growth']}")
     print(f"  failed runs: {len(result['failed_runs'])}; audit clean: {result['audit']['clean']} "
           f"{result['audit']['findings'][:5]}")
-    print(f"  target p95 <= {TARGET_P95_S:.0f} s (alerts {TARGET_ALERT_P95_S:.0f} s with downstream), no gap, "
-          "no failed run, a valid load: "
+    print(f"  target p95 <= {TARGET_P95_S:.0f} s (with downstream: alerts {TARGET_ALERT_P95_S:.0f} s, watch "
+          f"notifications {TARGET_NOTIFY_P95_S:.0f} s, each issuance notified once), no gap, no failed run, "
+          "a valid load: "
           f"{'met' if result['meets_target'] else 'NOT met'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    if not result["audit"]["clean"] or result["failed_runs"] or result["downstream_failed_runs"]:
+    notified = result["watch_notify_lag_s"] or {}
+    if (not result["audit"]["clean"] or result["failed_runs"] or result["downstream_failed_runs"]
+            or notified.get("duplicate_keys") or notified.get("missing_by_deadline")
+            or notified.get("planted_unmatched")):
         raise SystemExit("the soak lost, doubled or failed something: see above")
 
 
