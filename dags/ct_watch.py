@@ -47,7 +47,9 @@ notified twice), e.g. after adding a watch item.
     max_active_runs=1,
     tags=["ct", "watch"],
     params={"files": Param([], type="array", description="certs files to match (manual runs)")},
-    default_args=SETTINGS.default_args(),
+    # Notifications are what a person waits for: its tasks go before ingest's when executor
+    # slots are short (ingest's weights are 1 to 3).
+    default_args={**SETTINGS.default_args(), "priority_weight": 10, "weight_rule": "absolute"},
 )
 def ct_watch_dag():
     @task
