@@ -29,11 +29,12 @@ in `include/scoring/`), writes `scores/` and `alerts/` next to the certs files (
 and file name, so a re-run replaces rather than adds), sends alerts to Kafka `ct-alerts`, and
 announces the alert files on the `ct://alerts` asset.
 
-Alerts at or above `CT_NOTIFY_MIN_SCORE` (default 90) are also sent, one message per run, to
-each notification channel whose connection exists (webhook `ct_webhook`, Slack `ct_slack`,
-e-mail `ct_smtp`; see ct_watch): one `notify` task per channel, each issuance once (a final
-certificate's alert after its precertificate's is left out; `notifications/` records what
-was sent).
+Alerts at or above `CT_NOTIFY_MIN_SCORE` (default 90) are also sent by `score`, one message
+per run, to each notification channel whose connection exists (webhook `ct_webhook`, Slack
+`ct_slack`, e-mail `ct_smtp`; see ct_watch), each issuance once (a final certificate's alert
+after its precertificate's is left out; `notifications/` records what was sent). A channel
+that fails there gets a `notify` task of its own, labelled by the channel, which Airflow
+retries.
 
 Manual run: give `files` (certs file paths) to re-score them.
 """,
@@ -43,16 +44,19 @@ Manual run: give `files` (certs file paths) to re-score them.
     max_active_runs=1,
     tags=["ct", "score"],
     params={"files": Param([], type="array", description="certs files to score (manual runs)")},
-    default_args=SETTINGS.default_args(),
+    # Alerts are what a person waits for: its tasks go before ingest's when executor slots are
+    # short (ingest's weights are 1 to 3).
+    default_args={**SETTINGS.default_args(), "priority_weight": 10, "weight_rule": "absolute"},
 )
 def ct_score_dag():
     @task
-    def score(params=None, triggering_asset_events=None) -> dict:
+    def score(params=None, triggering_asset_events=None, dag_run=None, ti=None) -> dict:
         from ctlib.airflow.downstream_tasks import score_task
 
-        return score_task(list(params.get("files") or []), triggering_asset_events or {})
+        return score_task(list(params.get("files") or []), triggering_asset_events or {}, dag_id=dag_run.dag_id,
+                          run_id=dag_run.run_id, try_number=ti.try_number)
 
-    # Returns one notification job per channel when an alert reaches CT_NOTIFY_MIN_SCORE.
+    # Returns one notification job per channel the score task could not notify.
     @task(outlets=[ALERTS])
     def announce(summary: dict, outlet_events=None) -> list[dict]:
         from ctlib.airflow.downstream_tasks import announce_alerts

@@ -30,13 +30,13 @@ punycode) and keeps `watch_matches/`: one row per issuance and watch item. A pre
 and its final certificate are one issuance (`tbs_sha256`): the final certificate adds its
 sha256 to the row and is not notified again.
 
-`notify` (one task per channel) then tells each configured channel about every issuance this run found, one message
+`match` then tells each configured channel about every issuance this run found, one message
 each: the generic JSON webhook (HTTP connection `CT_NOTIFY_WEBHOOK_CONN`, default
 `ct_webhook`), Slack (incoming-webhook connection `ct_slack`) and e-mail (SMTP connection
 `ct_smtp`, recipients `CT_NOTIFY_EMAIL_TO`), each when its connection exists. Every message
 sent is recorded in `notifications/`, so a retry sends only what was not sent. A channel
-that keeps failing fails its `notify` task, labelled by the channel; the matches stay in
-the lake.
+that fails there gets a `notify` task of its own, labelled by the channel, which Airflow
+retries; one that keeps failing fails it, and the matches stay in the lake.
 
 Manual run: give `files` (certs file paths) to match them again (nothing is kept or
 notified twice), e.g. after adding a watch item.
@@ -53,12 +53,13 @@ notified twice), e.g. after adding a watch item.
 )
 def ct_watch_dag():
     @task
-    def match(params=None, triggering_asset_events=None, run_id=None) -> list[dict]:
+    def match(params=None, triggering_asset_events=None, dag_run=None, ti=None) -> list[dict]:
         from ctlib.airflow.downstream_tasks import watch_task
 
-        return watch_task(list(params.get("files") or []), triggering_asset_events or {}, run_id)
+        return watch_task(list(params.get("files") or []), triggering_asset_events or {}, dag_id=dag_run.dag_id,
+                          run_id=dag_run.run_id, try_number=ti.try_number)
 
-    # One task per channel, labelled by it (downstream_tasks.CHANNEL_LABEL); none when nothing is new.
+    # One task per channel that match could not notify, labelled by it (downstream_tasks.CHANNEL_LABEL).
     @task(map_index_template="{{ ct_channel }}")
     def notify(job: dict, dag_run=None, ti=None) -> dict:
         from ctlib.airflow.downstream_tasks import notify_watch_task

@@ -52,7 +52,7 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
 
         assert ingest.test().state == "success"
         first_files = sorted(_certs_files(lake))
-        hook.fail_next(1, 500, after=1)  # the second notice fails once: the task fails, its retry sends the rest
+        hook.fail_next(1, 500, after=1)  # the second notice fails once in match: its notify task sends the rest
         assert watch.test(run_conf={"files": first_files}).state == "success"
         accepted = hook.accepted
         assert sorted(r.body["watch_items"][0] for r in accepted) == [".example.com", "www.example.org"]
@@ -109,7 +109,7 @@ def test_a_channel_that_keeps_failing_fails_its_task_and_keeps_the_matches(airfl
         state, output = run_dag(load_dag_module("ct_watch").ct_watch, capfd, run_conf={"files": sorted(_certs_files(lake))})
         assert state == "failed"
         assert "webhook" in output and "ct_webhook" in output, "the failure names the channel and its connection"
-        assert len(hook.received) == 2 and hook.accepted == [], "tried, retried once, then failed"
+        assert len(hook.received) == 3 and hook.accepted == [], "tried by match, then by notify and its one retry"
         assert [m["names"] for m in _rows(lake, "watch_matches", "watch_item")] == [["shop.example.com"]]
         assert not (lake / "notifications").exists() or _rows(lake, "notifications", "sent_at") == []
 

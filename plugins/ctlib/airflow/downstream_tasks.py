@@ -4,7 +4,7 @@ asset events, call the library, publish to Kafka, notify. Imported only when a t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ctlib.lake.files import Lake
@@ -22,10 +22,12 @@ def _publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes, byt
                    timeout=settings.kafka_flush_timeout, what=what)
 
 
-def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]]) -> dict[str, Any]:
+def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], *, dag_id: str, run_id: str,
+               try_number: int) -> dict[str, Any]:
     """Score every certs file of the triggering events (or `manual_files`). Each distinct
     (name, issuer) is scored once for the whole run: one DistinctScores serves every file.
-    `channels`: where to notify, when an alert reaches CT_NOTIFY_MIN_SCORE."""
+    Alerts at or above CT_NOTIFY_MIN_SCORE are notified at once (`_notify_now`); `channels`
+    lists those that failed, for their notify tasks to retry."""
     import pyarrow.compute as pc
 
     from ctlib.downstream.score import Scorer
@@ -49,21 +51,39 @@ def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]]) -> 
                  scored.distinct, distinct.scored - before, scored.alerts)
     notable = sum(int(pc.sum(pc.greater_equal(a.column("score"), settings.notify_min_score)).as_py() or 0)
                   for a in alert_tables)
+    alert_files = [r.alerts_file for r in results if r.alerts_file]
+    failed = (_notify_now(settings, lambda: _phishing_notices(lake, settings, alert_files), batched=True,
+                          dag_id=dag_id, run_id=run_id, try_number=try_number) if notable else [])
     return {
         "files": len(files),
         "names": sum(r.names for r in results),
         "alerts": sum(r.alerts for r in results),
-        "alert_files": [r.alerts_file for r in results if r.alerts_file],
+        "alert_files": alert_files,
         "kafka_messages": alerts_sent,
         "notable_alerts": notable,
-        "channels": _channels(settings) if notable else [],
+        "channels": failed,
     }
 
 
-def _channels(settings: Settings) -> list[str]:
-    from ctlib.downstream.notify import configured_channels
+def _notify_now(settings: Settings, notices: Callable[[], list], *, batched: bool, dag_id: str, run_id: str,
+                try_number: int) -> list[str]:
+    """Deliver `notices()` on every configured channel from the task that found them (one
+    task and one scheduling step fewer than a notify task each); the channels that failed,
+    for their own notify tasks to retry, fail visibly and name the channel."""
+    from ctlib.downstream.notify import NotificationError, configured_channels, deliver
 
-    return configured_channels(settings)
+    channels = configured_channels(settings)
+    if not channels:
+        return []
+    lake, found, failed = Lake.open(settings.lake), notices(), []
+    for channel in channels:
+        try:
+            deliver(lake, channel, found, settings=settings, dag_id=dag_id, run_id=run_id, try_number=try_number,
+                    batched=batched)
+        except NotificationError as err:
+            log.warning("%s; its notify task tries again", err)
+            failed.append(channel)
+    return failed
 
 
 CHANNEL_LABEL = "ct_channel"
@@ -86,10 +106,11 @@ def _notify(channel: str, notices: list, *, batched: bool, dag_id: str, run_id: 
             "messages": report.messages}
 
 
-def watch_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], run_id: str) -> list[dict[str, Any]]:
+def watch_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], *, dag_id: str, run_id: str,
+               try_number: int) -> list[dict[str, Any]]:
     """Match the certs files of the triggering events (or `manual_files`) against the
-    watchlist (CT_WATCHLIST, read anew) and keep watch_matches; one notification job per
-    configured channel when this run found new issuances (none else)."""
+    watchlist (CT_WATCHLIST, read anew), keep watch_matches and notify what this run found
+    (`_notify_now`); one job for each channel that failed, for its notify task."""
     from ctlib.downstream.scoring import files_from_events
     from ctlib.downstream.watching import watch_files
     from ctlib.downstream.watchlist import load_watchlist
@@ -99,35 +120,50 @@ def watch_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], run
     files = manual_files or files_from_events(events)
     if not files:
         log.info("no certs file to match (no triggering asset event and no `files` param)")
-    result = watch_files(Lake.open(settings.lake), files, watchlist, run_id)
+    lake = Lake.open(settings.lake)
+    result = watch_files(lake, files, watchlist, run_id)
     log.info("watchlist %s: %d items; %s", settings.watchlist, len(watchlist.items), result.to_json())
-    return [{"channel": channel, "files": result.files} for channel in (_channels(settings) if result.files else [])]
+    if not result.files:
+        return []
+    failed = _notify_now(settings, lambda: _watch_notices(lake, result.files, run_id), batched=False,
+                         dag_id=dag_id, run_id=run_id, try_number=try_number)
+    return [{"channel": channel, "files": result.files} for channel in failed]
 
 
-def notify_watch_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
-    """Notify `job["channel"]` of the issuances this run added to watch_matches (in
-    `job["files"]`), one message each; what the delivery record holds is not sent again."""
+def _watch_notices(lake: Lake, files: list[str], run_id: str) -> list:
     from ctlib.downstream.notify import watch_notices
     from ctlib.downstream.watching import rows_of_run
 
+    return watch_notices(rows_of_run(lake, files, run_id))
+
+
+def notify_watch_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
+    """Notify `job["channel"]` (which failed in the match task) of the issuances this run
+    added to watch_matches (in `job["files"]`), one message each; what the delivery record
+    holds is not sent again."""
     lake = Lake.open(Settings.from_env().lake)
-    notices = watch_notices(rows_of_run(lake, job["files"], run_id))
+    notices = _watch_notices(lake, job["files"], run_id)
     return _notify(job["channel"], notices, batched=False, dag_id=dag_id, run_id=run_id, try_number=try_number)
 
 
 def notify_phishing_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
-    """Notify `job["channel"]` of this run's phishing alerts (in `job["alert_files"]`) at or
-    above CT_NOTIFY_MIN_SCORE, in one message; an issuance already notified (its
-    precertificate's alert) is left out."""
+    """Notify `job["channel"]` (which failed in the score task) of this run's phishing alerts
+    (in `job["alert_files"]`) at or above CT_NOTIFY_MIN_SCORE, in one message; an issuance
+    already notified (its precertificate's alert) is left out."""
+    settings = Settings.from_env()
+    notices = _phishing_notices(Lake.open(settings.lake), settings, job["alert_files"])
+    return _notify(job["channel"], notices, batched=True, dag_id=dag_id, run_id=run_id, try_number=try_number)
+
+
+def _phishing_notices(lake: Lake, settings: Settings, alert_files: list[str]) -> list:
+    """The notices of the alerts in `alert_files` at or above CT_NOTIFY_MIN_SCORE."""
     import pyarrow.parquet as pq
 
     from ctlib.downstream.notify import phishing_notices
     from ctlib.lake import layout
 
-    settings = Settings.from_env()
-    lake = Lake.open(settings.lake)
     rows = []
-    for uri in job["alert_files"]:
+    for uri in alert_files:
         path = lake.path_of(uri)
         alerts = pq.read_table(path, filesystem=lake.filesystem,
                                filters=[("score", ">=", settings.notify_min_score)]).to_pylist()
@@ -138,14 +174,12 @@ def notify_phishing_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_n
                               columns=["index", "tbs_sha256"], filesystem=lake.filesystem).to_pylist()
         tbs = {c["index"]: c["tbs_sha256"] for c in certs}
         rows += [{**a, "tbs_sha256": tbs[a["index"]]} for a in alerts]
-    notices = phishing_notices(rows, settings.notify_min_score)
-    return _notify(job["channel"], notices, batched=True, dag_id=dag_id, run_id=run_id, try_number=try_number)
+    return phishing_notices(rows, settings.notify_min_score)
 
 
 def announce_alerts(summary: dict[str, Any], outlet_event: Any) -> list[dict[str, Any]]:
     """Emit the `ct://alerts` event only when there is something to enrich (else skip, and the
-    notify tasks with it); one notification job per channel when an alert reaches
-    CT_NOTIFY_MIN_SCORE (none else)."""
+    notify tasks with it); one notification job per channel the score task failed to notify."""
     if not summary["alert_files"]:
         from airflow.sdk.exceptions import AirflowSkipException
 

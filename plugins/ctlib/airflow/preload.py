@@ -38,7 +38,9 @@ TASK_MODULES: tuple[str, ...] = (
     "duckdb",
     "ctlib.airflow.downstream_tasks",
     "ctlib.downstream.score",
-    "ctlib.downstream.watching",  # every ct_watch run (notify, rarer, imports the notifiers itself)
+    "ctlib.downstream.watching",  # every ct_watch run
+    "ctlib.downstream.notify",  # ct_watch and ct_score notify from their own task
+    "airflow.providers.http.notifications.http",  # the webhook's notifier (Slack's and SMTP's load when used)
 )
 PARSE_MODULES: tuple[str, ...] = ("airflow.sdk", "ctlib.airflow.parse")
 """What parsing the DAG files imports (the DAG factory reads the log list)."""
