@@ -222,6 +222,10 @@ class Settings:
     notify_min_score: float
     """CT_NOTIFY_MIN_SCORE: phishing alerts at or above this score are notified (one message
     per ct_score run and channel); alerts below it go to the lake and Kafka only."""
+    metrics_open: bool
+    """CT_METRICS_OPEN: serve `/ct/metrics` (Prometheus) without authentication, for a scraper
+    on a trusted network; false (default): it asks for Airflow's own authentication, like the
+    rest of the API (a JWT from `/auth/token` as a bearer token, or the UI's session)."""
 
     def default_args(self) -> dict:
         """Airflow default_args shared by every ct-airflow DAG: owner and retry policy."""
@@ -330,4 +334,5 @@ class Settings:
             notify_smtp_conn=env.get("CT_NOTIFY_SMTP_CONN", "").strip() or "ct_smtp",
             notify_email_to=tuple(a.strip() for a in env.get("CT_NOTIFY_EMAIL_TO", "").split(",") if a.strip()),
             notify_min_score=_float(env, "CT_NOTIFY_MIN_SCORE", 90.0, allow_zero=True),
+            metrics_open=_bool(env, "CT_METRICS_OPEN", False),
         )

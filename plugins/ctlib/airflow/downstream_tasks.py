@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ctlib.lake.files import Lake
+from ctlib.ops import counters
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], *, 
     notable = sum(int(pc.sum(pc.greater_equal(a.column("score"), settings.notify_min_score)).as_py() or 0)
                   for a in alert_tables)
     alert_files = [r.alerts_file for r in results if r.alerts_file]
+    counters.record_quietly(dag_id, run_id, {counters.ALERTS: sum(r.alerts for r in results)})
     failed = (_notify_now(settings, lambda: _phishing_notices(lake, settings, alert_files), batched=True,
                           dag_id=dag_id, run_id=run_id, try_number=try_number) if notable else [])
     return {
@@ -112,7 +114,7 @@ def watch_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], *, 
     watchlist (CT_WATCHLIST, read anew), keep watch_matches and notify what this run found
     (`_notify_now`); one job for each channel that failed, for its notify task."""
     from ctlib.downstream.scoring import files_from_events
-    from ctlib.downstream.watching import watch_files
+    from ctlib.downstream.watching import rows_of_run, watch_files
     from ctlib.downstream.watchlist import load_watchlist
 
     settings = Settings.from_env()
@@ -123,6 +125,8 @@ def watch_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], *, 
     lake = Lake.open(settings.lake)
     result = watch_files(lake, files, watchlist, run_id)
     log.info("watchlist %s: %d items; %s", settings.watchlist, len(watchlist.items), result.to_json())
+    # The monitor's count: this run's rows (a retried attempt's too, which `result.new` misses).
+    counters.record_quietly(dag_id, run_id, {counters.WATCH_MATCHES: len(rows_of_run(lake, result.files, run_id))})
     if not result.files:
         return []
     failed = _notify_now(settings, lambda: _watch_notices(lake, result.files, run_id), batched=False,
@@ -257,5 +261,8 @@ def enrich_batch(batch: dict[str, Any], run_id: str) -> dict[str, Any]:
     files = write_enrichment(Lake.open(settings.lake), records, name)
     messages = ((r.domain.encode(), json.dumps(r.row(), default=str, separators=(",", ":")).encode()) for r in records)
     sent = _publish(settings, settings.kafka_enriched_topic, messages, f"enrichment batch {batch['number']}")
+    counters.record_quietly("ct_enrich", run_id,  # batches run at once: a counters document each
+                            counters.enrichment_counts(s for r in records for s in (r.pt_status, r.ts_status)),
+                            shard=batch["number"])
     return {"domains": len(records), "files": files, "kafka_messages": sent,
             "high_risk": sorted(r.domain for r in records if r.risk >= 60)}

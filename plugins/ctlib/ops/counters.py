@@ -7,11 +7,12 @@ one shard per enrichment batch, so no two writers share a document):
 
     {"totals": {"alerts": 12, ...}, "runs": {"<run_id>": {"alerts": 3, ...}, ...}}
 
-`record` is pure: it puts a run's values in `runs` (the last `KEEP_RUNS` runs recorded) and
-adds to `totals` only the difference from what that run had recorded before, so recording
-the same run again (a retried task) never counts twice. Totals are monotonic as long as a
-run's values do not shrink on a retry; they are cumulative since the first record (what a
-Prometheus counter needs). A run recorded again after `KEEP_RUNS` newer runs is counted anew.
+`record` is pure: a run's value of each counter is the largest it has recorded (kept in
+`runs`, the last `KEEP_RUNS` runs recorded), and `totals` grow by what that adds, so
+recording the same run again (a retried task, which finds the same alerts, or nothing new
+because its first attempt wrote it) never counts twice, and totals never go down: they are
+cumulative since the first record, as a Prometheus counter must be. A run recorded again
+after `KEEP_RUNS` newer runs is counted anew.
 
 `VariableCounterStore` reads and writes the documents through the Task SDK (a task's own
 read-modify-write: each document must have one writer at a time, which `max_active_runs=1`
@@ -75,15 +76,18 @@ def parse(raw: Any) -> Document:
 
 def record(doc: Any, run_id: str, values: Mapping[str, float], *, keep: int = KEEP_RUNS) -> Document:
     """`doc` with run `run_id`'s `values` recorded (pure; `doc` as `parse` takes it). A run
-    recorded before has its earlier values replaced, not added to."""
+    recorded before keeps, for each counter, the larger of its two values; totals grow by the
+    difference (negative values count as 0)."""
     current = parse(doc)
     runs: dict[str, dict[str, float]] = current["runs"]
     before = runs.pop(run_id, {})
-    now = _numbers(values)
+    after = dict(before)
     totals = dict(current["totals"])
-    for name in set(before) | set(now):
-        totals[name] = totals.get(name, 0) + now.get(name, 0) - before.get(name, 0)
-    runs[run_id] = now  # the most recent run last
+    for name, value in _numbers(values).items():
+        value = max(value, 0, before.get(name, 0))
+        totals[name] = totals.get(name, 0) + value - before.get(name, 0)
+        after[name] = value
+    runs[run_id] = after  # the most recent run last
     while len(runs) > keep:
         runs.pop(next(iter(runs)))
     return {"totals": totals, "runs": runs}
@@ -156,7 +160,10 @@ class MemoryCounterStore:
 def record_quietly(dag_id: str, run_id: str, values: Mapping[str, float], *, shard: int | str | None = None,
                    store: CounterStore | None = None) -> None:
     """`record_run` in a task (a VariableCounterStore by default), never failing it: counters
-    are a report, the task's work is done; a failure to record is logged."""
+    are a report, the task's work is done; a failure to record is logged. Values that are
+    all 0 add nothing and are not written."""
+    if not any(_numbers(values).values()):
+        return  # nothing to add: no write
     try:
         record_run(store or VariableCounterStore(), dag_id, run_id, values, shard=shard)
     except Exception as err:  # a counter must never fail the task that did the work
