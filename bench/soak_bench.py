@@ -25,7 +25,9 @@ to catch-up (every process of the standalone session, reaped task processes incl
 the broker; the local CT logs and PostgreSQL are the world's, not ours), split by
 component; peak memory (sum of PSS of the same processes, sampled every 5 s); CPU per idle
 run; the audit of lake and Kafka (`ctlib.ops.audit`: every index exactly once in the lake,
-every key in Kafka); failed runs. Targets: p95 lag <= 90 s, no gap, no failed run.
+every key in Kafka); failed runs; the time of a `/ct/metrics` scrape (with the API's JWT,
+every 10 s during growth) at p50, p95 and max (`metrics_scrape_ms`). Targets: p95 lag <= 90 s,
+no gap, no failed run.
 
     .venv/bin/python bench/soak_bench.py            # short: 3 + 2 minutes
     .venv/bin/python bench/soak_bench.py --full     # 10 + 3 minutes
@@ -617,6 +619,42 @@ def draw(series: list[tuple], path: Path) -> str | None:
     return path.name
 
 
+class MetricsScraper:
+    """Scrapes `/ct/metrics` as Prometheus would (the API's JWT from /auth/token) every `every`
+    seconds, in a thread: each successful scrape's time in ms, and how many failed."""
+
+    def __init__(self, api: Api, every: float = 10.0) -> None:
+        self.api, self.every = api, every
+        self.times: list[float] = []
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+
+    def start(self) -> MetricsScraper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        return {**summary(self.times), "scrapes": len(self.times), "failed": self.failed}
+
+    def _run(self) -> None:
+        import requests
+
+        while not self._stop.wait(self.every):
+            began = time.perf_counter()
+            try:
+                answer = requests.get(f"{self.api.url}/ct/metrics", headers=self.api.headers, timeout=30)
+                ok = answer.status_code == 200 and "ct_log_next_index" in answer.text
+            except requests.RequestException:
+                ok = False
+            if ok:
+                self.times.append((time.perf_counter() - began) * 1000)
+            else:
+                self.failed += 1
+
+
 def summary(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "max": None}
@@ -727,12 +765,14 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
     task_cpu_start = tasks.snapshot() if tasks else {}
     sizes_start, server_cpu_start = remote.grow(True)
     grow_from = time.time()
+    scraper = MetricsScraper(api).start()
     deadline = time.monotonic() + minutes * 60
     while time.monotonic() < deadline:
         time.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
         done = sum(watermarks(api).values())
         print(f"    {(time.time() - grow_from) / 60:4.1f} min: {done:,} entries committed", flush=True)
     grow_until = time.time()
+    metrics_scrape_ms = scraper.stop()
     sizes_end, server_cpu_end = remote.grow(False)
     grown = sum(sizes_end.values()) - sum(sizes_start.values())
     grown_per_s = grown / (grow_until - grow_from)
@@ -805,6 +845,7 @@ def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic:
         "log_server": {"cpu_share_of_core": round(server_share, 3),
                        "cpu_s": round(server_cpu_end - server_cpu_start, 1)},
         "catchup_after_growth_s": round(catchup_s, 1),
+        "metrics_scrape_ms": metrics_scrape_ms,
         "lag_s": lag,
         "alert_lag_s": alert_lag,
         "watch_notify_lag_s": notify,
@@ -873,6 +914,9 @@ def report(result: dict[str, Any], out: Path) -> None:
         print(f"  task CPU s per 1,000 entries by DAG (sampled, {result['task_cpu_attributed_share']:.0%} of task "
               f"CPU attributed) {result['task_cpu_s_per_1000_entries_by_dag']}")
     print(f"  peak memory (PSS) {result['peak_pss_mib']:,} MiB {result['peak_pss_mib_by_component']}")
+    m = result["metrics_scrape_ms"]
+    print(f"  /ct/metrics scrape (every 10 s during growth, with a JWT) p50 {m['p50']} ms  p95 {m['p95']} ms  "
+          f"max {m['max']} ms ({m['scrapes']} scrapes, {m['failed']} failed)")
     idle = result["idle"]
     print(f"  idle: {idle['runs']} runs, {idle['cpu_s_per_run_whole_stack']} CPU s per run (whole stack; tasks "
           f"{idle['cpu_s_per_run_tasks']}), {idle['cpu_s_per_minute_whole_stack']} CPU s a minute")
