@@ -1,0 +1,543 @@
+"""The CT monitor page, `/ct/` in the Airflow UI (plugins/ct_monitor.py mounts the app of
+ctlib.airflow.monitor.app, which includes `router` behind Airflow's authentication).
+
+Routes, relative to the app's mount (`/ct`); the page uses relative URLs only, so it works
+under any mount point and in the UI's iframe:
+
+* `GET /`: the page (static/index.html; its script and styles are static files too).
+* `GET /static/{path}`: a file under static/ (monitor.js, monitor.css, the vendored uPlot);
+  a path that leaves static/ (`..`, an absolute path, a symbolic link out) is a 404.
+* `GET /api/logs`: `{"generated_at", "logs": [one object per LogSnapshot field]}`, the
+  monitored logs in list order (ctlib.airflow.monitor.snapshot), datetimes as ISO-8601 UTC.
+* `GET /api/series?hours=24` (1..72): the charts' data, see `compute_series`.
+* `GET /api/latest?limit=20` (1..100): the newest alerts and watch matches with what
+  explains them, see `compute_latest`.
+
+Data for the charts comes from the lake through ctlib.lake (a `Lake` and its layout), so
+a local lake and a pyarrow filesystem URI (s3://...) are read the same way:
+
+* entries ingested per minute per log: from the listing of the `certs` partitions of the
+  window's days. Each file's name is its index range and its modification time says when
+  ingest wrote it, so `end - start` goes to the minute of its mtime: no Parquet read. A file
+  that compaction wrote (it merged a closed day: its footer says so, looked at only for a
+  file modified after its day ended, once per file version) is left out, and the log's
+  entries the listing does not account for come from the health rows instead: between two
+  checks, the watermark's advance (`next_index`) less what the listed files hold, spread
+  evenly over the minutes between them.
+* freshness lag per log: the health rows (`ct_health`, every 5 minutes) of the window,
+  their `lag_seconds`; the files are picked by name (the check time) and each is read once.
+* alerts per hour: the `scored_at` column of the `alerts` files of the window's days.
+
+Each of `/api/series` and `/api/latest` is computed at most once per CACHE_SECONDS for a
+lake and its parameters; concurrent requests share one computation.
+"""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from ctlib.lake import layout
+from ctlib.lake.files import Lake
+from ctlib.settings import Settings
+
+router = APIRouter()
+
+STATIC_DIR = Path(__file__).with_name("static")
+CACHE_SECONDS = 60.0
+DEFAULT_HOURS = 24
+MAX_HOURS = 72
+DEFAULT_LATEST = 20
+MAX_LATEST = 100
+CRTSH = "https://crt.sh/?q="  # as ctlib.downstream.watchlist.CRTSH: a certificate by its sha256
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+# --------------------------------------------------------------------------- routes
+
+
+@router.get("/", response_class=HTMLResponse)
+def page() -> HTMLResponse:
+    """The page: static/index.html."""
+    return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/static/{path:path}")
+def static(path: str) -> FileResponse:
+    """A file under static/; 404 for anything else."""
+    found = static_file(path)
+    if found is None:
+        raise HTTPException(status_code=404, detail="not found")
+    media_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+    if found.suffix == ".js":
+        media_type = "text/javascript"
+    return FileResponse(found, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/api/logs")
+def api_logs() -> JSONResponse:
+    """The logs table: every monitored log's snapshot."""
+    from ctlib.airflow.monitor.snapshot import log_snapshots
+
+    snapshots = log_snapshots(Settings.from_env())
+    body = {"generated_at": _iso(now()), "logs": [snapshot_json(s) for s in snapshots]}
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+@router.get("/api/series")
+def api_series(hours: int = Query(DEFAULT_HOURS, ge=1, le=MAX_HOURS)) -> JSONResponse:
+    """The charts' data over the last `hours` (see compute_series)."""
+    lake = Settings.from_env().lake
+    body = _SERIES.get((lake, hours), lambda: compute_series(Lake.open(lake), now(), hours))
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+@router.get("/api/latest")
+def api_latest(limit: int = Query(DEFAULT_LATEST, ge=1, le=MAX_LATEST)) -> JSONResponse:
+    """The newest alerts and watch matches (see compute_latest)."""
+    lake = Settings.from_env().lake
+    body = _LATEST.get((lake, limit), lambda: compute_latest(Lake.open(lake), now(), limit))
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+def now() -> datetime:
+    """The current time, UTC (the routes' clock)."""
+    return datetime.now(UTC)
+
+
+def static_file(path: str) -> Path | None:
+    """The file `path` names under STATIC_DIR, None when it is not one (or is outside)."""
+    root = STATIC_DIR.resolve()
+    try:
+        found = (root / path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if not found.is_relative_to(root) or found == root or not found.is_file():
+        return None
+    return found
+
+
+def snapshot_json(snapshot: Any) -> dict[str, Any]:
+    """A LogSnapshot (any dataclass) as JSON-ready values: datetimes as ISO-8601 UTC."""
+    out = {}
+    for field in fields(snapshot):
+        value = getattr(snapshot, field.name)
+        out[field.name] = _iso(value) if isinstance(value, datetime) else value
+    return out
+
+
+# --------------------------------------------------------------------------- cache
+
+T = TypeVar("T")
+
+
+class _Cache:
+    """Values by key, each kept CACHE_SECONDS; one computation at a time (the others wait
+    and get its result)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, compute: Callable[[], T]) -> T:
+        with self._lock:
+            hit = self._values.get(key)
+            if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1]
+            value = compute()
+            self._values[key] = (time.monotonic(), value)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+_SERIES = _Cache()
+_LATEST = _Cache()
+
+
+def clear_cache() -> None:
+    """Forget every cached answer and file fact (tests)."""
+    _SERIES.clear()
+    _LATEST.clear()
+    with _FILES_LOCK:
+        _MERGED.clear()
+        _HEALTH_FILES.clear()
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True, slots=True)
+class RangeFile:
+    """A certs file as its listing shows it."""
+
+    slug: str
+    day: date
+    start: int
+    end: int
+    mtime: float  # epoch seconds
+    path: str
+    size: int
+
+    @property
+    def entries(self) -> int:
+        return self.end - self.start
+
+
+def _list(lake: Lake, directory: str) -> list[Any]:
+    """pyarrow FileInfos of `directory`'s entries; none when it does not exist."""
+    import pyarrow.fs as pafs
+
+    try:
+        return list(lake.filesystem.get_file_info(pafs.FileSelector(directory, allow_not_found=True)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _is_dir(info: Any) -> bool:
+    import pyarrow.fs as pafs
+
+    return bool(info.type == pafs.FileType.Directory)
+
+
+def _is_file(info: Any) -> bool:
+    import pyarrow.fs as pafs
+
+    return bool(info.type == pafs.FileType.File) and not info.base_name.startswith(".")
+
+
+def _mtime(info: Any) -> float:
+    return info.mtime_ns / 1e9 if info.mtime_ns is not None else 0.0
+
+
+def log_slugs(lake: Lake, table: str) -> list[str]:
+    """The logs with a `<table>/log=<slug>` directory, sorted."""
+    slugs = []
+    for info in _list(lake, layout.table_dir(lake.root, table)):
+        if _is_dir(info) and info.base_name.startswith("log="):
+            slugs.append(info.base_name[len("log="):])
+    return sorted(slugs)
+
+
+def days_between(start: datetime, end: datetime) -> list[date]:
+    """The UTC days from `start`'s to `end`'s, both included."""
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def certs_files(lake: Lake, days: Iterable[date], slugs: Iterable[str] | None = None) -> list[RangeFile]:
+    """The range files of the `certs` partitions of `days` (every log by default)."""
+    days = list(days)
+    out = []
+    for slug in log_slugs(lake, layout.CERTS) if slugs is None else slugs:
+        for day in days:
+            for info in _list(lake, layout.partition_dir(lake.root, layout.CERTS, slug, day)):
+                span = layout.parse_range(info.base_name) if _is_file(info) else None
+                if span is not None:
+                    out.append(RangeFile(slug, day, span[0], span[1], _mtime(info), info.path, info.size or 0))
+    return out
+
+
+def _day_end(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86400.0
+
+
+_FILES_LOCK = threading.Lock()
+_MERGED: dict[tuple[str, float, int], bool] = {}
+
+
+def is_merged(lake: Lake, file: RangeFile) -> bool:
+    """True when compaction wrote `file` (a merge of a closed day). Only a file modified after
+    its day ended can be one; its footer is read once per version (path, mtime, size)."""
+    if file.mtime < _day_end(file.day):
+        return False
+    key = (file.path, file.mtime, file.size)
+    with _FILES_LOCK:
+        if key in _MERGED:
+            return _MERGED[key]
+    import pyarrow.parquet as pq
+
+    from ctlib.lake.compaction import META_KEY
+
+    try:
+        metadata = pq.read_schema(file.path, filesystem=lake.filesystem).metadata or {}
+    except (OSError, ValueError):
+        return False  # gone or being replaced: counted as written; asked again next time
+    merged = META_KEY in metadata
+    with _FILES_LOCK:
+        _MERGED[key] = merged
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPoint:
+    """What one health check recorded of one log (the columns the charts use)."""
+
+    checked_at: float  # epoch seconds
+    slug: str
+    next_index: int | None
+    lag_seconds: float | None
+
+
+_HEALTH_COLUMNS = ["checked_at", "log_slug", "next_index", "lag_seconds"]
+_HEALTH_FILES: dict[str, list[HealthPoint]] = {}
+
+
+def health_points(lake: Lake, start: datetime, end: datetime) -> list[HealthPoint]:
+    """The health rows of the checks in [start, end], oldest first. Files are chosen by
+    their name (the check's time); each is read once (a check's file never changes)."""
+    import pyarrow.parquet as pq
+
+    low, high = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    wanted = []
+    for day in days_between(start, end):
+        for info in _list(lake, layout.day_dir(lake.root, layout.HEALTH, day)):
+            stem = info.base_name.removesuffix(".parquet")
+            if _is_file(info) and info.base_name.endswith(".parquet") and stem.isdigit() and low <= int(stem) <= high:
+                wanted.append((int(stem), info.path))
+    out: list[HealthPoint] = []
+    for _, path in sorted(wanted):
+        with _FILES_LOCK:
+            rows = _HEALTH_FILES.get(path)
+        if rows is None:
+            try:
+                table = pq.read_table(path, columns=_HEALTH_COLUMNS, filesystem=lake.filesystem)
+            except (OSError, ValueError):
+                continue
+            rows = [HealthPoint(r["checked_at"].timestamp(), r["log_slug"], r["next_index"], r["lag_seconds"])
+                    for r in table.to_pylist()]
+            with _FILES_LOCK:
+                _HEALTH_FILES[path] = rows
+        out.extend(rows)
+    with _FILES_LOCK:  # keep only the files of this window
+        for path in set(_HEALTH_FILES) - {p for _, p in wanted}:
+            del _HEALTH_FILES[path]
+    return out
+
+
+def read_columns(lake: Lake, paths: Sequence[str], table: str, columns: Sequence[str]) -> Any:
+    """`columns` of the files `paths` of `table` as one Arrow table (the table's schema);
+    an empty table when there is none."""
+    import pyarrow.dataset as ds
+
+    schema = layout.SCHEMAS[table]
+    if not paths:
+        return schema.empty_table().select(list(columns))
+    dataset = ds.dataset(list(paths), schema=schema, format="parquet", filesystem=lake.filesystem)
+    return dataset.to_table(columns=list(columns))
+
+
+def partition_files(lake: Lake, table: str, days: Iterable[date]) -> list[str]:
+    """Paths of the Parquet files of every log's partitions of `days` in a LOG_TABLES table."""
+    days = list(days)
+    out = []
+    for slug in log_slugs(lake, table):
+        for day in days:
+            out += [info.path for info in _list(lake, layout.partition_dir(lake.root, table, slug, day))
+                    if _is_file(info) and info.base_name.endswith(".parquet")]
+    return out
+
+
+# --------------------------------------------------------------------------- series (pure)
+
+
+def _floor(moment: float, step: int) -> int:
+    return int(math.floor(moment / step) * step)
+
+
+def minute_buckets(now: datetime, hours: int) -> list[int]:
+    """Epoch seconds of the window's minutes, oldest first: `hours * 60` of them, the last
+    one the minute holding `now`."""
+    last = _floor(now.timestamp(), 60)
+    return [last - 60 * n for n in range(hours * 60 - 1, -1, -1)]
+
+
+def entries_per_minute(files: Iterable[RangeFile], merged: Callable[[RangeFile], bool],
+                       health: Sequence[HealthPoint], minutes: Sequence[int]) -> tuple[dict[str, list[int]], list[str]]:
+    """({slug: entries per minute of `minutes`}, the logs filled in from health rows).
+
+    A file that is not `merged` adds `end - start` to the minute of its mtime. For a log
+    with a merged file in the window, between consecutive health checks a and b (in time
+    order; both with a watermark, and b's not below a's), the entries of
+    `next_index(b) - next_index(a)` that the log's other files with mtime in (a, b] do not
+    hold are spread over the minutes of (a, b]: the minutes after a's up to b's (b's alone
+    when both are in one minute), equal shares, the remainder one each to the earliest."""
+    first, count = minutes[0], len(minutes)
+    end = first + 60 * count
+    series: dict[str, list[int]] = {}
+    kept: dict[str, list[RangeFile]] = {}
+    fill: set[str] = set()
+    for file in files:
+        series.setdefault(file.slug, [0] * count)
+        if not first <= file.mtime < end:
+            continue
+        if merged(file):
+            fill.add(file.slug)
+            continue
+        series[file.slug][(int(file.mtime) - first) // 60] += file.entries
+        kept.setdefault(file.slug, []).append(file)
+    for slug in sorted(fill):
+        points = sorted((p for p in health if p.slug == slug and p.next_index is not None), key=lambda p: p.checked_at)
+        values = series[slug]
+        for a, b in zip(points, points[1:]):
+            assert a.next_index is not None and b.next_index is not None
+            listed = sum(f.entries for f in kept.get(slug, ()) if a.checked_at < f.mtime <= b.checked_at)
+            rest = b.next_index - a.next_index - listed
+            if rest <= 0:
+                continue
+            low = (_floor(a.checked_at, 60) - first) // 60 + 1
+            high = (_floor(b.checked_at, 60) - first) // 60
+            span = list(range(min(low, high), high + 1))
+            share, extra = divmod(rest, len(span))
+            for n, bucket in enumerate(span):
+                if 0 <= bucket < count:
+                    values[bucket] += share + (1 if n < extra else 0)
+    return series, sorted(fill)
+
+
+def freshness_lag(health: Iterable[HealthPoint]) -> dict[str, Any]:
+    """{"t": [check times, epoch s, ascending], "logs": {slug: [lag_seconds or None per t]}}."""
+    points = list(health)
+    times = sorted({p.checked_at for p in points})
+    where = {t: n for n, t in enumerate(times)}
+    logs: dict[str, list[float | None]] = {}
+    for p in points:
+        logs.setdefault(p.slug, [None] * len(times))[where[p.checked_at]] = p.lag_seconds
+    return {"t": [_seconds(t) for t in times], "logs": dict(sorted(logs.items()))}
+
+
+def alerts_per_hour(scored_at: Iterable[float], start: float, now: float) -> dict[str, list[int]]:
+    """{"t": [hour starts, epoch s, from start's hour to now's], "alerts": [alerts scored in
+    each hour, counting only [start, now]]}."""
+    first, last = _floor(start, 3600), _floor(now, 3600)
+    hours = list(range(first, last + 1, 3600))
+    counts = [0] * len(hours)
+    for moment in scored_at:
+        if start <= moment <= now:
+            counts[(_floor(moment, 3600) - first) // 3600] += 1
+    return {"t": hours, "alerts": counts}
+
+
+def _seconds(moment: float) -> float | int:
+    return int(moment) if moment == int(moment) else round(moment, 3)
+
+
+# --------------------------------------------------------------------------- series (I/O)
+
+
+def compute_series(lake: Lake, now: datetime, hours: int = DEFAULT_HOURS) -> dict[str, Any]:
+    """The charts' data over the `hours` before `now`:
+
+        {"generated_at": ISO-8601, "hours": n,
+         "entries_per_minute": {"t": [minute starts, epoch s], "logs": {slug: [entries]},
+                                "from_health": [slugs partly counted from health rows]},
+         "freshness_lag": {"t": [check times, epoch s], "logs": {slug: [seconds or null]}},
+         "alerts_per_hour": {"t": [hour starts, epoch s], "alerts": [count]}}
+
+    The window starts at the first of the `hours * 60` minutes (entries_per_minute's t[0])."""
+    minutes = minute_buckets(now, hours)
+    start = datetime.fromtimestamp(minutes[0], UTC)
+    days = days_between(start, now)
+    health = health_points(lake, start, now)
+    files = certs_files(lake, days)
+    entries, from_health = entries_per_minute(files, lambda f: is_merged(lake, f), health, minutes)
+    scored = read_columns(lake, partition_files(lake, layout.ALERTS, days), layout.ALERTS, ["scored_at"])
+    moments = [m.timestamp() for m in scored.column("scored_at").to_pylist() if m is not None]
+    return {
+        "generated_at": _iso(now),
+        "hours": hours,
+        "entries_per_minute": {"t": minutes, "logs": dict(sorted(entries.items())), "from_health": from_health},
+        "freshness_lag": freshness_lag(health),
+        "alerts_per_hour": alerts_per_hour(moments, start.timestamp(), now.timestamp()),
+    }
+
+
+# --------------------------------------------------------------------------- latest
+
+
+def compute_latest(lake: Lake, now: datetime, limit: int = DEFAULT_LATEST) -> dict[str, Any]:
+    """The newest alerts and watch matches, newest first, at most `limit` of each:
+
+        {"generated_at": ISO-8601,
+         "alerts": [{"scored_at", "name", "score", "brand", "registered_domain", "rules",
+                     "why", "log_slug", "index", "timestamp", "entry_type", "cert_sha256",
+                     "crtsh"}],
+         "watch_matches": [{"matched_at", "updated_at", "watch_item", "names", "issuer",
+                            "why", "log_slug", "index", "timestamp", "entry_type",
+                            "not_before", "not_after", "cert_sha256", "crtsh"}]}
+
+    Alerts: the alerts files of today's and yesterday's partitions (UTC, of `now`); `rules`
+    as the scorer wrote them ("rule=weight"), `why` in one line. Watch matches: every
+    watch_matches file's `tbs_sha256, watch_item, matched_at` first, then the whole rows of
+    the newest `limit` from the files that hold them only."""
+    return {"generated_at": _iso(now), "alerts": latest_alerts(lake, now, limit),
+            "watch_matches": latest_watch_matches(lake, limit)}
+
+
+_ALERT_COLUMNS = ["scored_at", "name", "score", "brand", "registered_domain", "rules", "log_slug", "index",
+                  "timestamp", "entry_type", "cert_sha256"]
+
+
+def latest_alerts(lake: Lake, now: datetime, limit: int) -> list[dict[str, Any]]:
+    days = days_between(now - timedelta(days=1), now)
+    table = read_columns(lake, partition_files(lake, layout.ALERTS, days), layout.ALERTS, _ALERT_COLUMNS)
+    rows = sorted(table.to_pylist(), key=lambda r: (r["scored_at"], r["score"]), reverse=True)[:limit]
+    return [_alert_json(row) for row in rows]
+
+
+def _alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    rules = [str(rule) for rule in row["rules"] or ()]
+    about = f"brand {row['brand']}: " if row["brand"] else ""
+    return {
+        **_jsonable(row),
+        "rules": rules,
+        "why": f"score {row['score']:g} = {about}{', '.join(rules) or 'no rule'}",
+        "crtsh": CRTSH + str(row["cert_sha256"]),
+    }
+
+
+_WATCH_COLUMNS = ["matched_at", "updated_at", "watch_item", "names", "issuer", "log_slug", "index", "timestamp",
+                  "entry_type", "not_before", "not_after", "cert_sha256", "crtsh", "tbs_sha256"]
+
+
+def latest_watch_matches(lake: Lake, limit: int) -> list[dict[str, Any]]:
+    directory = layout.table_dir(lake.root, layout.WATCH_MATCHES)
+    paths = [i.path for i in _list(lake, directory) if _is_file(i) and i.base_name.endswith(".parquet")]
+    keys = read_columns(lake, paths, layout.WATCH_MATCHES, ["tbs_sha256", "watch_item", "matched_at"]).to_pylist()
+    newest = sorted(keys, key=lambda r: r["matched_at"], reverse=True)[:limit]
+    wanted = {(r["tbs_sha256"], r["watch_item"]) for r in newest}
+    buckets = sorted({layout.watch_bucket(lake.root, tbs) for tbs, _ in wanted})
+    rows = [r for r in read_columns(lake, buckets, layout.WATCH_MATCHES, _WATCH_COLUMNS).to_pylist()
+            if (r["tbs_sha256"], r["watch_item"]) in wanted]
+    rows.sort(key=lambda r: r["matched_at"], reverse=True)
+    out = []
+    for row in rows[:limit]:
+        names = [str(n) for n in row["names"] or ()]
+        item = _jsonable({k: v for k, v in row.items() if k != "tbs_sha256"})
+        item["names"] = names
+        item["why"] = f"watch item {row['watch_item']} covers {', '.join(names)}"
+        out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _iso(value) if isinstance(value, datetime) else value for key, value in row.items()}
