@@ -246,3 +246,57 @@ def test_scrape_time_of_40_logs(api, tmp_path, monkeypatch):
     print(f"\n40 logs: log_snapshots + exposition p50 {statistics.median(compute):.1f} ms, max {compute[-1]:.1f} ms;"
           f" GET /ct/metrics with a JWT (uncached) p50 {statistics.median(http):.1f} ms, max {http[-1]:.1f} ms;"
           f" cached {cached:.1f} ms; {len(body)} bytes")
+
+
+
+def test_downstream_runs_record_the_totals(airflow_db, tmp_path, monkeypatch):
+    """ct_score, ct_watch and ct_enrich (dag.test, Variables through the Task SDK) record what
+    they wrote: the totals equal the lake's alerts and watch_matches rows and the look-ups
+    made; a later run that finds nothing new adds nothing."""
+    import duckdb
+    from airflow.models.pool import Pool
+
+    from ctlib.testing.ctlog import LogServer
+    from ctlib.testing.enrichment_servers import FakePassiveTotal, FakeThreatStream
+    from tests.support.airflow import configure, load_dag_module
+
+    Pool.create_or_update_pool("ct_enrichment", 2, "threat-intel API calls", False)
+    set_variables({})
+    watchlist = tmp_path / "watchlist.txt"
+    watchlist.write_text(".watched-corp.example\n")
+    with LogServer() as ct_server, \
+            FakePassiveTotal({"analyst@example.com": "pt-secret"}, synthesize=True) as pt, \
+            FakeThreatStream({"analyst@example.com": "ts-key"}, synthesize=True) as ts:
+        log = ct_server.add_log("Local Counters Log", initial_size=20)
+        for names in (["paypal.com.account-verify-login.xyz"], ["appleid.apple.com.signin-verify.top"],
+                      ["www.watched-corp.example"], ["mail.watched-corp.example"]):
+            log.submit(names)
+        log.grow(10)
+        log.publish()
+        lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_WATCHLIST=str(watchlist))
+        for env in (pt.airflow_conn_env(), ts.airflow_conn_env()):
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+
+        assert load_dag_module("ct_ingest").ct_ingest__local_counters_log.test().state == "success"
+        certs = sorted(str(p) for p in (lake / "certs").rglob("*.parquet"))
+        assert load_dag_module("ct_score").ct_score.test(run_conf={"files": certs}).state == "success"
+        watch = load_dag_module("ct_watch").ct_watch
+        assert watch.test(run_conf={"files": certs}).state == "success"
+        alert_files = sorted(str(p) for p in (lake / "alerts").rglob("*.parquet"))
+        assert load_dag_module("ct_enrich").ct_enrich.test(run_conf={"files": alert_files}).state == "success"
+
+        def count(sql: str) -> int:
+            return duckdb.sql(sql).fetchall()[0][0]
+
+        alerts = count(f"select count(*) from read_parquet('{lake}/alerts/**/*.parquet')")
+        matches = count(f"select count(*) from read_parquet('{lake}/watch_matches/**/*.parquet')")
+        enriched = count(f"select count(*) from read_parquet('{lake}/enrichment/**/*.parquet')")
+        assert alerts >= 2 and matches == 2 and enriched >= 1
+        expected = {"alerts": alerts, "watch_matches": matches, "enrichment_calls": 2 * enriched,
+                    "enrichment_failures": 0}
+        assert snapshot.totals(cached=False) == expected
+
+        # Another ct_watch run over the same files finds nothing new: nothing added.
+        assert watch.test(run_conf={"files": certs}).state == "success"
+        assert snapshot.totals(cached=False) == expected
