@@ -716,6 +716,26 @@ class Orchestrator:
             lines.append(f"{py} -m ctlib.localsvc.broker consume {topic} --max 5{where}")
         return lines
 
+    def monitor_lines(self, url: str, login: tuple[str, str] | None) -> list[str]:
+        """The CT monitor page (`<UI>/ct/`, "CT monitor" in the UI's navigation) and its
+        Prometheus metrics (`<UI>/ct/metrics`), with a command that reads them with a JWT
+        from /auth/token (none needed with CT_METRICS_OPEN)."""
+        import shlex
+
+        from ctlib.settings import Settings
+
+        lines = [f"CT monitor page: {url}/ct/ (\"CT monitor\" in the UI's navigation)",
+                 f"metrics (Prometheus): {url}/ct/metrics"]
+        if Settings.from_env(self.env).metrics_open:
+            lines.append(f"  curl -s {url}/ct/metrics")
+            return lines
+        user, password = login or ("<user>", "<password>")
+        body = json.dumps({"username": user, "password": password})
+        lines.append(f"  TOKEN=$(curl -s -X POST {url}/auth/token -H 'Content-Type: application/json' -d {shlex.quote(body)} "
+                     "| .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'); "
+                     f'curl -s -H "Authorization: Bearer $TOKEN" {url}/ct/metrics')  # fmt: skip
+        return lines
+
     def banner(self, login: tuple[str, str] | None) -> list[str]:
         url = self.env["AIRFLOW__API__BASE_URL"]
         lines = [f"UI: {url}"]
@@ -724,6 +744,7 @@ class Orchestrator:
         else:
             lines.append(f"login: users of [core] simple_auth_manager_users, passwords in "
                          f"{passwords_file(self.env)}")  # fmt: skip
+        lines += self.monitor_lines(url, login)
         if "kafka" in self.state:
             lines.append(f"Kafka bootstrap: {self.state['kafka']} (memory-only: gone at stop)")
         if "postgres" in self.state:

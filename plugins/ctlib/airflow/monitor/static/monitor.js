@@ -6,7 +6,7 @@
   "use strict";
 
   var REFRESH_MS = 60000;
-  var HOURS = 24;
+  var hours = 24;  // the charts' window: the range buttons set it (api/series?hours=)
   var PALETTE = ["#1f77b4", "#e6550d", "#2ca02c", "#9467bd", "#d62728", "#17becf", "#bcbd22", "#8c564b",
                  "#e377c2", "#3182bd", "#31a354", "#756bb1"];
   var charts = {};
@@ -53,9 +53,14 @@
     return duration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000)) + " ago";
   }
 
+  // In the Airflow UI's frame (sandboxed, no pop-ups) a click cannot open a new tab: say so.
+  var framed = window.self !== window.top;
+
   function crtshLink(url) {
     if (typeof url !== "string" || url.indexOf("https://crt.sh/") !== 0) return el("span");
-    return el("a", {href: url, target: "_blank", rel: "noopener noreferrer", text: "crt.sh"});
+    var title = framed ? "the certificate on crt.sh (in the Airflow UI: right-click, open in a new tab)"
+                       : "the certificate on crt.sh";
+    return el("a", {href: url, target: "_blank", rel: "noopener noreferrer", title: title, text: "crt.sh"});
   }
 
   function getJSON(url) {
@@ -148,10 +153,15 @@
     }
     plot.textContent = "";
     var points = 0;
+    var values = 0;
     for (var i = 1; i < data.length; i++) {
-      data[i].forEach(function (v) { if (v !== null && v > 0) points++; });
+      data[i].forEach(function (v) {
+        if (v !== null && v !== undefined) values++;
+        if (v > 0) points++;
+      });
     }
     figure.dataset.points = String(points);
+    if (!values && !options.empty && options.none) options.empty = options.none;
     if (options.empty) {
       plot.appendChild(el("div", {className: "nodata", text: options.empty}));
       figure.dataset.drawn = "false";
@@ -161,7 +171,10 @@
       width: Math.max(300, plot.clientWidth),
       height: 240,
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
-      scales: {x: {time: true}, y: {range: function (u, min, max) { return [0, Math.max(max, options.minMax || 1)]; }}},
+      scales: {
+        x: {time: true, range: function () { return options.x; }},
+        y: {range: function (u, min, max) { return [0, Math.max(max || 0, options.minMax || 1)]; }},
+      },
       series: [{label: "UTC"}].concat(series),
       axes: axes(options.yValues),
       legend: {show: true},
@@ -176,6 +189,7 @@
 
   function renderCharts(series) {
     var entries = series.entries_per_minute;
+    var span = [entries.t[0], entries.t[entries.t.length - 1] + 60];  // every chart: the same hours
     var slugs = Object.keys(entries.logs).sort(function (a, b) { return order(a) - order(b); });
     var anyEntries = slugs.some(function (s) { return entries.logs[s].some(function (v) { return v > 0; }); });
     draw("chart-entries", [entries.t].concat(slugs.map(function (s) { return entries.logs[s]; })),
@@ -183,7 +197,7 @@
         return {label: label(s), stroke: colourOf(s), width: 1.5, points: {show: false},
                 value: function (u, v) { return v === null ? "–" : int(v); }};
       }),
-      {empty: anyEntries ? "" : "no entries ingested in the last " + series.hours + " hours",
+      {empty: anyEntries ? "" : "no entries ingested in the last " + series.hours + " hours", x: span,
        yValues: function (u, values) { return values.map(int); }, minMax: 10});
     document.getElementById("entries-note").textContent = entries.from_health.length
       ? "(partly from health checks, where compaction merged a day: " + entries.from_health.join(", ") + ")" : "";
@@ -195,16 +209,17 @@
         return {label: label(s), stroke: colourOf(s), width: 1.5, spanGaps: false, points: {show: true, size: 4},
                 value: function (u, v) { return v === null ? "–" : duration(v); }};
       }),
-      {empty: lag.t.length ? "" : "no health check in the last " + series.hours + " hours yet (ct_health runs every 5 minutes)",
-       yValues: function (u, values) { return values.map(duration); }, minMax: 60});
+      {empty: "", none: "no health check of a started log in the window yet (ct_health runs every 5 minutes)", x: span, yValues: function (u, values) { return values.map(duration); }, minMax: 60});
 
     var alerts = series.alerts_per_hour;
     var fill = cssVar("--failing");
-    draw("chart-alerts", [alerts.t, alerts.alerts], [{
+    var bars = alerts.alerts.map(function (n) { return n > 0 ? n : null; });  // no bar for an empty hour
+    var middles = alerts.t.map(function (t) { return t + 1800; });  // each hour's bar in its middle
+    draw("chart-alerts", [middles, bars], [{
       label: "alerts", stroke: fill, fill: fill + "55", width: 1,
       paths: uPlot.paths.bars({size: [0.8, 40]}), points: {show: false},
-      value: function (u, v) { return v === null ? "–" : int(v); },
-    }], {empty: "", yValues: function (u, values) { return values.map(int); }, minMax: 5});
+      value: function (u, v) { return v === null ? "0" : int(v); },
+    }], {empty: "", x: [alerts.t[0], alerts.t[alerts.t.length - 1] + 3600], yValues: function (u, values) { return values.map(int); }, minMax: 5});
   }
 
   var logOrder = {};
@@ -277,7 +292,7 @@
       renderLogs(logs);
     }).catch(keep).then(function () {
       return Promise.all([
-        getJSON("api/series?hours=" + HOURS).then(renderCharts).catch(keep),
+        getJSON("api/series?hours=" + hours).then(renderCharts).catch(keep),
         getJSON("api/latest").then(renderLatest).catch(keep),
       ]);
     }).then(function () {
@@ -294,6 +309,16 @@
     resizeTimer = setTimeout(resize, 150);
   });
   document.getElementById("refresh").addEventListener("click", refresh);
+  Array.prototype.forEach.call(document.querySelectorAll("#range button"), function (button) {
+    button.addEventListener("click", function () {
+      hours = Number(button.dataset.hours);
+      Array.prototype.forEach.call(document.querySelectorAll("#range button"), function (other) {
+        other.setAttribute("aria-pressed", String(other === button));
+      });
+      document.getElementById("range-label").textContent = hours === 1 ? "hour" : hours + " hours";
+      refresh();
+    });
+  });
   setInterval(function () { if (!document.hidden) refresh(); }, REFRESH_MS);
   refresh();
 })();
