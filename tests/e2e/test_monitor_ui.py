@@ -42,6 +42,7 @@ pytestmark = pytest.mark.e2e
 
 NAV = "CT monitor"  # the plugin's external view, as the UI's navigation names it
 LOGS = 3
+WATCHED_EVERY = 60
 DEADLINE = 150.0  # seconds from the UI answering until every demo log has committed entries
 DOCS_DEADLINE = 720.0  # with CT_SCREENSHOT_DOCS=1: until alerts, watch matches and 2 health checks
 DOCS_SCREENSHOT = PROJECT_ROOT / "docs" / "ct_monitor.png"
@@ -151,6 +152,9 @@ def test_ct_monitor_page_from_the_navigation(tmp_path: Path) -> None:
             lake=tmp_path / "lake", airflow_output=output,
             # From index 0, no history: the first run of each log commits what it has.
             demo_history_hours=0, demo_start_at="beginning",
+            # A certificate for the watched domain every 12 s a log (the demo's 300 is a multiple
+            # of its phishing-every 25, which wins where both fall on one entry: none is planted).
+            watched_every=WATCHED_EVERY,
         )  # fmt: skip
         try:
             orch.start()

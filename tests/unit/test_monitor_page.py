@@ -307,3 +307,42 @@ def test_api_logs_is_the_snapshots_as_json(client: TestClient, monkeypatch: pyte
         "next_index": 100, "backlog": 20, "freshness_lag_seconds": 12.5, "last_success": "2026-12-05T10:00:00Z",
         "entries_total": 100, "errors_total": 1, "incidents_total": 0, "status": "ok",
     }]
+
+
+# --------------------------------------------------------------------------- files read once
+
+
+def test_a_file_is_read_again_only_when_its_version_changes(lake: Path, monkeypatch: pytest.MonkeyPatch):
+    reads: list[str] = []
+    real = page._read
+
+    def counting(lake_: Lake, file: page.LakeFile, columns):
+        reads.append(file.name)
+        return real(lake_, file, columns)
+
+    monkeypatch.setattr(page, "_read", counting)
+    handle = Lake.open(str(lake))
+    first = page.compute_series(handle, NOW, 24)
+    assert sorted(n for n in reads if not n[0].isdigit()) == ["a.parquet", "b.parquet"]  # alerts files
+    assert len([n for n in reads if n[0].isdigit()]) == 6  # the window's health checks
+    reads.clear()
+    assert page.compute_series(handle, NOW, 24) == first and reads == []
+    alerts = lake / layout.partition_dir("", layout.ALERTS, "log_a", TODAY) / "a.parquet"
+    alerts_file(lake, "log_a", "12-05", "a.parquet", [{"scored_at": at("12-05 10:20:00")}])  # rewritten
+    touch(alerts, at("12-05 10:20:01"))
+    again = page.compute_series(handle, NOW, 24)
+    assert reads == ["a.parquet"]
+    assert sum(again["alerts_per_hour"]["alerts"]) == 3  # its 3 rows became 1
+
+
+def test_latest_alerts_read_the_newest_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = tmp_path / "lake"
+    for n in range(5):  # one file a minute, its alert scored a second before it was written
+        alerts_file(root, "log_a", "12-05", f"{n}.parquet", [{"scored_at": at(f"12-05 10:0{n}:00"), "name": f"n{n}.example"}])
+        touch(root / layout.partition_dir("", layout.ALERTS, "log_a", TODAY) / f"{n}.parquet", at(f"12-05 10:0{n}:01"))
+    reads: list[str] = []
+    real = page._read
+    monkeypatch.setattr(page, "_read", lambda lake, file, columns: reads.append(file.name) or real(lake, file, columns))
+    latest = page.latest_alerts(Lake.open(str(root)), NOW, 2)
+    assert [a["name"] for a in latest] == ["n4.example", "n3.example"]
+    assert reads == ["4.parquet", "3.parquet"]  # 2.parquet was written before 10:03:00: not read

@@ -25,11 +25,15 @@ a local lake and a pyarrow filesystem URI (s3://...) are read the same way:
   checks, the watermark's advance (`next_index`) less what the listed files hold, spread
   evenly over the minutes between them.
 * freshness lag per log: the health rows (`ct_health`, every 5 minutes) of the window,
-  their `lag_seconds`; the files are picked by name (the check time) and each is read once.
+  their `lag_seconds`; the files are picked by name (the check time).
 * alerts per hour: the `scored_at` column of the `alerts` files of the window's days.
 
 Each of `/api/series` and `/api/latest` is computed at most once per CACHE_SECONDS for a
-lake and its parameters; concurrent requests share one computation.
+lake and its parameters; concurrent requests share one computation. What is read of a file
+(a health check's rows, an alerts file's scored_at, a watch_matches file's keys, whether a
+certs file is a merge) is kept while the file's listed version (mtime, size) is the same, so
+a computation reads only the files written since the last one (forgotten once not listed
+for FILE_MEMORY_SECONDS).
 """
 
 from __future__ import annotations
@@ -167,16 +171,70 @@ _SERIES = _Cache()
 _LATEST = _Cache()
 
 
+class _PerFile:
+    """What was read of each file, kept while the file's version (mtime, size) stays the
+    same; a file not asked about for FILE_MEMORY_SECONDS is forgotten (`sweep`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[tuple[float, int], Any, float]] = {}
+
+    def get(self, file: LakeFile, read: Callable[[], T | None]) -> T | None:
+        """The value of `file`, read (and kept) unless known; a None read is not kept."""
+        version = (file.mtime, file.size)
+        with self._lock:
+            hit = self._values.get(file.path)
+            if hit is not None and hit[0] == version:
+                self._values[file.path] = (version, hit[1], time.monotonic())
+                return hit[1]
+        value = read()
+        if value is not None:
+            with self._lock:
+                self._values[file.path] = (version, value, time.monotonic())
+        return value
+
+    def sweep(self) -> None:
+        cutoff = time.monotonic() - FILE_MEMORY_SECONDS
+        with self._lock:
+            for path in [p for p, (_, _, seen) in self._values.items() if seen < cutoff]:
+                del self._values[path]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+FILE_MEMORY_SECONDS = 600.0
+_MERGED = _PerFile()  # certs files modified after their day: compaction's merge or not
+_HEALTH = _PerFile()  # health files: their rows (HealthPoint)
+_SCORED = _PerFile()  # alerts files: their scored_at values (epoch s)
+_WATCH = _PerFile()  # watch_matches files: (tbs_sha256, watch_item, matched_at) of their rows
+
+
 def clear_cache() -> None:
-    """Forget every cached answer and file fact (tests)."""
-    _SERIES.clear()
-    _LATEST.clear()
-    with _FILES_LOCK:
-        _MERGED.clear()
-        _HEALTH_FILES.clear()
+    """Forget every cached answer and file (tests)."""
+    for cache in (_SERIES, _LATEST, _MERGED, _HEALTH, _SCORED, _WATCH):
+        cache.clear()
+
+
+def _sweep() -> None:
+    for cache in (_MERGED, _HEALTH, _SCORED, _WATCH):
+        cache.sweep()
 
 
 # --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True, slots=True)
+class LakeFile:
+    """A Parquet file of the lake as its directory listing shows it."""
+
+    path: str
+    name: str
+    mtime: float  # epoch seconds
+    size: int
+    slug: str = ""  # of its log, in LOG_TABLES
+    day: date | None = None  # of its partition, in LOG_TABLES and DAY_TABLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,14 +270,13 @@ def _is_dir(info: Any) -> bool:
     return bool(info.type == pafs.FileType.Directory)
 
 
-def _is_file(info: Any) -> bool:
+def _files(lake: Lake, directory: str, slug: str = "", day: date | None = None) -> list[LakeFile]:
+    """The visible Parquet files of `directory` (not a writer's hidden temporary)."""
     import pyarrow.fs as pafs
 
-    return bool(info.type == pafs.FileType.File) and not info.base_name.startswith(".")
-
-
-def _mtime(info: Any) -> float:
-    return info.mtime_ns / 1e9 if info.mtime_ns is not None else 0.0
+    return [LakeFile(i.path, i.base_name, i.mtime_ns / 1e9 if i.mtime_ns is not None else 0.0, i.size or 0, slug, day)
+            for i in _list(lake, directory)
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")]
 
 
 def log_slugs(lake: Lake, table: str) -> list[str]:
@@ -237,16 +294,23 @@ def days_between(start: datetime, end: datetime) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def certs_files(lake: Lake, days: Iterable[date], slugs: Iterable[str] | None = None) -> list[RangeFile]:
-    """The range files of the `certs` partitions of `days` (every log by default)."""
+def partition_files(lake: Lake, table: str, days: Iterable[date]) -> list[LakeFile]:
+    """The Parquet files of every log's partitions of `days` in a LOG_TABLES table."""
     days = list(days)
     out = []
-    for slug in log_slugs(lake, layout.CERTS) if slugs is None else slugs:
+    for slug in log_slugs(lake, table):
         for day in days:
-            for info in _list(lake, layout.partition_dir(lake.root, layout.CERTS, slug, day)):
-                span = layout.parse_range(info.base_name) if _is_file(info) else None
-                if span is not None:
-                    out.append(RangeFile(slug, day, span[0], span[1], _mtime(info), info.path, info.size or 0))
+            out += _files(lake, layout.partition_dir(lake.root, table, slug, day), slug, day)
+    return out
+
+
+def certs_files(lake: Lake, days: Iterable[date]) -> list[RangeFile]:
+    """The range files of the `certs` partitions of `days`."""
+    out = []
+    for file in partition_files(lake, layout.CERTS, days):
+        span = layout.parse_range(file.name)
+        if span is not None and file.day is not None:
+            out.append(RangeFile(file.slug, file.day, span[0], span[1], file.mtime, file.path, file.size))
     return out
 
 
@@ -254,31 +318,34 @@ def _day_end(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86400.0
 
 
-_FILES_LOCK = threading.Lock()
-_MERGED: dict[tuple[str, float, int], bool] = {}
-
-
 def is_merged(lake: Lake, file: RangeFile) -> bool:
     """True when compaction wrote `file` (a merge of a closed day). Only a file modified after
-    its day ended can be one; its footer is read once per version (path, mtime, size)."""
+    its day ended can be one; its footer is read once per version (mtime, size)."""
     if file.mtime < _day_end(file.day):
         return False
-    key = (file.path, file.mtime, file.size)
-    with _FILES_LOCK:
-        if key in _MERGED:
-            return _MERGED[key]
+
+    def read() -> bool | None:
+        import pyarrow.parquet as pq
+
+        from ctlib.lake.compaction import META_KEY
+
+        try:
+            return META_KEY in (pq.read_schema(file.path, filesystem=lake.filesystem).metadata or {})
+        except (OSError, ValueError):
+            return None  # gone or being replaced: asked again next time
+
+    listed = LakeFile(file.path, file.path.rpartition("/")[2], file.mtime, file.size)
+    return bool(_MERGED.get(listed, read))
+
+
+def _read(lake: Lake, file: LakeFile, columns: Sequence[str]) -> list[dict[str, Any]] | None:
+    """`columns` of one file's rows; None when it cannot be read now (replaced meanwhile)."""
     import pyarrow.parquet as pq
 
-    from ctlib.lake.compaction import META_KEY
-
     try:
-        metadata = pq.read_schema(file.path, filesystem=lake.filesystem).metadata or {}
+        return pq.read_table(file.path, columns=list(columns), filesystem=lake.filesystem).to_pylist()
     except (OSError, ValueError):
-        return False  # gone or being replaced: counted as written; asked again next time
-    merged = META_KEY in metadata
-    with _FILES_LOCK:
-        _MERGED[key] = merged
-    return merged
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,61 +359,40 @@ class HealthPoint:
 
 
 _HEALTH_COLUMNS = ["checked_at", "log_slug", "next_index", "lag_seconds"]
-_HEALTH_FILES: dict[str, list[HealthPoint]] = {}
 
 
 def health_points(lake: Lake, start: datetime, end: datetime) -> list[HealthPoint]:
     """The health rows of the checks in [start, end], oldest first. Files are chosen by
-    their name (the check's time); each is read once (a check's file never changes)."""
-    import pyarrow.parquet as pq
-
+    their name (the check's time); each is read once."""
     low, high = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
     wanted = []
     for day in days_between(start, end):
-        for info in _list(lake, layout.day_dir(lake.root, layout.HEALTH, day)):
-            stem = info.base_name.removesuffix(".parquet")
-            if _is_file(info) and info.base_name.endswith(".parquet") and stem.isdigit() and low <= int(stem) <= high:
-                wanted.append((int(stem), info.path))
+        for file in _files(lake, layout.day_dir(lake.root, layout.HEALTH, day), day=day):
+            stem = file.name.removesuffix(".parquet")
+            if stem.isdigit() and low <= int(stem) <= high:
+                wanted.append((int(stem), file))
     out: list[HealthPoint] = []
-    for _, path in sorted(wanted):
-        with _FILES_LOCK:
-            rows = _HEALTH_FILES.get(path)
-        if rows is None:
-            try:
-                table = pq.read_table(path, columns=_HEALTH_COLUMNS, filesystem=lake.filesystem)
-            except (OSError, ValueError):
-                continue
-            rows = [HealthPoint(r["checked_at"].timestamp(), r["log_slug"], r["next_index"], r["lag_seconds"])
-                    for r in table.to_pylist()]
-            with _FILES_LOCK:
-                _HEALTH_FILES[path] = rows
-        out.extend(rows)
-    with _FILES_LOCK:  # keep only the files of this window
-        for path in set(_HEALTH_FILES) - {p for _, p in wanted}:
-            del _HEALTH_FILES[path]
+    for _, file in sorted(wanted, key=lambda pair: pair[0]):
+
+        def read(file: LakeFile = file) -> list[HealthPoint] | None:
+            rows = _read(lake, file, _HEALTH_COLUMNS)
+            return None if rows is None else [
+                HealthPoint(r["checked_at"].timestamp(), r["log_slug"], r["next_index"], r["lag_seconds"]) for r in rows]
+
+        out.extend(_HEALTH.get(file, read) or ())
     return out
 
 
-def read_columns(lake: Lake, paths: Sequence[str], table: str, columns: Sequence[str]) -> Any:
-    """`columns` of the files `paths` of `table` as one Arrow table (the table's schema);
-    an empty table when there is none."""
-    import pyarrow.dataset as ds
+def scored_at(lake: Lake, files: Iterable[LakeFile]) -> list[float]:
+    """The `scored_at` values (epoch s) of alerts files; each file read once per version."""
+    out: list[float] = []
+    for file in files:
 
-    schema = layout.SCHEMAS[table]
-    if not paths:
-        return schema.empty_table().select(list(columns))
-    dataset = ds.dataset(list(paths), schema=schema, format="parquet", filesystem=lake.filesystem)
-    return dataset.to_table(columns=list(columns))
+        def read(file: LakeFile = file) -> list[float] | None:
+            rows = _read(lake, file, ["scored_at"])
+            return None if rows is None else [r["scored_at"].timestamp() for r in rows if r["scored_at"] is not None]
 
-
-def partition_files(lake: Lake, table: str, days: Iterable[date]) -> list[str]:
-    """Paths of the Parquet files of every log's partitions of `days` in a LOG_TABLES table."""
-    days = list(days)
-    out = []
-    for slug in log_slugs(lake, table):
-        for day in days:
-            out += [info.path for info in _list(lake, layout.partition_dir(lake.root, table, slug, day))
-                    if _is_file(info) and info.base_name.endswith(".parquet")]
+        out.extend(_SCORED.get(file, read) or ())
     return out
 
 
@@ -453,8 +499,8 @@ def compute_series(lake: Lake, now: datetime, hours: int = DEFAULT_HOURS) -> dic
     health = health_points(lake, start, now)
     files = certs_files(lake, days)
     entries, from_health = entries_per_minute(files, lambda f: is_merged(lake, f), health, minutes)
-    scored = read_columns(lake, partition_files(lake, layout.ALERTS, days), layout.ALERTS, ["scored_at"])
-    moments = [m.timestamp() for m in scored.column("scored_at").to_pylist() if m is not None]
+    moments = scored_at(lake, partition_files(lake, layout.ALERTS, days))
+    _sweep()
     return {
         "generated_at": _iso(now),
         "hours": hours,
@@ -478,12 +524,13 @@ def compute_latest(lake: Lake, now: datetime, limit: int = DEFAULT_LATEST) -> di
                             "why", "log_slug", "index", "timestamp", "entry_type",
                             "not_before", "not_after", "cert_sha256", "crtsh"}]}
 
-    Alerts: the alerts files of today's and yesterday's partitions (UTC, of `now`); `rules`
-    as the scorer wrote them ("rule=weight"), `why` in one line. Watch matches: every
-    watch_matches file's `tbs_sha256, watch_item, matched_at` first, then the whole rows of
-    the newest `limit` from the files that hold them only."""
-    return {"generated_at": _iso(now), "alerts": latest_alerts(lake, now, limit),
+    Alerts: of today's and yesterday's partitions (UTC, of `now`), by scored_at; `rules` as
+    the scorer wrote them ("rule=weight"), `why` in one line. Watch matches: by matched_at;
+    `why` says which watch item covers which names."""
+    body = {"generated_at": _iso(now), "alerts": latest_alerts(lake, now, limit),
             "watch_matches": latest_watch_matches(lake, limit)}
+    _sweep()
+    return body
 
 
 _ALERT_COLUMNS = ["scored_at", "name", "score", "brand", "registered_domain", "rules", "log_slug", "index",
@@ -491,9 +538,19 @@ _ALERT_COLUMNS = ["scored_at", "name", "score", "brand", "registered_domain", "r
 
 
 def latest_alerts(lake: Lake, now: datetime, limit: int) -> list[dict[str, Any]]:
-    days = days_between(now - timedelta(days=1), now)
-    table = read_columns(lake, partition_files(lake, layout.ALERTS, days), layout.ALERTS, _ALERT_COLUMNS)
-    rows = sorted(table.to_pylist(), key=lambda r: (r["scored_at"], r["score"]), reverse=True)[:limit]
+    """The newest `limit` alerts rows of today's and yesterday's partitions. Files are read
+    newest first (by mtime) until no older file can hold one of them: a file's rows were
+    scored before it was written."""
+    files = sorted(partition_files(lake, layout.ALERTS, days_between(now - timedelta(days=1), now)),
+                   key=lambda f: f.mtime, reverse=True)
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        if len(rows) >= limit:
+            rows = sorted(rows, key=lambda r: (r["scored_at"], r["score"]), reverse=True)[:limit]
+            if file.mtime < rows[-1]["scored_at"].timestamp() - 1.0:
+                break
+        rows += _read(lake, file, _ALERT_COLUMNS) or []
+    rows = sorted(rows, key=lambda r: (r["scored_at"], r["score"]), reverse=True)[:limit]
     return [_alert_json(row) for row in rows]
 
 
@@ -513,14 +570,23 @@ _WATCH_COLUMNS = ["matched_at", "updated_at", "watch_item", "names", "issuer", "
 
 
 def latest_watch_matches(lake: Lake, limit: int) -> list[dict[str, Any]]:
-    directory = layout.table_dir(lake.root, layout.WATCH_MATCHES)
-    paths = [i.path for i in _list(lake, directory) if _is_file(i) and i.base_name.endswith(".parquet")]
-    keys = read_columns(lake, paths, layout.WATCH_MATCHES, ["tbs_sha256", "watch_item", "matched_at"]).to_pylist()
-    newest = sorted(keys, key=lambda r: r["matched_at"], reverse=True)[:limit]
-    wanted = {(r["tbs_sha256"], r["watch_item"]) for r in newest}
-    buckets = sorted({layout.watch_bucket(lake.root, tbs) for tbs, _ in wanted})
-    rows = [r for r in read_columns(lake, buckets, layout.WATCH_MATCHES, _WATCH_COLUMNS).to_pylist()
-            if (r["tbs_sha256"], r["watch_item"]) in wanted]
+    """The newest `limit` watch_matches rows (by matched_at): every file's keys first (each
+    file read once per version), then the whole rows from the files holding the newest."""
+    files = _files(lake, layout.table_dir(lake.root, layout.WATCH_MATCHES))
+    keys: list[tuple[str, str, float]] = []
+    for file in files:
+
+        def read(file: LakeFile = file) -> list[tuple[str, str, float]] | None:
+            rows = _read(lake, file, ["tbs_sha256", "watch_item", "matched_at"])
+            return None if rows is None else [
+                (r["tbs_sha256"], r["watch_item"], r["matched_at"].timestamp()) for r in rows]
+
+        keys += _WATCH.get(file, read) or ()
+    newest = sorted(keys, key=lambda key: key[2], reverse=True)[:limit]
+    wanted = {(tbs, item) for tbs, item, _ in newest}
+    buckets = {layout.watch_bucket(lake.root, tbs).rpartition("/")[2] for tbs, _ in wanted}
+    rows = [row for file in files if file.name in buckets for row in _read(lake, file, _WATCH_COLUMNS) or ()
+            if (row["tbs_sha256"], row["watch_item"]) in wanted]
     rows.sort(key=lambda r: r["matched_at"], reverse=True)
     out = []
     for row in rows[:limit]:
