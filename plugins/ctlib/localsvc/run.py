@@ -15,7 +15,7 @@
    empty (publishing off);
 3. with --demo, the local CT log server (`ctlib.testing.ctlog`: 3 logs, one of them tiled,
    each starting with 3 hours of history (0.5 entries/s, timestamps in the past), then
-   growing 5 entries/s, every 25th new certificate with phishing-style names and every 300th
+   growing 5 entries/s, every 25th new certificate with phishing-style names and every 301st
    one for a name under acme-shop.example, recorded in .run/demo_planted.jsonl), with
    CT_LOG_LIST=.run/demo_log_list.json, CT_START_AT=latest
    (live ingestion starts at the tip: the history is left for a backfill of a past window),
@@ -86,7 +86,8 @@ DEMO_HISTORY_RATE = 0.5  # entries per second of that history
 DEMO_START_AT = "latest"  # CT_START_AT of the demo: live ingestion starts at the tip
 DEMO_PHISHING_EVERY = 25  # every Nth demo certificate has phishing-style names
 DEMO_WATCHED_DOMAIN = "acme-shop.example"  # the demo's own domain: its watchlist watches it
-DEMO_WATCHED_EVERY = 300  # every Nth demo certificate is for a name under it (one a minute a log)
+DEMO_WATCHED_EVERY = 301  # every Nth demo certificate is for a name under it (about one a minute a log); not a
+# multiple of DEMO_PHISHING_EVERY, which wins where both fall on one entry
 DEMO_WATCHLIST = "demo_watchlist.txt"
 DEMO_PARTIAL_TILE_WAIT = 20  # CT_PARTIAL_TILE_WAIT of the demo (seconds)
 ENRICH_POOL_SLOTS = 2
