@@ -152,8 +152,7 @@ def test_ct_monitor_page_from_the_navigation(tmp_path: Path) -> None:
             lake=tmp_path / "lake", airflow_output=output,
             # From index 0, no history: the first run of each log commits what it has.
             demo_history_hours=0, demo_start_at="beginning",
-            # A certificate for the watched domain every 12 s a log (the demo's 300 is a multiple
-            # of its phishing-every 25, which wins where both fall on one entry: none is planted).
+            # A certificate for the watched domain every 12 s a log (the demo's: every minute).
             watched_every=WATCHED_EVERY,
         )  # fmt: skip
         try:

@@ -346,3 +346,16 @@ def test_latest_alerts_read_the_newest_files_only(tmp_path: Path, monkeypatch: p
     latest = page.latest_alerts(Lake.open(str(root)), NOW, 2)
     assert [a["name"] for a in latest] == ["n4.example", "n3.example"]
     assert reads == ["4.parquet", "3.parquet"]  # 2.parquet was written before 10:03:00: not read
+
+
+def test_a_lake_on_another_filesystem_reads_the_same(lake: Path):
+    """Everything goes through the Lake's filesystem and layout: a lake rooted at '' of a
+    filesystem that is not the local one (as an object store's) gives the same answers."""
+    import pyarrow.fs as pafs
+
+    local = page.compute_series(Lake.open(str(lake)), NOW, 24)
+    page.clear_cache()
+    elsewhere = Lake(pafs.SubTreeFileSystem(str(lake), pafs.LocalFileSystem()), "")
+    assert page.compute_series(elsewhere, NOW, 24) == local
+    assert [a["name"] for a in page.compute_latest(elsewhere, NOW, 3)["alerts"]] == [
+        "newest.example", "second.example", "paypal.com.login.example"]

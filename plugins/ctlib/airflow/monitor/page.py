@@ -294,14 +294,25 @@ def days_between(start: datetime, end: datetime) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
+LISTING_THREADS = 8  # partition listings at once: an object store answers each in ~50-100 ms
+
+
 def partition_files(lake: Lake, table: str, days: Iterable[date]) -> list[LakeFile]:
-    """The Parquet files of every log's partitions of `days` in a LOG_TABLES table."""
+    """The Parquet files of every log's partitions of `days` in a LOG_TABLES table (the
+    partitions listed LISTING_THREADS at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     days = list(days)
-    out = []
-    for slug in log_slugs(lake, table):
-        for day in days:
-            out += _files(lake, layout.partition_dir(lake.root, table, slug, day), slug, day)
-    return out
+    partitions = [(slug, day) for slug in log_slugs(lake, table) for day in days]
+
+    def listing(partition: tuple[str, date]) -> list[LakeFile]:
+        slug, day = partition
+        return _files(lake, layout.partition_dir(lake.root, table, slug, day), slug, day)
+
+    if len(partitions) <= 1:
+        return [file for partition in partitions for file in listing(partition)]
+    with ThreadPoolExecutor(max_workers=min(LISTING_THREADS, len(partitions)), thread_name_prefix="ct-page") as pool:
+        return [file for files in pool.map(listing, partitions) for file in files]
 
 
 def certs_files(lake: Lake, days: Iterable[date]) -> list[RangeFile]:
