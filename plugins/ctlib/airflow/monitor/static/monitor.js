@@ -48,6 +48,10 @@
     return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "–";
   }
 
+  function short(iso) {  // MM-DD HH:MM:SS
+    return utc(iso).slice(5);
+  }
+
   function ago(iso) {
     if (!iso) return "never";
     return duration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000)) + " ago";
@@ -214,10 +218,9 @@
     var alerts = series.alerts_per_hour;
     var fill = cssVar("--failing");
     var bars = alerts.alerts.map(function (n) { return n > 0 ? n : null; });  // no bar for an empty hour
-    var middles = alerts.t.map(function (t) { return t + 1800; });  // each hour's bar in its middle
-    draw("chart-alerts", [middles, bars], [{
+    draw("chart-alerts", [alerts.t, bars], [{
       label: "alerts", stroke: fill, fill: fill + "55", width: 1,
-      paths: uPlot.paths.bars({size: [0.8, 40]}), points: {show: false},
+      paths: uPlot.paths.bars({size: [0.9, Infinity], align: 1}), points: {show: false},  // a bar spans its hour
       value: function (u, v) { return v === null ? "0" : int(v); },
     }], {empty: "", x: [alerts.t[0], alerts.t[alerts.t.length - 1] + 3600], yValues: function (u, values) { return values.map(int); }, minMax: 5});
   }
@@ -249,7 +252,7 @@
     latest.alerts.forEach(function (row) {
       var why = el("td", {title: row.why}, row.rules.map(function (rule) { return el("span", {className: "rule", text: rule}); }));
       alerts.appendChild(el("tr", {}, [
-        el("td", {className: "mono", text: utc(row.scored_at)}),
+        el("td", {className: "mono when", text: short(row.scored_at), title: utc(row.scored_at) + " UTC"}),
         el("td", {className: "names"}, [el("span", {className: "mono", text: row.name}),
                                         el("span", {className: "sub", text: row.registered_domain || ""})]),
         el("td", {className: "num", text: Number(row.score).toFixed(0)}),
@@ -262,7 +265,7 @@
     if (!latest.watch_matches.length) emptyRow(watch, 6, "no watch match yet");
     latest.watch_matches.forEach(function (row) {
       watch.appendChild(el("tr", {title: row.why}, [
-        el("td", {className: "mono", text: utc(row.matched_at)}),
+        el("td", {className: "mono when", text: short(row.matched_at), title: utc(row.matched_at) + " UTC"}),
         el("td", {className: "mono", text: row.watch_item}),
         el("td", {className: "names mono", text: row.names.join(", ")}),
         el("td", {className: "names", text: row.issuer}),
