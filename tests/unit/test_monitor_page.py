@@ -269,6 +269,8 @@ def test_page_and_its_static_files_use_relative_urls(client: TestClient):
     assert js.headers["content-type"].startswith("text/javascript")
     assert "://" not in js.text.replace("https://crt.sh/", "")  # no other host
     assert client.get("/static/uplot/LICENSE").text.startswith("The MIT License")
+    again = client.get("/static/monitor.js", headers={"If-None-Match": js.headers["etag"]})
+    assert again.status_code == 304 and not again.content  # the browser's copy is current
 
 
 @pytest.mark.parametrize("path", ["../page.py", "..%2fpage.py", "%2e%2e/page.py", "uplot/../../page.py",

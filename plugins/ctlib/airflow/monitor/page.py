@@ -48,8 +48,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ctlib.lake import layout
 from ctlib.lake.files import Lake
@@ -77,15 +77,19 @@ def page() -> HTMLResponse:
 
 
 @router.get("/static/{path:path}")
-def static(path: str) -> FileResponse:
-    """A file under static/; 404 for anything else."""
+def static(path: str, request: Request) -> Response:
+    """A file under static/ (304 when the browser's copy is current); 404 for anything else."""
     found = static_file(path)
     if found is None:
         raise HTTPException(status_code=404, detail="not found")
+    stat = found.stat()
+    headers = {"Cache-Control": "no-cache", "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'}
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
     media_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
     if found.suffix == ".js":
         media_type = "text/javascript"
-    return FileResponse(found, media_type=media_type, headers={"Cache-Control": "no-cache"})
+    return FileResponse(found, media_type=media_type, headers=headers, stat_result=stat)
 
 
 @router.get("/api/logs")
