@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from ctlib.downstream.watchlist import CRTSH
 from ctlib.lake import layout
 from ctlib.lake.files import Lake
 from ctlib.settings import Settings
@@ -63,7 +64,6 @@ DEFAULT_HOURS = 24
 MAX_HOURS = 72
 DEFAULT_LATEST = 20
 MAX_LATEST = 100
-CRTSH = "https://crt.sh/?q="  # as ctlib.downstream.watchlist.CRTSH: a certificate by its sha256
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
