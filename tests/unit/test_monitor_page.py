@@ -99,6 +99,7 @@ def lake(tmp_path: Path) -> Path:
     certs_file(root, "log_a", "12-05", 250, 260, "12-05 10:29:00")
     certs_file(root, "log_a", "12-04", 5000, 5300, "12-04 23:59:10")
     certs_file(root, "log_a", "12-04", 5300, 5320, "12-05 00:00:40")  # late entries of yesterday: not merged
+    certs_file(root, "log_a", "12-05", 5300, 5320, "12-05 00:00:40")  # the same range's entries of today: once
     certs_file(root, "log_a", "12-04", 4000, 5000, "12-04 10:00:00")  # before the window
     certs_file(root, "log_a", "12-03", 3000, 4000, "12-05 09:00:00")  # a day outside the window: not listed
     # log_b: yesterday merged at 00:10, then today's file.

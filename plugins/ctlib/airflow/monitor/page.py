@@ -429,7 +429,8 @@ def entries_per_minute(files: Iterable[RangeFile], merged: Callable[[RangeFile],
                        health: Sequence[HealthPoint], minutes: Sequence[int]) -> tuple[dict[str, list[int]], list[str]]:
     """({slug: entries per minute of `minutes`}, the logs filled in from health rows).
 
-    A file that is not `merged` adds `end - start` to the minute of its mtime. For a log
+    A file that is not `merged` adds `end - start` to the minute of its mtime, once per
+    range (a run's range whose entries straddle midnight is a file in each day). For a log
     with a merged file in the window, between consecutive health checks a and b (in time
     order; both with a watermark, and b's not below a's), the entries of
     `next_index(b) - next_index(a)` that the log's other files with mtime in (a, b] do not
@@ -440,6 +441,7 @@ def entries_per_minute(files: Iterable[RangeFile], merged: Callable[[RangeFile],
     series: dict[str, list[int]] = {}
     kept: dict[str, list[RangeFile]] = {}
     fill: set[str] = set()
+    counted: set[tuple[str, int, int]] = set()
     for file in files:
         series.setdefault(file.slug, [0] * count)
         if not first <= file.mtime < end:
@@ -447,6 +449,9 @@ def entries_per_minute(files: Iterable[RangeFile], merged: Callable[[RangeFile],
         if merged(file):
             fill.add(file.slug)
             continue
+        if (file.slug, file.start, file.end) in counted:
+            continue
+        counted.add((file.slug, file.start, file.end))
         series[file.slug][(int(file.mtime) - first) // 60] += file.entries
         kept.setdefault(file.slug, []).append(file)
     for slug in sorted(fill):
