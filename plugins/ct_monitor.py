@@ -12,4 +12,6 @@ from ctlib.airflow.monitor.app import LazyApp
 class CtMonitorPlugin(AirflowPlugin):
     name = "ct_monitor"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": "/ct", "name": "CT monitor"}]  # noqa: RUF012 (AirflowPlugin's own attribute)
-    external_views = [{"name": "CT monitor", "href": "ct/", "destination": "nav"}]  # noqa: RUF012
+    # With a url_route the UI shows the page in its own frame at /plugin/ct-monitor; without
+    # one, Airflow 3.3 draws a top-level nav entry as a button that does nothing.
+    external_views = [{"name": "CT monitor", "href": "ct/", "destination": "nav", "url_route": "ct-monitor"}]  # noqa: RUF012
