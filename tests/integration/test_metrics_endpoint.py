@@ -11,6 +11,7 @@ logs' states, `log_snapshots` + exposition, printed (speed is asserted nowhere: 
 from __future__ import annotations
 
 import json
+import secrets
 import math
 import statistics
 import time
@@ -70,6 +71,11 @@ def api(airflow_db):
     from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
     from fastapi.testclient import TestClient
 
+    from airflow.configuration import conf
+
+    # The API signs its JWTs with this; in a full test run nothing else may have set one.
+    if not conf.get("api_auth", "jwt_secret", fallback=None):
+        conf.set("api_auth", "jwt_secret", secrets.token_urlsafe(32))
     app = create_app("all")
     with TestClient(app) as client:
         passwords = json.loads(Path(SimpleAuthManager.get_generated_password_file()).read_text())
