@@ -31,8 +31,6 @@ import hashlib
 import json
 import os
 import secrets
-import shlex
-import signal
 import sys
 import threading
 import time
@@ -46,7 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from ctlib.testing.local_http import HOST, LocalHttpServer
+from ctlib.testing.local_http import HOST, LocalHttpServer, serve_until_stopped
 
 PT_MODES = ("ok", "retired", "quota_exceeded", "rate_limited_then_ok")
 SAMPLES_ENV = "CT_ENRICHMENT_SAMPLES"
@@ -520,22 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     secret = args.secret or secrets.token_urlsafe(18)
-    stop = threading.Event()
-    # SIGTERM (make demo / make stop) must stop as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     users = {args.login: secret}
     synthesize = not args.no_synthesize
     pt = FakePassiveTotal(users, args.pt_mode, port=args.pt_port, samples=args.samples, synthesize=synthesize)
     ts = FakeThreatStream(users, port=args.ts_port, samples=args.samples, synthesize=synthesize)
-    with pt, ts:
-        print(f"PassiveTotal {pt.url}", flush=True)
-        print(f"ThreatStream {ts.url}", flush=True)
-        for env in (pt.airflow_conn_env(), ts.airflow_conn_env()):
-            for name, value in env.items():
-                print(f"{name}={shlex.quote(value)}", flush=True)
-        while not stop.wait(0.5):
-            pass
+    serve_until_stopped([pt, ts], [f"PassiveTotal {pt.url}", f"ThreatStream {ts.url}"],
+                        [pt.airflow_conn_env(), ts.airflow_conn_env()])
     return 0
 
 

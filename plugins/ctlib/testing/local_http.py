@@ -1,9 +1,13 @@
 """A local HTTP server served by a thread: what the fake threat-intel APIs and the notification
-receivers share (port, URL, start, stop, context manager)."""
+receivers share (port, URL, start, stop, context manager), and `serve_until_stopped`, the
+loop of their command lines."""
 
 from __future__ import annotations
 
+import shlex
+import signal
 import threading
+from collections.abc import Iterable, Mapping
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
@@ -49,3 +53,25 @@ class LocalHttpServer:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def serve_until_stopped(servers: Iterable[LocalHttpServer], banner: Iterable[str],
+                        env: Iterable[Mapping[str, str]] = ()) -> None:
+    """Runs `servers` until SIGTERM or Ctrl-C (make demo / make stop stop them with SIGTERM),
+    first printing the `banner` lines and each `NAME=value` of `env`, shell-quoted, so a
+    script can `eval` them."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    started = [server.start() for server in servers]
+    try:
+        for line in banner:
+            print(line, flush=True)
+        for variables in env:
+            for name, value in variables.items():
+                print(f"{name}={shlex.quote(value)}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for server in started:
+            server.stop()

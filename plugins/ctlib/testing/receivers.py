@@ -30,8 +30,6 @@ import email
 import email.policy
 import json
 import secrets
-import shlex
-import signal
 import sys
 import threading
 import time
@@ -45,7 +43,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from aiosmtpd.controller import Controller
 
-from ctlib.testing.local_http import HOST, LocalHttpServer
+from ctlib.testing.local_http import HOST, LocalHttpServer, serve_until_stopped
 
 
 def _conn_env(conn_id: str, conn: dict[str, Any]) -> dict[str, str]:
@@ -339,16 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--conn-id", default="ct_webhook", help="connection id of the printed AIRFLOW_CONN_ line")
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     show = lambda received: print("\n".join(describe(received)), flush=True)
-    with WebhookReceiver(args.port, on_receive=show) as receiver:
-        print(f"webhook receiver {receiver.url}", flush=True)
-        for name, value in receiver.airflow_conn_env(args.conn_id).items():
-            print(f"{name}={shlex.quote(value)}", flush=True)
-        while not stop.wait(0.5):
-            pass
+    receiver = WebhookReceiver(args.port, on_receive=show)
+    serve_until_stopped([receiver], [f"webhook receiver {receiver.url}"], [receiver.airflow_conn_env(args.conn_id)])
     return 0
 
 
