@@ -89,7 +89,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catchup_bench import RESULTS, Api, _utc, standalone, stop_child
+from catchup_bench import RESULTS, _utc, standalone, stop_child
+from ctlib.testing.airflow_api import AirflowApi
 from soak_bench import (
     INITIAL,
     REPLAY_POOL,
@@ -187,20 +188,6 @@ class RemoteLogs:
 # --------------------------------------------------------------------------- Airflow
 
 
-class BenchApi(Api):
-    """The REST API as the admin user, with POST and PUT."""
-
-    def send(self, method: str, path: str, body: dict | None = None) -> dict:
-        answer = self._requests.request(method, f"{self.url}/api/v2/{path}", json=body, headers=self.headers,
-                                        timeout=300)
-        if not answer.ok:
-            raise SystemExit(f"{method} /api/v2/{path}: {answer.status_code} {answer.text[:500]}")
-        return answer.json()
-
-    def total(self, path: str, **params: object) -> int:
-        return int(self.get(path, limit=1, **params).get("total_entries", 0))
-
-
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -276,7 +263,7 @@ def run(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: float
     try:
         began = time.monotonic()
         # Live ingestion starts at each log's tip: the day of history is the backfill's.
-        with standalone(work, "backfill", lake, broker, start_at="latest", api=BenchApi,
+        with standalone(work, "backfill", lake, broker, start_at="latest",
                         CT_KAFKA_TOPIC=TOPIC) as (orch, api):
             return measure(args, api, orch, broker, remote, lake, minutes, began)
     finally:
@@ -320,7 +307,7 @@ class Phase:
         }
 
 
-def sleep_through(phase: str, seconds: float, api: BenchApi, lake: Path, busy: str, t0: float, base: int,
+def sleep_through(phase: str, seconds: float, api: AirflowApi, lake: Path, busy: str, t0: float, base: int,
                   sample: Callable[[], None] | None = None) -> None:
     """Wait `seconds`, printing progress (entries committed live since `base`, the watermarks'
     sum when growth began) every PRINT_EVERY_S and calling `sample` every POOL_SAMPLE_S."""
@@ -338,7 +325,7 @@ def sleep_through(phase: str, seconds: float, api: BenchApi, lake: Path, busy: s
                   f"{len(stored):,} windows, {sum(m['entries'] for m in stored):,} entries stored", flush=True)
 
 
-def measure(args, api: BenchApi, orch, broker, remote: RemoteLogs, lake: Path, minutes: float,
+def measure(args, api: AirflowApi, orch, broker, remote: RemoteLogs, lake: Path, minutes: float,
             began: float) -> dict[str, Any]:
     from ctlib.ingest.state import MappingStateStore
     from ctlib.ops.audit import kafka_config, load_states, run_audit
@@ -377,7 +364,7 @@ def measure(args, api: BenchApi, orch, broker, remote: RemoteLogs, lake: Path, m
     history_from = remote.info["history_start_ms"] / 1000 - 60  # the run whose window holds the first entry
     history_to = math.ceil(remote.info["history_end_ms"] / 60_000) * 60.0
     b = Phase("B", remote, stack)
-    created = api.send("POST", "backfills", {
+    created = api.send("POST", "backfills", timeout=300, body={
         "dag_id": busy_dag, "from_date": _iso(history_from), "to_date": _iso(history_to),
         "max_active_runs": args.max_active_runs, "run_backwards": False, "reprocess_behavior": "none",
     })

@@ -66,6 +66,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ctlib.testing.airflow_api import AirflowApi
+
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 SHORT, FULL = 50_000, 500_000
@@ -402,53 +404,18 @@ def metadata_database(work: Path) -> Iterator[str]:
         pg.stop()
 
 
-class Api:
-    """The Airflow REST API as the admin user."""
-
-    def __init__(self, url: str, login: tuple[str, str]) -> None:
-        import requests
-
-        self._requests = requests
-        self.url = url
-        answer = requests.post(f"{url}/auth/token", json={"username": login[0], "password": login[1]}, timeout=30)
-        answer.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-    def get(self, path: str, **params: object) -> dict:
-        answer = self._requests.get(f"{self.url}/api/v2/{path}", params=params, headers=self.headers, timeout=30)
-        if answer.status_code == 404:
-            return {}
-        answer.raise_for_status()
-        return answer.json()
-
-    def listed(self, path: str, key: str, **params: object) -> list[dict[str, Any]]:
-        """Every item of a paged listing (the API serves at most 100 a page)."""
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self.get(path, limit=100, offset=len(items), **params)
-            batch = page.get(key, [])
-            items += batch
-            if not batch or len(items) >= page.get("total_entries", 0):
-                return items
-
-    def patch(self, path: str, body: dict) -> dict:
-        answer = self._requests.patch(f"{self.url}/api/v2/{path}", json=body, headers=self.headers, timeout=30)
-        answer.raise_for_status()
-        return answer.json()
-
-
 def _utc(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
 
 @contextlib.contextmanager
-def standalone(work: Path, name: str, lake: Path, broker, *, start_at: str = "beginning", api: type[Api] | None = None,
-               **settings: str) -> Iterator[tuple[Any, Api]]:
+def standalone(work: Path, name: str, lake: Path, broker, *, start_at: str = "beginning",
+               **settings: str) -> Iterator[tuple[Any, AirflowApi]]:
     """`airflow standalone` as `make run` starts it (ctlib.localsvc.run.Orchestrator) on a
     scratch PostgreSQL database, with DAGs paused at creation, the local log list of `work`,
     CT_START_AT=`start_at`, `lake`, the broker's Kafka connection and the CT_* `settings`; the
     environment's own AIRFLOW*/CT_* variables are left out. Yields the orchestrator and the
-    REST API (`api`, default Api) as the admin user; stops everything on exit."""
+    REST API as the admin user (AirflowApi); stops everything on exit."""
     from ctlib.localsvc import free_port
     from ctlib.localsvc.run import Orchestrator
 
@@ -466,7 +433,7 @@ def standalone(work: Path, name: str, lake: Path, broker, *, start_at: str = "be
             orch.start()
             if not orch.wait_until_up(300):
                 raise SystemExit(f"airflow standalone did not come up; see {work / 'standalone.log'}")
-            yield orch, (api or Api)(orch.api_url(), orch.login)
+            yield orch, AirflowApi(orch.api_url(), orch.login)
         finally:
             orch.stop()
 

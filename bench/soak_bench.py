@@ -85,7 +85,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catchup_bench import RESULTS, Api, _utc, cpu_seconds, standalone, stop_child
+from catchup_bench import RESULTS, _utc, cpu_seconds, standalone, stop_child
+from ctlib.testing.airflow_api import AirflowApi
 
 INITIAL = 256  # entries each log holds before growth (one full tile)
 TARGET_P95_S = 90.0
@@ -407,7 +408,7 @@ class TaskCpu:
                         self._by_task[owner] = self._by_task.get(owner, 0.0) + total - before[0]
 
 
-def dag_cpu(api: Api, by_task: dict[str, float], dag_ids: tuple[str, ...]) -> dict[str, float]:
+def dag_cpu(api: AirflowApi, by_task: dict[str, float], dag_ids: tuple[str, ...]) -> dict[str, float]:
     """CPU seconds of `by_task` (task instance id: seconds) summed by DAG for `dag_ids`; the
     rest (ingest, or a task instance retried since) under "other"."""
     owner: dict[str, str] = {}
@@ -424,17 +425,17 @@ def dag_cpu(api: Api, by_task: dict[str, float], dag_ids: tuple[str, ...]) -> di
 # --------------------------------------------------------------------------- Airflow
 
 
-def states(api: Api) -> dict[str, str]:
+def states(api: AirflowApi) -> dict[str, str]:
     """The Variables ct_state__<slug> (JSON text), as `ctlib.ingest.state.MappingStateStore` takes them."""
     return {v["key"]: v["value"] for v in api.listed("variables", "variables") if v["key"].startswith("ct_state__")}
 
 
-def watermarks(api: Api) -> dict[str, int]:
+def watermarks(api: AirflowApi) -> dict[str, int]:
     """next_index of every log with a stored state."""
     return {key.removeprefix("ct_state__"): json.loads(value)["next_index"] for key, value in states(api).items()}
 
 
-def dag_runs(api: Api) -> list[dict[str, Any]]:
+def dag_runs(api: AirflowApi) -> list[dict[str, Any]]:
     """Every DAG run, by start date (one listing, for ingest and downstream alike)."""
     return api.listed("dags/~/dagRuns", "dag_runs", order_by="start_date")
 
@@ -623,7 +624,7 @@ class MetricsScraper:
     """Scrapes `/ct/metrics` as Prometheus would (the API's JWT from /auth/token) every `every`
     seconds, in a thread: each successful scrape's time in ms, and how many failed."""
 
-    def __init__(self, api: Api, every: float = 10.0) -> None:
+    def __init__(self, api: AirflowApi, every: float = 10.0) -> None:
         self.api, self.every = api, every
         self.times: list[float] = []
         self.failed = 0
@@ -741,7 +742,7 @@ def soak(args: argparse.Namespace, remote: RemoteLogs, work: Path, minutes: floa
             receiver.stop()
 
 
-def measure(args, api: Api, orch, broker, remote: RemoteLogs, lake: Path, topic: str, minutes: float,
+def measure(args, api: AirflowApi, orch, broker, remote: RemoteLogs, lake: Path, topic: str, minutes: float,
             idle_minutes: float, began: float, receiver=None) -> dict[str, Any]:
     from ctlib.ingest.state import MappingStateStore
     from ctlib.ops.audit import kafka_config, load_states, run_audit

@@ -35,6 +35,7 @@ from playwright.sync_api import expect
 
 from ctlib.localsvc import free_port
 from ctlib.localsvc.run import Orchestrator
+from ctlib.testing.airflow_api import AirflowApi
 from tests.paths import PROJECT_ROOT
 from tests.support.standalone import chromium, log_in, metadata_database
 
@@ -59,21 +60,6 @@ COLOURED_ROWS = """canvas => {
   }
   return rows.size;
 }"""
-
-
-class MonitorApi:
-    """/ct/api/* with a JWT from /auth/token."""
-
-    def __init__(self, url: str, login: tuple[str, str]) -> None:
-        self.url = url
-        answer = requests.post(f"{url}/auth/token", json={"username": login[0], "password": login[1]}, timeout=30)
-        answer.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-    def get(self, path: str) -> Any:
-        answer = requests.get(f"{self.url}/ct/api/{path}", headers=self.headers, timeout=30)
-        answer.raise_for_status()
-        return answer.json()
 
 
 def wait_for(what: str, deadline: float, check, orch: Orchestrator, output: Path) -> Any:
@@ -163,7 +149,7 @@ def test_ct_monitor_page_from_the_navigation(tmp_path: Path) -> None:
             assert requests.get(f"{url}/ct/api/logs", timeout=30).status_code == 401  # authenticated routes
 
             def ingested() -> list[dict] | None:
-                logs = MonitorApi(url, orch.login).get("logs")["logs"]  # type: ignore[arg-type]
+                logs = AirflowApi(url, orch.login).fetch("ct/api/logs")["logs"]  # type: ignore[arg-type]
                 done = len(logs) == LOGS and all(log["entries_total"] > 0 for log in logs)
                 return logs if done else None
 
@@ -171,8 +157,8 @@ def test_ct_monitor_page_from_the_navigation(tmp_path: Path) -> None:
             slugs = [log["slug"] for log in logs]
             if docs:
                 def rich() -> bool:
-                    api = MonitorApi(url, orch.login)  # type: ignore[arg-type]
-                    latest, series = api.get("latest"), api.get("series?hours=1")
+                    api = AirflowApi(url, orch.login)  # type: ignore[arg-type]
+                    latest, series = api.fetch("ct/api/latest"), api.fetch("ct/api/series?hours=1")
                     return bool(latest["alerts"] and latest["watch_matches"] and len(series["freshness_lag"]["t"]) >= 2)
 
                 wait_for("alerts, watch matches and two health checks", DOCS_DEADLINE, rich, orch, output)

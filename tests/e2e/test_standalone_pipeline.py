@@ -28,6 +28,7 @@ from ctlib.localsvc import free_port, port_accepts
 from ctlib.localsvc.broker import consume_all
 from ctlib.localsvc.postgres import scratch_database
 from ctlib.localsvc.run import Orchestrator
+from ctlib.testing.airflow_api import AirflowApi
 from ctlib.ct.loglist import slugify
 from ctlib.ingest.state import state_key
 
@@ -59,23 +60,6 @@ def database_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class Api:
-    """The Airflow REST API as the admin user."""
-
-    def __init__(self, url: str, login: tuple[str, str]) -> None:
-        self.url = url
-        answer = requests.post(f"{url}/auth/token", json={"username": login[0], "password": login[1]}, timeout=30)
-        answer.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-    def get(self, path: str, **params: object) -> dict:
-        answer = requests.get(f"{self.url}/api/v2/{path}", params=params, headers=self.headers, timeout=30)
-        if answer.status_code == 404:
-            return {}
-        answer.raise_for_status()
-        return answer.json()
-
-
 def published_size(log: dict) -> int:
     """The tree size a local log publishes now (get-sth, or a tiled log's checkpoint)."""
     if "submission_url" in log:
@@ -85,7 +69,7 @@ def published_size(log: dict) -> int:
         return int(json.load(answer)["tree_size"])
 
 
-def pending(orch: Orchestrator, api: Api, logs: dict[str, dict], target: dict[str, int]) -> list[str]:
+def pending(orch: Orchestrator, api: AirflowApi, logs: dict[str, dict], target: dict[str, int]) -> list[str]:
     """What is not there yet (empty: everything is); fails at once on a failed DAG run."""
     failed = api.get("dags/~/dagRuns", state="failed", limit=20).get("dag_runs", [])
     assert not failed, f"failed DAG runs: {[(r['dag_id'], r['dag_run_id']) for r in failed]}"
@@ -182,7 +166,7 @@ def test_standalone_pipeline(tmp_path: Path, database_url: str) -> None:
         orch.start()
         assert orch.wait_until_up(180), "airflow standalone did not come up"
         assert orch.login is not None
-        api = Api(orch.api_url(), orch.login)
+        api = AirflowApi(orch.api_url(), orch.login)
         listed = json.loads(orch.log_list.read_text())["operators"][0]
         logs = {slugify(log["description"]): log for log in listed["logs"] + listed["tiled_logs"]}
         assert len(logs) == 2 and len(listed["tiled_logs"]) == 1
