@@ -353,6 +353,28 @@ def window_file_name(start: int, end: int, window_start_ms: int, window_end_ms: 
     return f"{start:012d}-{end:012d}{window_tag(window_start_ms, window_end_ms)}.parquet"
 
 
+MANIFEST = "_manifest.json"
+"""A compacted day partition's manifest (ctlib.lake.manifest): which of its files are live.
+Named with a leading underscore, which Spark, Hive and pyarrow's datasets skip, and not
+*.parquet, which no reader's glob takes."""
+
+
+def merged_file_name(first: int, end: int, generation: int) -> str:
+    """`<first:012d>-<end:012d>.c<generation:06d>.parquet`: compaction's merge of a day
+    partition, the entries it holds being within [first, end); live only while the
+    partition's manifest names it (ctlib.lake.manifest)."""
+    return f"{first:012d}-{end:012d}.c{generation:06d}.parquet"
+
+
+_MERGED_NAME = re.compile(r"^(\d{12})-(\d{12})\.c(\d{6})\.parquet$")
+
+
+def parse_merged(name: str) -> tuple[int, int, int] | None:
+    """(first, end, generation) of a merged file name, None for any other name."""
+    match = _MERGED_NAME.match(name)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
 _RANGE_NAME = re.compile(r"^(\d{12})-(\d{12})(?:\.w\d{13}-\d{13})?\.parquet$")
 
 
