@@ -208,13 +208,13 @@ def live_files(lake: Lake, table: str, *, slug: str | None = None,
     if days is not None:
         if table in layout.LOG_TABLES and slug is None:
             raise ValueError("days need a slug in a table partitioned by log")
-        bases = [layout.partition_dir(lake.root, table, slug, d) if table in layout.LOG_TABLES
+        bases = [layout.partition_dir(lake.root, table, slug, d) if slug is not None and table in layout.LOG_TABLES
                  else layout.day_dir(lake.root, table, d) for d in sorted(set(days))]
     elif slug is not None and table in layout.LOG_TABLES:
         bases = [layout.log_dir(lake.root, table, slug)]
     else:
         bases = [table_dir]
-    found = []
+    found: list[LiveFile] = []
     for base in bases:
         for directory, infos in _listing(lake, base).items():
             found += _live_in(lake, table, table_dir, directory, infos)
