@@ -306,3 +306,23 @@ def test_downstream_runs_record_the_totals(airflow_db, tmp_path, monkeypatch):
         # Another ct_watch run over the same files finds nothing new: nothing added.
         assert watch.test(run_conf={"files": certs}).state == "success"
         assert snapshot.totals(cached=False) == expected
+
+
+def test_the_api_server_warms_the_app_and_a_snapshot_before_any_request(airflow_db, three_logs, monkeypatch):
+    """In the API server (AIRFLOW_API_APPS set, as `airflow api-server` sets it) the plugin's
+    app and a first snapshot are made in a thread, so no scrape pays for them; anywhere else
+    (task processes) nothing is made until a request."""
+    from ctlib.airflow.monitor import app as monitor_app
+
+    monkeypatch.setattr(monitor_app, "WARM_UP_DELAY", 0.0)
+    monkeypatch.delenv("AIRFLOW_API_APPS", raising=False)
+    idle = monitor_app.LazyApp()
+    monkeypatch.setenv("AIRFLOW_API_APPS", "all")
+    snapshot.clear_cache()
+    warmed = monitor_app.LazyApp()
+    deadline = time.monotonic() + 30
+    while warmed._app is None or not snapshot._SNAPSHOTS:
+        assert time.monotonic() < deadline, "no warm-up within 30 s"
+        time.sleep(0.05)
+    assert idle._app is None
+    assert [s.slug for s in snapshot.log_snapshots()] == [log.slug for log in three_logs[0]]
