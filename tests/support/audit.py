@@ -18,8 +18,10 @@ def audit(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def assert_audit_clean(lake: Path, slug: str, *extra: str) -> str:
-    """The audit of `slug` exits 0: nothing lost, nothing doubled. Returns its table."""
+def assert_audit_clean(lake: Path | str, slug: str, *extra: str) -> str:
+    """The audit of `slug` in the lake at `lake` (a folder, or a location such as
+    s3://bucket/prefix with the AWS variables set) exits 0: nothing lost, nothing doubled.
+    Returns its table."""
     code, report = audit("--log", slug, "--lake", str(lake), *extra)
     print(report)
     assert code == 0, f"audit of {slug} found problems:\n{report}"

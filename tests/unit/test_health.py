@@ -214,3 +214,71 @@ def test_check_logs_uses_short_http_retries_and_reads_state_first(tmp_path, monk
                          Lake.open(str(tmp_path)), NOW)
     assert [(h.slug, h.status) for h in healths] == [("log_a", OK), ("log_b", NOT_STARTED)]
     assert seen == [(2, 5.0), (2, 5.0)]
+
+
+# --------------------------------------------------------------------------- any lake: local and S3
+
+
+def _errors(indexes) -> pa.Table:
+    from ctlib.lake.layout import ERRORS_SCHEMA
+
+    return pa.Table.from_pylist([{"log_id": "aWQ=", "log_slug": "log_a", "index": i, "timestamp": NOW, "reason": "x",
+                                  "leaf_input_b64": "", "extra_data_b64": "", "ingested_at": NOW} for i in indexes],
+                                schema=ERRORS_SCHEMA)
+
+
+def test_counts_follow_the_live_files_on_a_local_and_an_s3_lake(lake_location):
+    """A compacted errors partition counts once: its merged file, not the range files the
+    manifest absorbed (still there), nor a merged file no manifest names."""
+    from ctlib.lake import layout
+    from ctlib.lake.manifest import Manifest, write_manifest
+
+    lake = Lake.open(lake_location)
+    assert count_rows(lake, "errors", "log_a") == 0
+    day = layout.partition_dir(lake.root, layout.ERRORS, "log_a", NOW.date())
+    r1, r2, r3 = (layout.range_file_name(s, e) for s, e in ((0, 10), (10, 20), (20, 30)))
+    write_file(lake, day, r1, _errors([1, 2, 3]))
+    write_file(lake, day, r2, _errors([15, 16]))
+    merged = layout.merged_file_name(0, 20, 1)
+    write_file(lake, day, merged, _errors([1, 2, 3, 15, 16]))  # not live before its manifest
+    write_file(lake, day, layout.merged_file_name(0, 30, 2), _errors([1, 2, 3, 15, 16, 25]))  # never live
+    write_file(lake, day, r3, _errors([25]))
+    assert count_rows(lake, "errors", "log_a") == 6
+    write_manifest(lake, day, Manifest(generation=1, file=merged, rows=5, first=0, end=20,
+                                       absorbed=frozenset([r1, r2])))
+    assert count_rows(lake, "errors", "log_a") == 6  # merged + r3; r1, r2 absorbed
+    write_file(lake, layout.partition_dir(lake.root, layout.ERRORS, "log_a", NOW.date() + timedelta(days=1)),
+               layout.range_file_name(30, 40), _errors([31]))
+    assert count_rows(lake, "errors", "log_a") == 7
+    for kind in ("fork", "rollback"):
+        write_incident(lake, {"log_id": "aWQ=", "log_slug": "log_a", "timestamp": NOW, "kind": kind, "details": "x",
+                              "tree_size": 5, "verified_size": 4, "signed": None})
+    assert (count_rows(lake, "incidents", "log_a"), count_rows(lake, "incidents", "log_b")) == (2, 0)
+
+
+def test_observe_and_write_health_on_a_local_and_an_s3_lake(lake_location, pending_leaf, monkeypatch):
+    from ctlib.lake import layout
+    from ctlib.lake.files import write_json
+    from ctlib.lake.manifest import live_files
+    from ctlib.lake.reading import dataset
+
+    leaf, at = pending_leaf
+    monkeypatch.setattr(ctlib.ct.client, "open_client", lambda log, settings: FakeClient(size=700, entries={300: leaf}))
+    lake = Lake.open(lake_location)
+    write_file(lake, layout.partition_dir(lake.root, layout.ERRORS, "log_a", NOW.date()), layout.range_file_name(0, 9),
+               _errors([4, 5]))
+    state = LogState(next_index=300, tree_size=650, first_index=0, updated_at=(NOW - timedelta(minutes=1)).isoformat())
+    o = observe(_log(), state, Settings.from_env({}), lake, NOW)
+    assert (o.errors, o.incidents, o.tree_size, o.oldest_pending_at, o.problem) == (2, 0, 700, at, "")
+    path = write_health(lake, [assess(o, LIMITS)], NOW)
+    [written] = live_files(lake, layout.HEALTH)
+    assert written.path == path and written.name == layout.health_file_name(NOW)
+    back = dataset(lake, layout.HEALTH, [written]).to_table().to_pylist()
+    assert [(r["log_slug"], r["status"], r["errors"], r["lag_entries"]) for r in back] == [("log_a", LAGGING, 2, 400)]
+
+    # A manifest that cannot be read: recorded as the observation's problem, the rest observed.
+    write_json(lake, layout.partition_dir(lake.root, layout.ERRORS, "log_a", NOW.date()) + "/" + layout.MANIFEST, {})
+    o = observe(_log(), state, Settings.from_env({}), lake, NOW)
+    assert o.errors == 0 and o.problem.startswith("lake: ManifestError") and layout.MANIFEST in o.problem
+    assert (o.tree_size, o.oldest_pending_at) == (700, at)
+    assert "lake: ManifestError" in to_table([assess(o, LIMITS)]).column("detail")[0].as_py()

@@ -200,3 +200,44 @@ def test_record_quietly_never_fails_and_skips_zeros():
 def test_enrichment_counts(statuses, expected):
     got = counters.enrichment_counts(statuses)
     assert (got["enrichment_calls"], got["enrichment_failures"]) == expected
+
+
+# --------------------------------------------------------------------------- the health file, on any lake
+
+
+def test_snapshots_and_series_from_the_newest_health_file_on_a_local_and_an_s3_lake(lake_location: str):
+    """snapshot.latest_health reads the newest ct_health file of the configured lake (a local
+    folder or s3://...), not a writer's temporary; the snapshots and series follow it."""
+    from ctlib.airflow.monitor import snapshot
+    from ctlib.lake import layout
+    from ctlib.lake.files import Lake
+    from ctlib.ops.health import Observation, Thresholds, assess, write_health
+
+    lake = Lake.open(lake_location)
+    settings = Settings.from_env({"CT_LAKE": lake_location, "CT_HEALTH_MAX_LAG_SECONDS": "900",
+                                  "CT_HEALTH_STALL_SECONDS": "1800"})
+    limits = Thresholds(900, 1800)
+    snapshot.clear_cache()
+    assert snapshot.latest_health(settings) == {}
+
+    def check(at: datetime, tree_size: int, incidents: int) -> None:
+        o = Observation(slug="a", log_id="aWQ=", checked_at=at, next_index=100, tree_size=tree_size,
+                        last_progress_at=at, oldest_pending_at=at - timedelta(seconds=120), incidents=incidents)
+        write_health(lake, [assess(o, limits)], at)
+
+    check(NOW - timedelta(days=1, minutes=5), 110, 1)  # yesterday's directory
+    check(NOW - timedelta(minutes=10), 130, 2)
+    check(NOW - timedelta(minutes=5), 150, 3)  # the newest
+    today = layout.day_dir(lake.root, layout.HEALTH, NOW.date())
+    with lake.filesystem.open_output_stream(f"{today}/.9999999999999.parquet.host-1.x.tmp") as out:
+        out.write(b"partial")  # a writer's temporary, named after every check: never read
+    rows = snapshot.latest_health(settings)
+    assert list(rows) == ["a"]
+    assert (rows["a"].checked_at, rows["a"].tree_size, rows["a"].incidents) == (NOW - timedelta(minutes=5), 150, 3)
+
+    [snap] = build_snapshots([ctlog("a")], {"a": state(100, 100)}, rows, settings, NOW)
+    assert (snap.tree_size, snap.backlog, snap.freshness_lag_seconds, snap.incidents_total) == (150, 50, 420.0, 3)
+    got = samples(exposition([snap], TOTALS)[0].decode())
+    labels = (("kind", "rfc6962"), ("log", "a"), ("operator", "Op"))
+    assert (got[("ct_log_tree_size", labels)], got[("ct_log_incidents_total", labels)]) == (150, 3)
+    snapshot.clear_cache()

@@ -1,11 +1,12 @@
 """ctlib.airflow.monitor.page: the charts' series on a temporary lake (certs files with known
-names and modification times, a day merged by compaction, health checks, alerts), the latest
-alerts and watch matches, and the routes (the page, its static files, no way out of static/)
-mounted in a bare FastAPI app (the real app adds Airflow's authentication)."""
+names and modification times, a day merged by compaction with its manifest while the range
+files it absorbed are still there, merged files no manifest names, health checks, alerts),
+the latest alerts and watch matches, the same on a local and an S3 lake, and the routes (the
+page, its static files, no way out of static/) mounted in a bare FastAPI app (the real app
+adds Airflow's authentication)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -19,8 +20,8 @@ from fastapi.testclient import TestClient
 
 from ctlib.airflow.monitor import page
 from ctlib.lake import layout
-from ctlib.lake.compaction import META_KEY
-from ctlib.lake.files import Lake
+from ctlib.lake.files import Lake, write_file
+from ctlib.lake.manifest import Manifest, write_manifest
 
 NOW = datetime(2026, 12, 5, 10, 30, 20, tzinfo=UTC)
 TODAY, YESTERDAY = NOW.date(), NOW.date() - timedelta(days=1)
@@ -42,18 +43,25 @@ def touch(path: Path, moment: datetime) -> None:
     os.utime(path, ns=(ns, ns))
 
 
-def certs_file(lake: Path, slug: str, day: str, start: int, end: int, written: str, *, merged: bool = False) -> Path:
+def certs_file(lake: Path, slug: str, day: str, start: int, end: int, written: str, *, merged: int = 0) -> Path:
     """An (empty) certs file of [start, end) in `slug`'s partition of 2026-`day`, modified at
-    `written`; with `merged`, carrying compaction's footer metadata."""
+    `written`; with `merged` (a generation), compaction's merged file of that range instead
+    (live only once its partition's manifest names it: `manifest`)."""
     directory = lake / layout.partition_dir("", layout.CERTS, slug, at(f"{day} 00:00:00").date())
     directory.mkdir(parents=True, exist_ok=True)
-    schema = layout.CERTS_SCHEMA
-    if merged:
-        schema = schema.with_metadata({META_KEY: json.dumps({"absorbed": ["x.parquet"]}).encode()})
-    path = directory / layout.range_file_name(start, end)
-    pq.write_table(schema.empty_table(), path)
+    name = layout.merged_file_name(start, end, merged) if merged else layout.range_file_name(start, end)
+    path = directory / name
+    pq.write_table(layout.CERTS_SCHEMA.empty_table(), path)
     touch(path, at(written))
     return path
+
+
+def manifest(lake: Path, slug: str, day: str, merged: Path, *absorbed: Path) -> None:
+    """The manifest of `slug`'s certs partition of 2026-`day`: `merged` is live, `absorbed` not."""
+    first, end, generation = layout.parse_merged(merged.name) or (0, 0, 0)
+    write_manifest(Lake.open(str(lake)), str(merged.parent),
+                   Manifest(generation=generation, file=merged.name, rows=end - first, first=first, end=end,
+                            absorbed=frozenset(p.name for p in absorbed)))
 
 
 def health_file(lake: Path, checked: str, rows: list[tuple[str, int | None, float | None]]) -> None:
@@ -89,9 +97,10 @@ def fresh_caches():
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Path:
-    """certs of log_a (files of today and yesterday; one of the day before, not read) and
-    log_b (yesterday merged by compaction just after midnight, then a file of today),
-    health checks every 5 minutes after midnight, and alerts."""
+    """certs of log_a (files of today and yesterday; one of the day before, not read; a merged
+    file no manifest names) and log_b (yesterday merged by compaction just after midnight, its
+    absorbed files still there, a later merge whose manifest never came, then a file of
+    today), health checks every 5 minutes after midnight, and alerts."""
     root = tmp_path / "lake"
     # log_a: entries by the minute each file was written.
     certs_file(root, "log_a", "12-05", 0, 100, "12-05 10:00:30")
@@ -102,8 +111,13 @@ def lake(tmp_path: Path) -> Path:
     certs_file(root, "log_a", "12-05", 5300, 5320, "12-05 00:00:40")  # the same range's entries of today: once
     certs_file(root, "log_a", "12-04", 4000, 5000, "12-04 10:00:00")  # before the window
     certs_file(root, "log_a", "12-03", 3000, 4000, "12-05 09:00:00")  # a day outside the window: not listed
-    # log_b: yesterday merged at 00:10, then today's file.
-    certs_file(root, "log_b", "12-04", 0, 1000, "12-05 00:10:00", merged=True)
+    certs_file(root, "log_a", "12-05", 0, 260, "12-05 10:20:00", merged=1)  # no manifest: not live, not a merge
+    # log_b: yesterday merged at 00:10 (the range files it absorbed are not live: not counted
+    # again), a next merge at 00:40 that stopped before its manifest (not live), today's file.
+    absorbed = [certs_file(root, "log_b", "12-04", 0, 600, "12-04 12:00:00"),
+                certs_file(root, "log_b", "12-04", 600, 1000, "12-04 23:00:00")]
+    manifest(root, "log_b", "12-04", certs_file(root, "log_b", "12-04", 0, 1000, "12-05 00:10:00", merged=1), *absorbed)
+    certs_file(root, "log_b", "12-04", 0, 1000, "12-05 00:40:00", merged=2)
     certs_file(root, "log_b", "12-05", 1000, 1060, "12-05 00:12:30")
     # ct_health every 5 minutes (log_c has not started).
     health_file(root, "12-04 10:00:00", [("log_a", 4000, 1.0), ("log_b", 500, 1.0)])  # before the window
@@ -362,3 +376,58 @@ def test_a_lake_on_another_filesystem_reads_the_same(lake: Path):
     assert page.compute_series(elsewhere, NOW, 24) == local
     assert [a["name"] for a in page.compute_latest(elsewhere, NOW, 3)["alerts"]] == [
         "newest.example", "second.example", "paypal.com.login.example"]
+
+
+def test_series_and_latest_on_a_local_and_an_s3_lake(lake_location: str):
+    """Written through the lake's filesystem (on S3 a file's mtime is when it was put: now):
+    every live certs file counts once, a compacted day's absorbed range files and a merged
+    file no manifest names do not, the merged day is filled in from health rows."""
+    lake = Lake.open(lake_location)
+    written = datetime.now(UTC)
+    today = written.date()
+
+    def certs(slug: str, name: str) -> str:
+        directory = layout.partition_dir(lake.root, layout.CERTS, slug, today)
+        return write_file(lake, directory, name, layout.CERTS_SCHEMA.empty_table())
+
+    certs("log_a", layout.range_file_name(0, 100))
+    certs("log_a", layout.range_file_name(100, 250))
+    certs("log_a", layout.merged_file_name(0, 250, 1))  # a compaction that stopped before its manifest
+    absorbed = [layout.range_file_name(0, 600), layout.range_file_name(600, 1000)]
+    for name in absorbed:
+        certs("log_b", name)
+    merged = layout.merged_file_name(0, 1000, 1)
+    certs("log_b", merged)
+    write_manifest(lake, layout.partition_dir(lake.root, layout.CERTS, "log_b", today),
+                   Manifest(generation=1, file=merged, rows=1000, first=0, end=1000, absorbed=frozenset(absorbed)))
+    certs("log_b", layout.merged_file_name(0, 1000, 2))  # the next merge, its manifest never came
+    certs("log_b", layout.range_file_name(1000, 1060))  # written after the merge: live beside it
+    checks = [written - timedelta(minutes=20), written - timedelta(minutes=10)]
+    for checked, (a, b) in zip(checks, [(0, 950), (250, 1000)]):
+        table = pa.Table.from_pylist([
+            {"checked_at": checked, "log_slug": slug, "log_id": "aWQ=", "status": "ok", "failing": False,
+             "next_index": next_index, "lag_seconds": 2.0, "errors": 0, "incidents": 0, "detail": ""}
+            for slug, next_index in (("log_a", a), ("log_b", b))], schema=layout.HEALTH_SCHEMA)
+        write_file(lake, layout.day_dir(lake.root, layout.HEALTH, checked.date()), layout.health_file_name(checked),
+                   table)
+    base = {"log_id": "aWQ=", "log_slug": "log_a", "index": 1, "timestamp": written, "cert_sha256": "ab" * 32,
+            "entry_type": "precert", "issuer_org": None, "registered_domain": "x.example", "brand": None,
+            "score": 70.0, "alert": True, "rules": ["keyword=70"]}
+    alerts = pa.Table.from_pylist([base | {"name": f"n{n}.x.example", "scored_at": written - timedelta(minutes=n)}
+                                   for n in (3, 4)], schema=layout.SCORES_SCHEMA)
+    write_file(lake, layout.partition_dir(lake.root, layout.ALERTS, "log_a", today), "a.parquet", alerts)
+
+    now = datetime.now(UTC) + timedelta(seconds=1)  # after every file's mtime
+    series = page.compute_series(lake, now, 2)
+    entries = series["entries_per_minute"]
+    assert entries["from_health"] == ["log_b"]  # log_a's merged file is not live: not a merge
+    assert {slug: sum(values) for slug, values in entries["logs"].items()} == {
+        "log_a": 250,  # its two range files, the orphan merge not
+        "log_b": 60 + 50,  # its live range file; 950 -> 1000 between the checks, from health
+    }
+    assert series["freshness_lag"]["t"] == [int(c.timestamp() * 1000) / 1000 for c in checks]
+    assert series["freshness_lag"]["logs"] == {"log_a": [2.0, 2.0], "log_b": [2.0, 2.0]}
+    assert sum(series["alerts_per_hour"]["alerts"]) == 2
+    latest = page.compute_latest(lake, now, 5)
+    assert [a["name"] for a in latest["alerts"]] == ["n3.x.example", "n4.x.example"]
+    assert latest["watch_matches"] == []

@@ -6,6 +6,10 @@ them into a verdict (pure); `check_logs` does both for every log, `write_health`
 rows in `health/date=<day>/<checked_at ms>.parquet` (layout.HEALTH_SCHEMA, one row per log), and
 `failure_message` says which logs should fail the check.
 
+The lake is any `ctlib.lake.files.Lake` (a local folder or an object store): the counts are
+the rows of the log's live files (ctlib.lake.manifest: a compacted day counted once) from
+their Parquet footers, and the health file is written through the lake's filesystem.
+
 Verdicts:
 * `not_started`: no watermark yet (the ingest DAG has not run); never failing.
 * `unreachable`: the tree head could not be read or verified; failing once the log has made
@@ -32,6 +36,8 @@ from ctlib.ct.loglist import CTLog
 from ctlib.ingest.state import LogState, StateStore
 from ctlib.lake import layout
 from ctlib.lake.files import Lake, write_file
+from ctlib.lake.manifest import ManifestError, live_files
+from ctlib.lake.reading import dataset
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -188,14 +194,21 @@ def format_table(healths: Sequence[Health]) -> str:
 
 
 def count_rows(lake: Lake, table: str, slug: str) -> int:
-    """Rows of `<table>/log=<slug>/` from Parquet footers (0 when there is none)."""
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
+    """Rows of `slug`'s live files of `table` (ctlib.lake.manifest: a compacted day once, not
+    again in the range files its manifest absorbed), from Parquet footers (0 when there is
+    none), on any filesystem. ManifestError for a manifest that cannot be read, OSError when
+    the lake cannot be listed or read."""
+    files = live_files(lake, table, slug=slug)
+    return dataset(lake, table, files).count_rows() if files else 0
 
-    directory = layout.log_dir(lake.root, table, slug)
-    if lake.filesystem.get_file_info(directory).type != pafs.FileType.Directory:
-        return 0
-    return ds.dataset(directory, format="parquet", filesystem=lake.filesystem).count_rows()
+
+def _lake_counts(lake: Lake, slug: str) -> tuple[int, int, str]:
+    """(errors, incidents, problem) of one log: a lake that cannot be read is a problem of
+    the observation, not an exception (the other facts are still worth recording)."""
+    try:
+        return count_rows(lake, layout.ERRORS, slug), count_rows(lake, layout.INCIDENTS, slug), ""
+    except (ManifestError, OSError, ValueError) as err:
+        return 0, 0, f"lake: {type(err).__name__}: {err}"
 
 
 def _first_pending_timestamp(client, ctlog: CTLog, next_index: int, tree_size: int) -> datetime:
@@ -230,28 +243,33 @@ def observe(ctlog: CTLog, state: LogState | None, settings: Settings, lake: Lake
     a log that cannot be read: the problem is recorded in the observation instead."""
     from ctlib.ct.client import open_client
 
+    errors, incidents, lake_problem = _lake_counts(lake, ctlog.slug)
     obs = Observation(
         slug=ctlog.slug, log_id=ctlog.log_id, checked_at=checked_at,
         next_index=state.next_index if state else None,
         last_progress_at=state.updated_time if state else None,
-        errors=count_rows(lake, "errors", ctlog.slug), incidents=count_rows(lake, "incidents", ctlog.slug),
+        errors=errors, incidents=incidents, problem=lake_problem,
     )
+
+    def problem(text: str) -> Observation:
+        return replace(obs, problem="; ".join(filter(None, (obs.problem, text))))
+
     try:
         client = open_client(ctlog, _quick(settings))
     except Exception as err:
-        return replace(obs, problem=f"cannot open a client: {type(err).__name__}: {err}")
+        return problem(f"cannot open a client: {type(err).__name__}: {err}")
     try:
         try:
             head = client.tree_head()
         except Exception as err:
-            return replace(obs, problem=f"tree head: {type(err).__name__}: {err}")
+            return problem(f"tree head: {type(err).__name__}: {err}")
         obs = replace(obs, tree_size=head.size, tree_head_at=datetime.fromtimestamp(head.timestamp / 1000, UTC))
         if state is not None and state.next_index < head.size:
             try:
                 pending_at = _first_pending_timestamp(client, ctlog, state.next_index, head.size)
                 obs = replace(obs, oldest_pending_at=pending_at)
             except Exception as err:
-                obs = replace(obs, problem=f"entry {state.next_index}: {type(err).__name__}: {err}")
+                obs = problem(f"entry {state.next_index}: {type(err).__name__}: {err}")
         return obs
     finally:
         client.close()

@@ -14,30 +14,32 @@ under any mount point and in the UI's iframe:
   explains them, see `compute_latest`.
 
 Data for the charts comes from the lake through ctlib.lake (a `Lake` and its layout), so
-a local lake and a pyarrow filesystem URI (s3://...) are read the same way:
+a local lake and a pyarrow filesystem URI (s3://...) are read the same way. A partition's
+files are its live files (ctlib.lake.manifest: one listing, and its manifest when it has
+one): a compacted day's merged file once its manifest names it, never the range files that
+manifest absorbed nor a merged file no manifest names, so no entry is counted twice.
 
 * entries ingested per minute per log: from the listing of the `certs` partitions of the
   window's days. Each file's name is its index range and its modification time says when
   ingest wrote it, so `end - start` goes to the minute of its mtime: no Parquet read. A file
-  that compaction wrote (it merged a closed day: its footer says so, looked at only for a
-  file modified after its day ended, once per file version) is left out, and the log's
-  entries the listing does not account for come from the health rows instead: between two
-  checks, the watermark's advance (`next_index`) less what the listed files hold, spread
-  evenly over the minutes between them.
+  that compaction wrote (a merged file: `layout.parse_merged` of its name) is left out, and
+  the log's entries the listing does not account for come from the health rows instead:
+  between two checks, the watermark's advance (`next_index`) less what the listed files
+  hold, spread evenly over the minutes between them.
 * freshness lag per log: the health rows (`ct_health`, every 5 minutes) of the window,
   their `lag_seconds`; the files are picked by name (the check time).
 * alerts per hour: the `scored_at` column of the `alerts` files of the window's days.
 
 Each of `/api/series` and `/api/latest` is computed at most once per CACHE_SECONDS for a
 lake and its parameters; concurrent requests share one computation. What is read of a file
-(a health check's rows, an alerts file's scored_at, a watch_matches file's keys, whether a
-certs file is a merge) is kept while the file's listed version (mtime, size) is the same, so
-a computation reads only the files written since the last one (forgotten once not listed
-for FILE_MEMORY_SECONDS).
+(a health check's rows, an alerts file's scored_at, a watch_matches file's keys) is kept
+while the file's listed version (mtime, size) is the same, so a computation reads only the
+files written since the last one (forgotten once not listed for FILE_MEMORY_SECONDS).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import mimetypes
 import threading
@@ -54,8 +56,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ctlib.downstream.watchlist import CRTSH
 from ctlib.lake import layout
 from ctlib.lake.files import Lake
+from ctlib.lake.manifest import ManifestError, live_names, partition_listing
 from ctlib.settings import Settings
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -209,7 +213,6 @@ class _PerFile:
 
 
 FILE_MEMORY_SECONDS = 600.0
-_MERGED = _PerFile()  # certs files modified after their day: compaction's merge or not
 _HEALTH = _PerFile()  # health files: their rows (HealthPoint)
 _SCORED = _PerFile()  # alerts files: their scored_at values (epoch s)
 _WATCH = _PerFile()  # watch_matches files: (tbs_sha256, watch_item, matched_at) of their rows
@@ -217,12 +220,12 @@ _WATCH = _PerFile()  # watch_matches files: (tbs_sha256, watch_item, matched_at)
 
 def clear_cache() -> None:
     """Forget every cached answer and file (tests)."""
-    for cache in (_SERIES, _LATEST, _MERGED, _HEALTH, _SCORED, _WATCH):
+    for cache in (_SERIES, _LATEST, _HEALTH, _SCORED, _WATCH):
         cache.clear()
 
 
 def _sweep() -> None:
-    for cache in (_MERGED, _HEALTH, _SCORED, _WATCH):
+    for cache in (_HEALTH, _SCORED, _WATCH):
         cache.sweep()
 
 
@@ -243,7 +246,7 @@ class LakeFile:
 
 @dataclass(frozen=True, slots=True)
 class RangeFile:
-    """A certs file as its listing shows it."""
+    """A certs file as its listing shows it: a range file, or a merged file (compaction's)."""
 
     slug: str
     day: date
@@ -252,6 +255,9 @@ class RangeFile:
     mtime: float  # epoch seconds
     path: str
     size: int
+    merged: bool = False
+    """Compaction's merge (layout.merged_file_name): [start, end) bounds its entries, it
+    does not say how many there are."""
 
     @property
     def entries(self) -> int:
@@ -275,12 +281,17 @@ def _is_dir(info: Any) -> bool:
 
 
 def _files(lake: Lake, directory: str, slug: str = "", day: date | None = None) -> list[LakeFile]:
-    """The visible Parquet files of `directory` (not a writer's hidden temporary)."""
-    import pyarrow.fs as pafs
-
-    return [LakeFile(i.path, i.base_name, i.mtime_ns / 1e9 if i.mtime_ns is not None else 0.0, i.size or 0, slug, day)
-            for i in _list(lake, directory)
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")]
+    """The live files of the partition `directory` (ctlib.lake.manifest: not a writer's
+    hidden temporary, nor what the partition's manifest does not make live), sorted by name.
+    A manifest that cannot be read leaves the partition out (logged): guessing could count
+    its entries twice."""
+    try:
+        infos, manifest = partition_listing(lake, directory)
+    except ManifestError as err:
+        log.warning("ct monitor: %s left out: %s", directory, err)
+        return []
+    return [LakeFile(i.path, name, i.mtime_ns / 1e9 if i.mtime_ns is not None else 0.0, i.size or 0, slug, day)
+            for name in live_names(infos, manifest) for i in (infos[name],)]
 
 
 def log_slugs(lake: Lake, table: str) -> list[str]:
@@ -320,37 +331,20 @@ def partition_files(lake: Lake, table: str, days: Iterable[date]) -> list[LakeFi
 
 
 def certs_files(lake: Lake, days: Iterable[date]) -> list[RangeFile]:
-    """The range files of the `certs` partitions of `days`."""
+    """The live range and merged files of the `certs` partitions of `days`."""
     out = []
     for file in partition_files(lake, layout.CERTS, days):
-        span = layout.parse_range(file.name)
+        merged = layout.parse_merged(file.name)
+        span = merged[:2] if merged is not None else layout.parse_range(file.name)
         if span is not None and file.day is not None:
-            out.append(RangeFile(file.slug, file.day, span[0], span[1], file.mtime, file.path, file.size))
+            out.append(RangeFile(file.slug, file.day, span[0], span[1], file.mtime, file.path, file.size,
+                                 merged is not None))
     return out
 
 
-def _day_end(day: date) -> float:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86400.0
-
-
-def is_merged(lake: Lake, file: RangeFile) -> bool:
-    """True when compaction wrote `file` (a merge of a closed day). Only a file modified after
-    its day ended can be one; its footer is read once per version (mtime, size)."""
-    if file.mtime < _day_end(file.day):
-        return False
-
-    def read() -> bool | None:
-        import pyarrow.parquet as pq
-
-        from ctlib.lake.compaction import META_KEY
-
-        try:
-            return META_KEY in (pq.read_schema(file.path, filesystem=lake.filesystem).metadata or {})
-        except (OSError, ValueError):
-            return None  # gone or being replaced: asked again next time
-
-    listed = LakeFile(file.path, file.path.rpartition("/")[2], file.mtime, file.size)
-    return bool(_MERGED.get(listed, read))
+def is_merged(file: RangeFile) -> bool:
+    """True when compaction wrote `file`: its name is a merged file's (layout.parse_merged)."""
+    return file.merged
 
 
 def _read(lake: Lake, file: LakeFile, columns: Sequence[str]) -> list[dict[str, Any]] | None:
@@ -518,7 +512,7 @@ def compute_series(lake: Lake, now: datetime, hours: int = DEFAULT_HOURS) -> dic
     days = days_between(start, now)
     health = health_points(lake, start, now)
     files = certs_files(lake, days)
-    entries, from_health = entries_per_minute(files, lambda f: is_merged(lake, f), health, minutes)
+    entries, from_health = entries_per_minute(files, is_merged, health, minutes)
     moments = scored_at(lake, partition_files(lake, layout.ALERTS, days))
     _sweep()
     return {

@@ -7,7 +7,9 @@ Sources of `log_snapshots`, per computation:
 * the monitored logs (slug, description, operator, kind) from the log list, parsed again only
   when its file changes;
 * the newest `health/` file only (one row per log, written by `ct_health` every 5 minutes):
-  the log's tree size and first pending entry as the check saw them, and its incidents.
+  the log's tree size and first pending entry as the check saw them, and its incidents;
+  found by two listings and read through the lake's filesystem (`CT_LAKE`: a local folder
+  or an object store alike).
 
 `build_snapshots` is the pure part: one `LogSnapshot` per monitored log, in list order (a
 state of a log no longer monitored is left out). Its rules:
@@ -207,25 +209,28 @@ _HEALTH: dict[str, dict[str, HealthRow]] = {}
 
 
 def _latest_health_file(lake: Any) -> str | None:
+    """The path of the newest health file: the newest day directory (of the two newest, as a
+    new day's may not hold a finished file yet), then its live files (ctlib.lake.manifest:
+    no writer's temporary), newest name last. Two listings, on any filesystem."""
     import pyarrow.fs as pafs
 
     from ctlib.lake import layout
+    from ctlib.lake.manifest import ManifestError, live_files
 
-    def entries(directory: str) -> list[Any]:
+    try:
+        entries = lake.filesystem.get_file_info(
+            pafs.FileSelector(layout.table_dir(lake.root, layout.HEALTH), allow_not_found=True))
+    except (OSError, FileNotFoundError):
+        return None
+    days = sorted((day for i in entries if i.type == pafs.FileType.Directory
+                   and (day := layout.parse_day_dir(i.base_name)) is not None), reverse=True)
+    for day in days[:2]:
         try:
-            return lake.filesystem.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-        except (OSError, FileNotFoundError):
-            return []
-
-    days = sorted((i for i in entries(layout.table_dir(lake.root, layout.HEALTH))
-                   if i.type == pafs.FileType.Directory and layout.parse_day_dir(i.base_name)),
-                  key=lambda i: i.base_name, reverse=True)
-    for day in days[:2]:  # a new day's directory may not hold a finished file yet
-        files = sorted(i.path for i in entries(day.path)
-                       if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                       and not i.base_name.startswith("."))
+            files = live_files(lake, layout.HEALTH, days=[day])
+        except (OSError, ManifestError):
+            continue
         if files:
-            return files[-1]
+            return max(files, key=lambda f: f.name).path
     return None
 
 
