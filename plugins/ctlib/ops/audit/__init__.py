@@ -19,13 +19,13 @@ or above next_index until a later run rewrites them under the same names and com
 
 The audit only reads: watermarks through a StateStore (the CLI uses a read-only
 `MappingStateStore`, from a JSON file of Variables or from Airflow's metadata database),
-the lake's Parquet files, and the topic with a consumer that commits nothing.
+the lake's live Parquet files (local or S3), and the topic with a consumer that commits nothing.
 
 Modules, lowest first (each imports only those above it):
 
     intervals   pure interval arithmetic on half-open runs (collapse, gaps, duplicates, ...)
     report      the verdicts (LogAudit, KafkaAudit) from runs, and their table and JSON
-    lake_scan   DuckDB over the local lake: count runs of a log's indexes
+    lake_scan   DuckDB over a log's live files (ctlib.lake.manifest; local or S3): count runs of its indexes
     kafka_scan  the topic's keys (a throw-away consumer), its config, the --since window
     run         states through a StateStore, then lake and Kafka verdicts for every log
     cli         `python -m ctlib.audit` (options, report, exit status)
