@@ -1,4 +1,4 @@
-"""Maintenance DAGs: `ct_compact` merges small lake files, `ct_health` watches ingest lag.
+"""Maintenance DAGs: `ct_compact` merges small lake files (hourly), `ct_health` watches ingest lag.
 
 Wiring only; the task bodies are in ctlib.airflow.maintenance_tasks.
 """
@@ -17,22 +17,29 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 @dag(
     dag_id="ct_compact",
-    description="Merge each closed day partition of certs/ and errors/ into one file per log, atomically",
+    description="Merge each closed day partition of certs/ and errors/ into one file per log, switched by its manifest",
     doc_md="""
 ### Compact the lake
 
 Ingest writes one Parquet file per range and day. Once a day can no longer receive rows
-(it ended before the newest committed day minus the log's MMD), this DAG merges each
-`certs/` and `errors/` partition `log=<slug>/date=<day>` into **one file sorted by index**,
-named by the range it covers. The swap is one atomic directory exchange: readers globbing
-`*.parquet` see the old files or the new one, never both, never neither, also after a crash
-(leftovers are settled by the next run). One task per log; partitions that cannot be merged
-safely (uncommitted or overlapping ranges, fresh backfills) are skipped and logged.
-Local/POSIX lakes only (see `ctlib.lake.compaction`).
+(it ended before the newest committed day minus the log's MMD), this DAG merges the live
+files of each `certs/` and `errors/` partition `log=<slug>/date=<day>` into **one file sorted
+by index** (`<first>-<end>.c<generation>.parquet`), then writes the partition's
+`_manifest.json`, which makes that file live and the files it absorbed not. A reader that
+follows the manifest (`python -m ctlib.query`, `ctlib.lake.manifest.live_files`) sees every
+entry exactly once at every instant, also after a crash; a local disk and an object store
+(S3) work the same. The absorbed files are deleted by a later run, once the manifest is 15
+minutes old (hourly: within about an hour). A backfill into a compacted day is merged into
+the next generation; partitions that cannot be merged safely now (uncommitted ranges, fresh
+backfills, one index with two different entries) are skipped and logged. Details and the
+crash-safety argument: `ctlib.lake.compaction`.
+
+One compaction per log at a time: one mapped task per log, and one run at a time
+(`max_active_runs=1`).
 
 Params: `log` (a slug) restricts to one log; `days_back` to the last N days.
 """,
-    schedule="@daily",
+    schedule="@hourly",
     start_date=START,
     catchup=False,
     max_active_runs=1,

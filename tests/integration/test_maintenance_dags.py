@@ -14,10 +14,13 @@ import pytest
 
 from ctlib.ct.types import RawEntry
 from ctlib.decode.entries import LogRef, decode_entries
+from ctlib.lake import layout
 from ctlib.lake.files import Lake, write_range
+from ctlib.lake.layout import merged_file_name, range_file_name
+from ctlib.lake.manifest import live_files, read_manifest
+from ctlib.lake.reading import register
 from ctlib.testing.ctlog import LogServer
 from tests.support.airflow import configure, load_dag_module, run_dag, state_of
-from tests.support.lake import lake_rows
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +78,7 @@ def test_health_reports_lag_and_fails_naming_the_lagging_log(airflow_db, ct_serv
     assert len(list((lake / "health").rglob("*.parquet"))) == 2, "one file per check"
 
 
-def _past_lake(lake: Path, log, today) -> list:
+def _past_lake(lake: Lake, log, today) -> list:
     """The log's 40 real entries, re-timestamped over the 5 days ending 6 days ago and
     written ingest-style in 2-entry ranges: 4 files per day."""
     entries = [RawEntry(i, *log.entry(i)) for i in range(40)]
@@ -85,34 +88,50 @@ def _past_lake(lake: Path, log, today) -> list:
     certs = certs.set_column(certs.schema.get_field_index("timestamp"), certs.schema.field("timestamp"),
                              pa.array(stamps, certs.schema.field("timestamp").type))
     for start in range(0, 40, 2):
-        write_range(Lake.open(str(lake)), "certs", log.slug, start, start + 2, certs.slice(start, 2))
+        write_range(lake, "certs", log.slug, start, start + 2, certs.slice(start, 2))
     return days
 
 
-def test_compaction_dag_merges_closed_days_atomically(airflow_db, ct_server, tmp_path, monkeypatch):
+def _live_rows(lake: Lake, slug: str) -> list[tuple]:
+    """(index, leaf_hash) of the log's certs as a reader following the manifest sees them."""
+    con = duckdb.connect()
+    register(con, "certs", lake, "certs", live_files(lake, "certs", slug=slug))
+    return con.sql("select index, leaf_hash from certs order by index").fetchall()
+
+
+def test_compaction_dag_merges_closed_days(airflow_db, ct_server, tmp_path, monkeypatch, lake_location):
+    """On a local folder and on a local S3 server alike."""
     from airflow.models import Variable
 
     log = ct_server.add_log("Local Compact Log", initial_size=40)
-    lake = configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_TASK_RETRIES="0")
+    configure(monkeypatch, tmp_path, ct_server, None, CT_KAFKA_CONN_ID="", CT_TASK_RETRIES="0",
+              CT_LAKE=lake_location)
+    lake = Lake.open(lake_location)
     today = datetime.now(UTC).date()
     days = _past_lake(lake, log, today)
     Variable.set(f"ct_state__{log.slug}", json.dumps({"next_index": 40, "tree_size": 40, "first_index": 0}))
-    before = lake_rows(lake, "certs", log.slug)
+    before = _live_rows(lake, log.slug)
+    assert [i for i, _ in before] == list(range(40))
 
-    def files(day):
-        return sorted(p.name for p in (lake / "certs" / f"log={log.slug}" / f"date={day}").glob("*.parquet"))
+    def live(day):
+        return [f.name for f in live_files(lake, "certs", slug=log.slug, days=[day])]
 
-    assert all(len(files(day)) == 4 for day in days)
+    assert all(len(live(day)) == 4 for day in days)
     compact = load_dag_module("ct_maintenance").ct_compact
+    assert compact.schedule == "@hourly" and compact.max_active_runs == 1, "one compaction per log at a time"
     # Newest committed day: days[4]; MMD 24 h closes days[0..2]. days_back 9 reaches days[1..].
     assert compact.test(run_conf={"days_back": 9}).state == "success"
-    assert [len(files(day)) for day in days] == [4, 1, 1, 4, 4]
+    assert [len(live(day)) for day in days] == [4, 1, 1, 4, 4]
+    assert _live_rows(lake, log.slug) == before, "same rows, each once"
     # (dag.test runs tasks in this process, where a run's conf sticks to the task's params.)
     assert compact.test(run_conf={"days_back": None}).state == "success"
-    assert [len(files(day)) for day in days] == [1, 1, 1, 4, 4]
-    assert files(days[0]) == ["000000000000-000000000008.parquet"]
-    assert lake_rows(lake, "certs", log.slug) == before, "same rows, in index order"
+    assert [len(live(day)) for day in days] == [1, 1, 1, 4, 4]
+    assert live(days[0]) == [merged_file_name(0, 8, 1)]
+    assert read_manifest(lake, layout.partition_dir(lake.root, "certs", log.slug, days[0])).absorbed == {
+        range_file_name(s, s + 2) for s in range(0, 8, 2)}
+    assert _live_rows(lake, log.slug) == before, "same rows, in index order, each once"
     assert compact.test(run_conf={"days_back": None}).state == "success", "idempotent"
-    assert [len(files(day)) for day in days] == [1, 1, 1, 4, 4]
-    assert not [p for p in (lake / ".compaction").rglob("*") if p.name.startswith(("date=", "probe."))], "no leftovers"
+    assert [len(live(day)) for day in days] == [1, 1, 1, 4, 4]
+    assert live(days[0]) == [merged_file_name(0, 8, 1)]
+    assert _live_rows(lake, log.slug) == before
     assert compact.test(run_conf={"log": "no_such_log"}).state == "failed", "an unknown log is an error"

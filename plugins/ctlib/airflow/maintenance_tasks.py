@@ -20,16 +20,11 @@ def compaction_targets_task(only_log: str | None) -> list[dict[str, Any]]:
 
 
 def compact_task(target: dict[str, Any], days_back: int | None) -> dict[str, Any]:
-    """Compact one target's closed days; a lake that cannot be compacted here, or a log busy
-    with another compaction, skips the task (the next daily run tries again)."""
-    from airflow.sdk.exceptions import AirflowSkipException
+    """Compact one target's closed days (any lake filesystem: a local disk or an object store);
+    a failure fails the task, and the next hourly run starts over safely (ctlib.lake.compaction)."""
+    from ctlib.lake.compaction import compact_target
 
-    from ctlib.lake.compaction import CompactionBusy, CompactionUnsupported, compact_target
-
-    try:
-        return compact_target(Settings.from_env(), target, days_back)
-    except (CompactionUnsupported, CompactionBusy) as err:
-        raise AirflowSkipException(str(err)) from None
+    return compact_target(Settings.from_env(), target, days_back)
 
 
 def health_task() -> dict[str, Any]:

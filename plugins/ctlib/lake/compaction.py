@@ -1,45 +1,52 @@
-"""Compaction of the lake: one file per table, log and day, swapped in atomically.
+"""Compaction of the lake: one merged file per table, log and closed day, made live by the
+partition's manifest, on a local disk and an object store alike.
 
 Ingest writes one file per range and day (`<start>-<end>.parquet`), so a busy day collects
-hundreds of small files. `compact_log` merges, for `certs` and `errors`, the files of each
-*closed* day partition of a log into ONE file sorted by index, named by the range it covers
-(`<first start:012d>-<last end:012d>.parquet`: the lake stays "one file per range", and
-compacting an already compacted partition changes nothing).
+hundreds of small files. `compact_log` merges, for `certs` and `errors`, the live files of each
+*closed* day partition of a log into ONE file sorted by index, and switches readers to it with
+the partition's manifest (ctlib.lake.manifest: read its rule first). Everything goes through
+the lake's pyarrow filesystem (`Lake.filesystem`): no rename of directories, no staging area,
+no lock file; the same code runs on a local disk and on S3.
 
-Contract for readers
---------------------
-Readers list `<table>/**/*.parquet` (ctlib.lake.query, DuckDB, pyarrow.dataset). At every instant,
-and after a crash at any point, each partition lists either exactly its old files or exactly
-the merged file: never both (a row twice), never neither (rows missing). A reader that listed
-the old files just before the swap and opens them after it gets "file not found" and must
-retry; it can fail, but it can never return a wrong count.
+The protocol, per closed day partition
+--------------------------------------
+1. *list*: the partition's files and its manifest (`partition_listing`); the live files are
+   the manifest's merged file (if any) and every range file it has not absorbed
+   (`live_names`). One live file and nothing else to merge: "unchanged".
+2. *merge*: the live files' rows, sorted by index, become ONE file named
+   `merged_file_name(first, end, generation + 1)` (generation 0 without a manifest), written
+   whole by `files.write_file`; its row count is checked. The name is new (a generation no
+   manifest names yet), so this file is not live: readers do not see it.
+3. *manifest*: `write_manifest` puts the new manifest in place in one step (one object PUT,
+   or one rename on a local disk): generation + 1, the merged file, its rows and index span,
+   and `absorbed` = the old manifest's absorbed names plus the live range files just merged.
+   This one write is the switch for readers.
+4. *delete, later*: what the manifest made unreadable (`superseded_names`: absorbed range
+   files, merged files of other generations) is deleted by a later run, once the manifest is
+   GRACE old. Each `compact_log` starts with that sweep over the log's partitions, and with
+   the removal of stale temporaries (`files.remove_stale_temporaries`).
 
-The swap (local/POSIX lake)
----------------------------
-1. *stage*: a directory `<lake>/.compaction/<table>/log=<slug>/date=<D>.<uuid>` receives the
-   merged file (hidden temporary name, fsync, rename, row count checked). It lies outside
-   every table directory on purpose: DuckDB's `**` descends into hidden directories, so a
-   hidden directory next to the partition would be read.
-2. *recheck*: the partition is listed again (names, inodes, sizes, mtimes); if anything
-   changed since the merge was planned, the staging directory is dropped and the partition
-   is left for the next run.
-3. *exchange*: `renameat2(staging, partition, RENAME_EXCHANGE)` swaps the two directories in
-   one atomic step (Linux >= 3.15; ext4, xfs, btrfs, tmpfs... support it). The partition
-   path now holds only the merged file, the staging path the old files.
-4. *settle*: each file left at the staging path is deleted when its rows are live in the
-   partition (its name is a live file's, or is listed in a live merged file's
-   `ctlib.lake.compaction` metadata as absorbed), or moved back into the partition otherwise (a
-   file some writer renamed into the partition between 2 and 3); then the directory goes.
+Why a reader following the manifest sees every entry exactly once: before the write of
+step 3 the live files are the old ones (the new merged file is not live); after it they are
+the new merged file plus the range files it did not absorb, and it absorbed exactly the
+files whose rows it holds. One write separates the two sets, each holding every row once.
+A reader that listed the partition and read its manifest just before that write keeps
+opening the old files for a while: nothing is deleted until GRACE after the write, far longer
+than any reader takes between listing and reading. (On a local disk the old exchange of
+directories made such a reader fail with "file not found"; now it cannot.)
 
-Crash safety. Before 3 the partition is untouched and the staging directory holds only the
-merged file (or a temporary): old files visible. After 3 the partition holds the merged file
-and the staging directory old files: new file visible. Neither state shows both or neither,
-and the one rename in between is atomic. Every run first *settles* every leftover staging
-directory with the rule of step 4, which is right in both states: an unswapped merged file
-carries compaction metadata and is not absorbed by anything live, so it is deleted; old
-files after the swap are absorbed by the live merged file, so they are deleted; anything
-else is moved back. The merged file's metadata names every range file it absorbed,
-transitively, which is also what makes re-compaction of a partition safe.
+Crash safety, at each point:
+* during 2 (a merged file half written): `write_file` leaves at most a hidden temporary
+  (local disk) or nothing (an object appears whole or not at all); the sweep removes stale
+  temporaries. Readers see the old files.
+* after 2, before 3: a merged file no manifest names; not live. The next run writes it again
+  under the same name (the same generation + 1 of the unchanged manifest; write_file
+  replaces it whole), or, when a newer manifest exists first, deletes it as superseded.
+  A failure is never "cleaned up" by deleting the merged file: a manifest write that failed
+  on the way back (a timeout) may have landed, and the manifest would then name a missing file.
+* after 3: the new state is complete; the old files wait for the sweep.
+* during 4: every deleted file was superseded, so any subset of them gone is invisible to
+  readers; the next sweep deletes the rest.
 
 Who else writes a day partition
 -------------------------------
@@ -50,82 +57,79 @@ no earlier than its timestamp and no later than its timestamp + MMD. So with M t
 day holding a committed file of the log, no ingest run can ever write to a day ending at or
 before M 00:00 - MMD: those days are *closed* (also never today UTC, and never the
 1970-01-01 partition of rows without a timestamp). Only closed days are compacted, and only
-when every file in them is committed ([first_index, next_index) of the watermark) and no two
-ranges overlap. Steps 2 and 4 protect from a log that breaks its MMD: a file written before
-the recheck makes the run skip the partition; one renamed in during the microseconds between
-recheck and exchange is moved back (invisible for that instant).
+when every live range file in them is committed ([first_index, next_index) of the
+watermark). A file some writer adds to a partition while it is being merged is simply not
+absorbed: it stays live beside the merged file until the next run.
 
-Backfill (`ct_ingest` with start_index/end_index) writes history below `first_index` into
-old days at any time, and verifies it only after writing. Files below `first_index` are
-therefore merged only once they are `BACKFILL_QUIET` old (longer than any ingest run). A
-backfill that rewrites a range already compacted writes a file overlapping the merged one:
-the rows are then in the lake twice until someone deletes one copy; compaction detects the
-overlap and refuses to merge that partition (logged), rather than baking the copy in.
-Retried ingest tasks never rewrite a compacted range: ranges are committed (the watermark is
-past them) before their day closes.
+Backfill (`ct_ingest` with start_index/end_index, or by time) writes history below
+`first_index` into old days at any time, and verifies it only after writing (a failed
+backfill deletes its files). Live files below `first_index` are therefore merged only once
+they are `BACKFILL_QUIET` old (longer than any ingest run). A backfill into a compacted day
+is *merged*, not refused:
+* entries the day did not hold yet come as a new range file, live beside the merged file
+  (readers see them at once) and merged into the next generation by a later run;
+* a backfill that writes again what the day held (a repeated window, a range rewritten)
+  either rewrites a file under an absorbed name, which stays hidden behind the merged file
+  and is swept, or writes a live file holding indexes the merged file holds too: the merge
+  keeps one copy of each index whose rows agree (`leaf_hash` for certs, `leaf_input_b64` for
+  errors), counts them in the result and logs it; where two copies of an index differ the
+  partition is skipped with a reason naming table, log, day and index (nothing is chosen
+  silently; someone must look).
 
-Object stores (s3://, gs://): there is no atomic directory exchange (nor rename), so
-`compact_log` refuses non-local lakes (`CompactionUnsupported`). On a local filesystem
-without RENAME_EXCHANGE (some network or FUSE filesystems, non-Linux hosts) it skips with
-`SwapUnsupported`; it never falls back to a non-atomic swap.
+One compaction per log at a time: `ct_compact` runs one mapped task per log, and one run at a
+time (max_active_runs=1). Two concurrent compactions of one log could delete each other's
+not-yet-live merged files as superseded; nothing here guards against that beyond the DAG.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import errno
 import json
 import logging
-import os
-import re
-import shutil
-import sys
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ctlib.lake import layout
-from ctlib.lake.files import Lake, remove_stale_temporaries
+from ctlib.lake.files import Lake, remove_stale_temporaries, write_file
+from ctlib.lake.manifest import (
+    Manifest,
+    ManifestError,
+    is_data_name,
+    live_names,
+    partition_listing,
+    read_manifest,
+    superseded_names,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
 TABLES = (layout.CERTS, layout.ERRORS)
+KEYS = {layout.CERTS: "leaf_hash", layout.ERRORS: "leaf_input_b64"}
+"""The column that tells two rows of one index apart: equal means the same log entry."""
 META_KEY = b"ctlib.lake.compaction"
-"""Parquet key-value metadata of a merged file: JSON {"sources", "absorbed", "compacted_at"}."""
-ROW_GROUP_ROWS = 65_536
-"""Rows per row group of a merged file: large enough for fast scans, small enough for memory."""
+"""Parquet key-value metadata of a merged file: JSON {"sources", "absorbed", "generation",
+"compacted_at"}, for traceability (readers follow the manifest, never this)."""
 BACKFILL_QUIET = timedelta(hours=6)
 """Age before a file below first_index (backfill) is merged: far beyond an ingest run's
 30-minute timeout, so its verification is over (and failed backfills deleted their files)."""
-STEPS = ("staged", "written", "rechecked", "exchanged", "settled")
-"""The points `_reached` is called at, in order, while compacting one partition."""
-
-_STAGING_TAG = re.compile(r"^[0-9a-f]{32}$")  # after `date=<day>.` in a staging directory's name
-_RENAME_EXCHANGE = 2  # linux/fs.h
-_AT_FDCWD = -100
+GRACE = timedelta(minutes=15)
+"""How long after a manifest's write the files it superseded are kept: a reader that listed
+the partition just before it has that long to open the files it chose."""
+STEPS = ("merged", "manifest", "deleted")
+"""The points `_reached` is called at: after a merged file is written and checked, after its
+manifest is written, after each file the deferred sweep deletes."""
 
 
 class CompactionError(RuntimeError):
     """Compaction cannot run; the message says why."""
-
-
-class CompactionUnsupported(CompactionError):
-    """The lake is not on a local/POSIX filesystem."""
-
-
-class SwapUnsupported(CompactionError):
-    """The OS or filesystem has no atomic directory exchange."""
-
-
-class CompactionBusy(CompactionError):
-    """Another compaction of the same log holds its lock."""
 
 
 class _Refused(Exception):
@@ -136,129 +140,95 @@ def _reached(step: str) -> None:
     """A no-op at each of STEPS; tests replace it to simulate a crash right after a step."""
 
 
-# --------------------------------------------------------------------------- the exchange
-
-
-def exchange(a: str, b: str) -> None:
-    """Swap the directories (or files) at paths `a` and `b` in one atomic step.
-
-    Both must exist on the same filesystem. Raises SwapUnsupported where the OS, C library
-    or filesystem cannot do it, OSError for anything else."""
-    if not sys.platform.startswith("linux"):
-        raise SwapUnsupported(f"no atomic directory exchange on {sys.platform} (needs Linux renameat2)")
-    libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        raise SwapUnsupported("the C library has no renameat2 (glibc >= 2.28 needed)")
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        raise SwapUnsupported(f"renameat2(RENAME_EXCHANGE) refused under {os.path.dirname(a)}: {os.strerror(err)}")
-    raise OSError(err, os.strerror(err), a, None, b)
-
-
-def swap_supported(directory: str) -> bool:
-    """Whether `exchange` works on the filesystem of `directory` (tried on two scratch
-    directories made inside it; `recover` removes any a crash leaves)."""
-    probe = os.path.join(directory, f"probe.{uuid.uuid4().hex}")
-    os.makedirs(os.path.join(probe, "a"))
-    os.makedirs(os.path.join(probe, "b"))
-    try:
-        exchange(os.path.join(probe, "a"), os.path.join(probe, "b"))
-        return True
-    except SwapUnsupported as err:
-        log.warning("compaction disabled: %s", err)
-        return False
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --------------------------------------------------------------------------- listing
 
 
-@dataclass(frozen=True, slots=True)
-class RangeFile:
-    """One visible range file of a partition, with what identifies its current version."""
-
-    name: str
-    path: str
-    start: int
-    end: int
-    identity: tuple[int, int, int]  # inode, size, mtime_ns: a rewrite changes it
-
-    @property
-    def mtime(self) -> datetime:
-        return datetime.fromtimestamp(self.identity[2] / 1e9, UTC)
+Listing = dict[str, pafs.FileInfo]
+"""A partition's files by name (hidden ones and the manifest too)."""
 
 
-def _visible(name: str) -> bool:
-    """What a reader globbing `*.parquet` lists (ingest's temporaries start with a dot)."""
-    return name.endswith(".parquet") and not name.startswith(".")
-
-
-def list_partition(directory: str) -> dict[str, os.stat_result]:
-    """The visible Parquet files of a partition directory (empty if it does not exist)."""
+def log_listing(lake: Lake, table: str, slug: str) -> dict[date, Listing]:
+    """Every day partition of one log in `table` with its files, from one recursive listing
+    (one paginated LIST on an object store)."""
+    base = layout.log_dir(lake.root, table, slug)
     try:
-        entries = list(os.scandir(directory))
+        infos = lake.filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     except FileNotFoundError:
         return {}
-    return {e.name: e.stat() for e in entries if _visible(e.name) and e.is_file()}
+    days: dict[date, Listing] = {}
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        directory, _, name = info.path.rpartition("/")
+        parent, _, leaf = directory.rpartition("/")
+        day = layout.parse_day_dir(leaf)
+        if day is not None and parent == base:
+            days.setdefault(day, {})[name] = info
+    return dict(sorted(days.items()))
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+def partition_days(lake: Lake, table: str, slug: str) -> list[date]:
+    """The day partitions of a log in a table that hold files, oldest first."""
+    return list(log_listing(lake, table, slug))
 
 
-def partition_days(root: str, table: str, slug: str) -> list[date]:
-    """The day partitions of a log in a table, oldest first."""
+def absorbed_by(lake: Lake, path: str) -> frozenset[str]:
+    """Names of the range files a merged file's metadata says it absorbed (empty for any other
+    file). Traceability only: the manifest is what readers and compaction trust."""
     try:
-        names = os.listdir(layout.log_dir(root, table, slug))
-    except FileNotFoundError:
-        return []
-    return sorted(day for day in map(layout.parse_day_dir, names) if day is not None)
+        with lake.filesystem.open_input_file(path) as source:
+            raw = (pq.read_schema(source).metadata or {}).get(META_KEY)
+        return frozenset(json.loads(raw)["absorbed"]) if raw else frozenset()
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return frozenset()
 
 
-def absorbed_by(path: str) -> frozenset[str]:
-    """Names of the range files a merged file absorbed (empty for any other file)."""
-    info = _merge_info(path)
-    return frozenset(info["absorbed"]) if info else frozenset()
+def _settled(files: Iterable[str]) -> bool:
+    """True when a partition holds a manifest and one merged file as its only data: nothing
+    to merge and nothing to delete, known without reading the manifest."""
+    names = list(files)
+    data = [n for n in names if is_data_name(n)]
+    return layout.MANIFEST in names and len(data) == 1 and layout.parse_merged(data[0]) is not None
 
 
-def _merge_info(path: str) -> dict | None:
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
-        return json.loads(raw) if raw else None
-    except (OSError, ValueError, pa.ArrowException):
-        return None
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 # --------------------------------------------------------------------------- eligibility
 
 
-def latest_committed_day(root: str, slug: str, first_index: int, next_index: int,
-                         tables: Sequence[str] = TABLES) -> date | None:
-    """Newest day holding a file of [first_index, next_index) (committed by the watermark)."""
+def _committed_in(files: Iterable[str], first_index: int, next_index: int) -> bool:
+    for name in files:
+        if not is_data_name(name):
+            continue
+        merged = layout.parse_merged(name)
+        span = merged[:2] if merged else layout.parse_range(name)
+        if span and first_index <= span[0] and span[1] <= next_index:
+            return True
+    return False
+
+
+def _latest_committed(listings: Iterable[Mapping[date, Listing]], first_index: int, next_index: int) -> date | None:
     latest = None
-    for table in tables:
-        for day in reversed(partition_days(root, table, slug)):
+    for by_day in listings:
+        for day in reversed(list(by_day)):
             if day == layout.UNKNOWN_DATE or (latest is not None and day <= latest):
                 break
-            ranges = (layout.parse_range(n) for n in list_partition(layout.partition_dir(root, table, slug, day)))
-            if any(r and first_index <= r[0] and r[1] <= next_index for r in ranges):
+            if _committed_in(by_day[day], first_index, next_index):
                 latest = day
                 break
     return latest
+
+
+def latest_committed_day(lake: Lake, slug: str, first_index: int, next_index: int,
+                         tables: Sequence[str] = TABLES) -> date | None:
+    """Newest day holding a file of [first_index, next_index) (committed by the watermark).
+
+    Files are judged by the span their name gives; files a manifest superseded lie in
+    compacted days, which are older than a committed day was when they were compacted, so
+    they never move the answer."""
+    return _latest_committed((log_listing(lake, t, slug) for t in tables), first_index, next_index)
 
 
 def compaction_horizon(latest_committed: date | None, mmd_seconds: int, today: date) -> date | None:
@@ -272,33 +242,39 @@ def compaction_horizon(latest_committed: date | None, mmd_seconds: int, today: d
     return min(today, cutoff.date())
 
 
-def _plan(files: Mapping[str, os.stat_result], directory: str, first_index: int, next_index: int,
-          now: datetime) -> list[RangeFile]:
-    """The partition's files in range order, or _Refused naming the file that forbids a merge."""
-    planned = []
-    for name, st in files.items():
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One live file to merge."""
+
+    name: str
+    path: str
+    start: int
+    end: int
+    merged: bool  # the manifest's merged file (else a range file)
+
+
+def _plan(files: Listing, manifest: Manifest | None, first_index: int, next_index: int,
+          now: datetime) -> list[_Source]:
+    """The partition's live files, the merged file first and then in range order, or
+    _Refused naming the file that forbids a merge now."""
+    sources = []
+    for name in live_names(files, manifest):
+        info = files[name]
+        if manifest is not None and name == manifest.file:
+            sources.append(_Source(name, info.path, manifest.first, manifest.end, True))
+            continue
         bounds = layout.parse_range(name)
         if bounds is None:
             raise _Refused(f"{name} is not a range file")
         start, end = bounds
-        f = RangeFile(name, os.path.join(directory, name), start, end, _identity(st))
         if end > next_index:
             raise _Refused(f"{name} is not committed (next_index {next_index})")
-        if start < first_index and now - f.mtime < BACKFILL_QUIET:
+        if start < first_index and (info.mtime is None or now - info.mtime < BACKFILL_QUIET):
             raise _Refused(f"{name} lies below first_index {first_index} and is younger than {BACKFILL_QUIET}"
                            " (a backfill may still be verifying it)")
-        planned.append(f)
-    planned.sort(key=lambda f: (f.start, f.end))
-    reach = -1  # the furthest end of the files so far
-    for before, after in zip(planned, planned[1:]):
-        reach = max(reach, before.end)
-        # Backfills by time name a file by the indexes its rows span, and a window's entries
-        # interleave with the next window's where timestamps are out of order: below
-        # first_index such files may overlap by name; _write_merged checks no row is twice.
-        if after.start < reach and not after.end <= first_index:
-            raise _Refused(f"{before.name} and {after.name} overlap: rows are in the lake twice "
-                           "(a backfill rewrote a compacted range?); delete one copy")
-    return planned
+        sources.append(_Source(name, info.path, start, end, False))
+    sources.sort(key=lambda s: (not s.merged, s.start, s.end, s.name))
+    return sources
 
 
 # --------------------------------------------------------------------------- merging
@@ -311,17 +287,23 @@ class PartitionResult:
     day: date
     outcome: str  # "compacted", "unchanged" (nothing to merge) or "skipped"
     detail: str = ""
-    files_before: int = 0
+    files_before: int = 0  # live files merged
     rows: int = 0
     file: str = ""  # the merged file's name
-    rescued: tuple[str, ...] = ()  # files moved back into the partition after the swap
+    generation: int = 0
+    duplicates: int = 0  # rows held by two sources with the same key: kept once
 
     def to_json(self) -> dict:
-        return {**asdict(self), "day": self.day.isoformat(), "rescued": list(self.rescued)}
+        return {**asdict(self), "day": self.day.isoformat()}
 
 
-def _checked(table: pa.Table, source: RangeFile) -> pa.Table:
-    """`table` sorted by index; _Refused unless its indexes are distinct and in its range."""
+def _read(lake: Lake, source: _Source) -> pa.Table:
+    with lake.filesystem.open_input_file(source.path) as handle:
+        return pq.read_table(handle).replace_schema_metadata(None)
+
+
+def _checked(table: pa.Table, source: _Source) -> pa.Table:
+    """`table` sorted by index; _Refused unless its indexes are distinct and in its span."""
     if table.num_rows == 0:
         return table
     index = table.column("index").to_numpy()
@@ -335,152 +317,110 @@ def _checked(table: pa.Table, source: RangeFile) -> pa.Table:
     return table
 
 
-def _write_merged(staging: str, sources: Sequence[RangeFile]) -> tuple[str, int]:
-    """Write the sources' rows, in index order, as one file in `staging`; (name, rows)."""
-    name = layout.range_file_name(sources[0].start, max(s.end for s in sources))
-    schema = pq.ParquetFile(sources[0].path).schema_arrow
-    absorbed = set()
+def _merge(lake: Lake, table_name: str, where: str, sources: Sequence[_Source]) -> tuple[pa.Table, int]:
+    """The sources' rows in index order, each index once; (rows, repeats dropped).
+
+    An index held by two sources with the same key column is a backfill that wrote again
+    what the day held: kept once (the copy of the earliest source: the merged file first).
+    With different keys: _Refused naming the index and the files."""
+    tables: list[pa.Table] = []
     for source in sources:
-        absorbed |= {source.name} | absorbed_by(source.path)
-    info = {"sources": [s.name for s in sources], "absorbed": sorted(absorbed),
-            "compacted_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    schema = schema.with_metadata({**(schema.metadata or {}), META_KEY: json.dumps(info).encode()})
-    temporary = os.path.join(staging, f".{name}.{uuid.uuid4().hex}.tmp")
-    rows, buffer, buffered = 0, [], 0
-    cluster_end, cluster = -1, np.empty(0, dtype=np.int64)  # indexes of files overlapping by name
-    with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
-        for source in sources:
-            table = pq.ParquetFile(source.path).read()
-            if not table.schema.equals(schema, check_metadata=False):
-                raise _Refused(f"{source.name} has another schema than {sources[0].name}")
-            table = _checked(table, source)
-            index = table.column("index").to_numpy()
-            if source.start < cluster_end:
-                twice = np.intersect1d(cluster, index)
-                if twice.size:
-                    raise _Refused(f"{source.name} holds index {twice[0]} that another file of the day holds too: "
-                                   "rows are in the lake twice; delete one copy")
-                cluster = np.concatenate([cluster, index])
-            else:
-                cluster = index
-            cluster_end = max(cluster_end, source.end)
-            buffer.append(table)
-            buffered += table.num_rows
-            if buffered >= ROW_GROUP_ROWS:
-                writer.write_table(pa.concat_tables(buffer), row_group_size=ROW_GROUP_ROWS)
-                rows, buffer, buffered = rows + buffered, [], 0
-        if buffer:
-            writer.write_table(pa.concat_tables(buffer), row_group_size=ROW_GROUP_ROWS)
-            rows += buffered
-    written = pq.ParquetFile(temporary).metadata.num_rows
-    if written != rows:
-        raise CompactionError(f"{temporary}: wrote {written} rows, expected {rows}")
-    with open(temporary, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.rename(temporary, os.path.join(staging, name))
-    _fsync_dir(staging)
-    return name, rows
+        table = _read(lake, source)
+        if tables and not table.schema.equals(tables[0].schema):
+            raise _Refused(f"{source.name} has another schema than {sources[0].name}")
+        tables.append(_checked(table, source))
+    combined = pa.concat_tables(tables)
+    # sort_indices is stable: of two rows of one index, the one of the earlier source stays first.
+    combined = combined.take(pc.sort_indices(combined, sort_keys=[("index", "ascending")]))
+    index = combined.column("index").to_numpy()
+    repeat = np.concatenate([[False], index[1:] == index[:-1]])
+    if not repeat.any():
+        return combined, 0
+    key = combined.column(KEYS[table_name])
+    at = np.nonzero(repeat)[0]
+    later, earlier = key.take(pa.array(at)), key.take(pa.array(at - 1))
+    same = pc.or_(pc.fill_null(pc.equal(later, earlier), False), pc.and_(pc.is_null(later), pc.is_null(earlier)))
+    differ = np.nonzero(~same.to_numpy(zero_copy_only=False))[0]
+    if differ.size:
+        twice = int(index[at[differ[0]]])
+        holders = [s.name for s, t in zip(sources, tables) if np.isin(twice, t.column("index").to_numpy())]
+        raise _Refused(f"{where}: index {twice} is in {' and '.join(holders)} with different {KEYS[table_name]}"
+                       " (two different entries under one index: check the log and delete the wrong copy)")
+    return combined.filter(pa.array(~repeat)), int(repeat.sum())
 
 
-def settle(staging: str, partition: str) -> tuple[list[str], list[str]]:
-    """Empty and remove a staging directory, whichever side of the exchange it is on.
+def compact_partition(lake: Lake, table: str, slug: str, day: date, *, first_index: int, next_index: int,
+                      now: datetime | None = None, listing: tuple[Listing, Manifest | None] | None = None,
+                      ) -> PartitionResult:
+    """Merge one day partition's live files into one file sorted by index and make it live
+    with the partition's next manifest (steps 1-3 of the module docstring).
 
-    A file whose rows are live in `partition` (same name, or absorbed by a live merged file)
-    is deleted; an unswapped merged file is deleted; any other Parquet file is moved into
-    `partition`. Returns (deleted, rescued) names. Idempotent: safe to repeat after a crash."""
-    live = list_partition(partition)
-    covered = set(live)
-    for name in live:
-        covered |= absorbed_by(os.path.join(partition, name))
-    deleted, rescued = [], []
-    for entry in list(os.scandir(staging)):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        elif not _visible(entry.name) or entry.name in covered or _merge_info(entry.path) is not None:
-            os.unlink(entry.path)
-            deleted.append(entry.name)
-        else:
-            os.makedirs(partition, exist_ok=True)
-            os.rename(entry.path, os.path.join(partition, entry.name))
-            rescued.append(entry.name)
-    if rescued:
-        _fsync_dir(partition)
-        log.warning("%s: %s were written into the partition while it was swapped; moved back",
-                    partition, ", ".join(rescued))
-    os.rmdir(staging)
-    return deleted, rescued
-
-
-def recover(root: str, table: str, slug: str) -> int:
-    """Settle every staging directory a crashed or failed compaction of this log left; returns
-    how many there were. Run under the log's lock, before anything else."""
-    parent = layout.staging_dir(root, table, slug)
-    try:
-        names = sorted(os.listdir(parent))
-    except FileNotFoundError:
-        return 0
-    count = 0
-    for name in names:
-        if name.startswith("probe."):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-            continue
-        day_name, _, tag = name.rpartition(".")
-        day = layout.parse_day_dir(day_name)
-        if day is None or not _STAGING_TAG.match(tag):
-            log.warning("%s: unexpected entry %s left alone", parent, name)
-            continue
-        deleted, rescued = settle(os.path.join(parent, name), layout.partition_dir(root, table, slug, day))
-        log.info("%s/%s: leftover %s settled (%d deleted, %d moved back)",
-                 table, slug, name, len(deleted), len(rescued))
-        count += 1
-    return count
-
-
-def compact_partition(root: str, table: str, slug: str, day: date, *, first_index: int, next_index: int,
-                      now: datetime | None = None) -> PartitionResult:
-    """Merge one day partition into one file sorted by index, swapped in atomically.
-
-    The caller holds the log's lock and has checked that `day` is closed. A partition that
-    is already one file is "unchanged"; one that cannot be merged safely now is "skipped"
-    with the reason. On an exception the staging directory is settled before re-raising."""
+    The caller has checked that `day` is closed, and passes the partition's `listing` (files,
+    manifest) when it has one, else it is listed here. Nothing to merge: "unchanged"; cannot
+    be merged safely now: "skipped" with the reason. Deletes nothing (see `sweep_partition`)."""
     now = now or datetime.now(UTC)
-    partition = layout.partition_dir(root, table, slug, day)
-    files = list_partition(partition)
-    result = partial(PartitionResult, table=table, slug=slug, day=day, files_before=len(files))
-    if len(files) < 2:
-        return result(outcome="unchanged", detail="one file or none")
+    directory = layout.partition_dir(lake.root, table, slug, day)
+    result = partial(PartitionResult, table=table, slug=slug, day=day)
     try:
-        sources = _plan(files, partition, first_index, next_index, now)
+        files, manifest = listing if listing is not None else partition_listing(lake, directory)
+    except ManifestError as err:
+        return result(outcome="skipped", detail=str(err))
+    if manifest is not None and manifest.file not in files:
+        return result(outcome="skipped", detail=f"the manifest names {manifest.file}, which is not there")
+    live = live_names(files, manifest)
+    if len(live) < 2:
+        return result(outcome="unchanged", detail="one live file or none", files_before=len(live))
+    try:
+        sources = _plan(files, manifest, first_index, next_index, now)
+        merged, duplicates = _merge(lake, table, f"{table}/log={slug}/date={day}", sources)
     except _Refused as why:
-        return result(outcome="skipped", detail=str(why))
+        return result(outcome="skipped", detail=str(why), files_before=len(live))
 
-    staging = os.path.join(layout.staging_dir(root, table, slug), f"{layout.day_dir_name(day)}.{uuid.uuid4().hex}")
-    os.makedirs(staging)
-    try:
-        _reached("staged")
+    generation = (manifest.generation if manifest else 0) + 1
+    first, end = min(s.start for s in sources), max(s.end for s in sources)
+    absorbed = (manifest.absorbed if manifest else frozenset()) | {s.name for s in sources if not s.merged}
+    name = layout.merged_file_name(first, end, generation)
+    info = {"sources": [s.name for s in sources], "absorbed": sorted(absorbed), "generation": generation,
+            "compacted_at": now.isoformat(timespec="seconds")}
+    merged = merged.replace_schema_metadata({META_KEY: json.dumps(info).encode()})
+    path = write_file(lake, directory, name, merged)
+    with lake.filesystem.open_input_file(path) as written:
+        count = pq.read_metadata(written).num_rows
+    if count != merged.num_rows:  # the file is not live: nothing is lost, the next run writes it again
+        raise CompactionError(f"{path}: wrote {count} rows, expected {merged.num_rows}")
+    _reached("merged")
+    write_manifest(lake, directory, Manifest(generation=generation, file=name, rows=merged.num_rows, first=first,
+                                             end=end, absorbed=frozenset(absorbed), written_at=now))
+    _reached("manifest")
+    if duplicates:
+        log.warning("%s/%s/%s: %d rows were held twice with the same %s (a backfill wrote again what the day "
+                    "held): kept once", table, slug, day, duplicates, KEYS[table])
+    return result(outcome="compacted", files_before=len(sources), rows=merged.num_rows, file=name,
+                  generation=generation, duplicates=duplicates, detail=f"{len(sources)} files -> {name}")
+
+
+# --------------------------------------------------------------------------- deferred deletion
+
+
+def sweep_partition(lake: Lake, directory: str, files: Listing, manifest: Manifest | None,
+                    now: datetime) -> list[str]:
+    """Delete the files `manifest` superseded (step 4) once it is GRACE old; the names
+    deleted. Nothing without a manifest, or with one younger than GRACE. A file that cannot
+    be deleted now is logged and left for the next run."""
+    if manifest is None or now - manifest.written_at <= GRACE or manifest.file not in files:
+        return []
+    deleted = []
+    for name in superseded_names(files, manifest):
         try:
-            name, rows = _write_merged(staging, sources)
-        except _Refused as why:
-            settle(staging, partition)
-            return result(outcome="skipped", detail=str(why))
-        _reached("written")
-        now_listed = list_partition(partition)
-        if {n: _identity(st) for n, st in now_listed.items()} != {s.name: s.identity for s in sources}:
-            settle(staging, partition)
-            return result(outcome="skipped", detail="files changed while merging; next run")
-        _reached("rechecked")
-        exchange(staging, partition)
-        _reached("exchanged")
-        _fsync_dir(os.path.dirname(partition))
-        _fsync_dir(os.path.dirname(staging))
-        _, rescued = settle(staging, partition)
-        _reached("settled")
-    except Exception:
-        if os.path.isdir(staging):
-            settle(staging, partition)
-        raise
-    return result(outcome="compacted", rows=rows, file=name, rescued=tuple(rescued),
-                  detail=f"{len(sources)} files -> {name}")
+            lake.filesystem.delete_file(files[name].path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("%s: cannot delete the superseded %s now: %s", directory, name, err)
+            continue
+        deleted.append(name)
+        _reached("deleted")
+    return deleted
 
 
 # --------------------------------------------------------------------------- per log
@@ -490,7 +430,7 @@ def compact_partition(root: str, table: str, slug: str, day: date, *, first_inde
 class LogCompaction:
     slug: str
     horizon: date | None  # days before it were closed
-    recovered: int  # leftover staging directories settled first
+    deleted: int  # superseded files the deferred sweep deleted first
     partitions: tuple[PartitionResult, ...]
     note: str = ""
 
@@ -499,66 +439,69 @@ class LogCompaction:
 
     def to_json(self) -> dict:
         return {"slug": self.slug, "horizon": self.horizon.isoformat() if self.horizon else None,
-                "recovered": self.recovered, "note": self.note,
+                "deleted": self.deleted, "note": self.note,
                 "compacted": self.count("compacted"), "skipped": self.count("skipped"),
-                "unchanged": self.count("unchanged"),
+                "unchanged": self.count("unchanged"), "duplicates": sum(p.duplicates for p in self.partitions),
                 "partitions": [p.to_json() for p in self.partitions if p.outcome != "unchanged"]}
-
-
-@contextlib.contextmanager
-def log_lock(root: str, slug: str) -> Iterator[None]:
-    """Exclusive, non-blocking lock of one log's compaction; CompactionBusy if taken."""
-    import fcntl
-
-    lock = layout.staging_lock(root, slug)
-    os.makedirs(os.path.dirname(lock), exist_ok=True)
-    with open(lock, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CompactionBusy(f"another compaction of {slug} is running") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def compact_log(lake: Lake, slug: str, *, first_index: int, next_index: int, mmd_seconds: int,
                 today: date | None = None, days_back: int | None = None, tables: Sequence[str] = TABLES,
                 now: datetime | None = None) -> LogCompaction:
-    """Settle leftovers, then compact every closed day partition of `slug` in `tables`
-    (only the last `days_back` days before today when given). Safe to run at any time,
-    concurrently with ingest; one compaction per log at a time (else CompactionBusy)."""
+    """Sweep, then compact every closed day partition of `slug` in `tables` (only the last
+    `days_back` days before today when given).
+
+    The sweep covers every partition of the log: stale temporaries go, and files superseded by
+    a manifest older than GRACE are deleted. Safe at any time, concurrently with ingest,
+    backfills and readers; one compaction per log at a time (the DAG sees to it). `now`
+    (default: the clock) judges GRACE and BACKFILL_QUIET and dates the manifests written."""
     now = now or datetime.now(UTC)
     today = today or now.date()
-    try:
-        root = layout.local_root(lake.uri(lake.root))
-    except ValueError as err:
-        raise CompactionUnsupported(f"compaction needs a local/POSIX lake (atomic directory exchange): {err}") from None
-    with log_lock(root, slug):
-        recovered = sum(recover(root, table, slug) for table in tables)
-        for table in tables:  # what killed writers left where no later write of the same file came
-            for day in partition_days(root, table, slug):
-                remove_stale_temporaries(lake, layout.partition_dir(root, table, slug, day))
-        latest = latest_committed_day(root, slug, first_index, next_index, tables)
-        horizon = compaction_horizon(latest, mmd_seconds, today)
-        if horizon is None:
-            return LogCompaction(slug, None, recovered, (), "nothing committed yet")
-        if not swap_supported(layout.staging_dir(root, tables[0], slug)):
-            return LogCompaction(slug, horizon, recovered, (), "no atomic directory exchange on this filesystem")
-        oldest = today - timedelta(days=days_back) if days_back else date.min
-        results = []
-        for table in tables:
-            for day in partition_days(root, table, slug):
-                if day == layout.UNKNOWN_DATE or not oldest <= day < horizon:
-                    continue
-                result = compact_partition(root, table, slug, day, first_index=first_index,
-                                           next_index=next_index, now=now)
-                if result.outcome != "unchanged":
-                    log.log(logging.WARNING if result.outcome == "skipped" else logging.INFO,
-                            "%s/%s/%s: %s: %s", table, slug, day, result.outcome, result.detail)
-                results.append(result)
-    return LogCompaction(slug, horizon, recovered, tuple(results))
+    listings = {table: log_listing(lake, table, slug) for table in tables}
+    state: dict[tuple[str, date], tuple[Listing, Manifest | None] | str] = {}  # (files, manifest) or a problem
+    deleted = 0
+    for table, by_day in listings.items():
+        for day, files in by_day.items():
+            directory = layout.partition_dir(lake.root, table, slug, day)
+            if any(_is_temporary(n) for n in files):  # what killed writers left where no later write came
+                gone = {p.rpartition("/")[2] for p in remove_stale_temporaries(lake, directory)}
+                files = {n: i for n, i in files.items() if n not in gone}
+            if _settled(files) or layout.MANIFEST not in files:
+                state[table, day] = (files, None)
+                continue
+            try:
+                manifest = read_manifest(lake, directory)
+            except ManifestError as err:
+                state[table, day] = str(err)
+                continue
+            gone = set(sweep_partition(lake, directory, files, manifest, now))
+            deleted += len(gone)
+            state[table, day] = ({n: i for n, i in files.items() if n not in gone}, manifest)
+    if deleted:
+        log.info("%s: %d superseded files deleted (their manifests are older than %s)", slug, deleted, GRACE)
+
+    horizon = compaction_horizon(_latest_committed(listings.values(), first_index, next_index), mmd_seconds, today)
+    if horizon is None:
+        return LogCompaction(slug, None, deleted, (), "nothing committed yet")
+    oldest = today - timedelta(days=days_back) if days_back else date.min
+    results = []
+    for table, by_day in listings.items():
+        for day in by_day:
+            if day == layout.UNKNOWN_DATE or not oldest <= day < horizon:
+                continue
+            known = state[table, day]
+            if isinstance(known, str):
+                result = PartitionResult(table, slug, day, "skipped", known)
+            elif _settled(known[0]):
+                result = PartitionResult(table, slug, day, "unchanged", "compacted, nothing new", files_before=1)
+            else:
+                result = compact_partition(lake, table, slug, day, first_index=first_index, next_index=next_index,
+                                           now=now, listing=known)
+            if result.outcome != "unchanged":
+                log.log(logging.WARNING if result.outcome == "skipped" else logging.INFO,
+                        "%s/%s/%s: %s: %s", table, slug, day, result.outcome, result.detail)
+            results.append(result)
+    return LogCompaction(slug, horizon, deleted, tuple(results))
 
 
 # --------------------------------------------------------------------------- task bodies
@@ -589,7 +532,8 @@ def compact_target(settings, target: Mapping, days_back: int | None = None) -> d
     """Compact one log as `compaction_targets` described it; a JSON summary."""
     report = compact_log(Lake.open(settings.lake), target["slug"], first_index=target["first_index"],
                          next_index=target["next_index"], mmd_seconds=target["mmd"], days_back=days_back)
-    log.info("%s: %d partitions compacted, %d skipped, %d already compact (closed before %s)%s",
+    log.info("%s: %d partitions compacted, %d skipped, %d already compact (closed before %s), "
+             "%d superseded files deleted%s",
              report.slug, report.count("compacted"), report.count("skipped"), report.count("unchanged"),
-             report.horizon, f"; {report.note}" if report.note else "")
+             report.horizon, report.deleted, f"; {report.note}" if report.note else "")
     return report.to_json()
