@@ -401,6 +401,31 @@ def test_a_reader_following_the_manifest_always_counts_every_row_once(lake, samp
     print(f"{len(seen)} exact reads, {len(retries)} retried: {retries[:2]}")
 
 
+def test_a_file_written_into_the_partition_during_a_merge_stays_live_and_is_merged_next(lake, sample_certs,
+                                                                                      monkeypatch):
+    """A writer (a log breaking its MMD) adds a file between the merge's listing and its
+    manifest: not absorbed, so live beside the merged file; the next run merges it."""
+    def writer_sneaks_in(step):
+        if step == "merged" and not sneaked:
+            late = _certs(sample_certs, [700, 701], at=_timestamp_of(0))
+            sneaked.extend(write_range(lake, "certs", SLUG, 700, 702, late))
+
+    sneaked: list[str] = []
+    before = rows(lake, "certs")
+    monkeypatch.setattr(compaction, "_reached", writer_sneaks_in)
+    result = compact_partition(lake, "certs", SLUG, DAY0, first_index=0, next_index=ENTRIES)
+    monkeypatch.setattr(compaction, "_reached", lambda step: None)
+    assert result.outcome == "compacted" and sneaked
+    assert live_of(lake, "certs", DAY0) == [result.file, range_file_name(700, 702)]
+    assert range_file_name(700, 702) not in read_manifest(lake, directory(lake, "certs", DAY0)).absorbed
+    after = rows(lake, "certs")
+    assert after.num_rows == before.num_rows + 2
+    assert same_multiset(before, after.filter(pc.less(after["index"], 700)))
+    again = compact_partition(lake, "certs", SLUG, DAY0, first_index=0, next_index=702)
+    assert again.outcome == "compacted" and again.generation == 2
+    assert same_multiset(after, rows(lake, "certs"))
+
+
 # --------------------------------------------------------------------------- crashes
 
 

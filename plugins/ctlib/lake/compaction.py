@@ -167,11 +167,6 @@ def log_listing(lake: Lake, table: str, slug: str) -> dict[date, Listing]:
     return dict(sorted(days.items()))
 
 
-def partition_days(lake: Lake, table: str, slug: str) -> list[date]:
-    """The day partitions of a log in a table that hold files, oldest first."""
-    return list(log_listing(lake, table, slug))
-
-
 def absorbed_by(lake: Lake, path: str) -> frozenset[str]:
     """Names of the range files a merged file's metadata says it absorbed (empty for any other
     file). Traceability only: the manifest is what readers and compaction trust."""
