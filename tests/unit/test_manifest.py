@@ -131,3 +131,24 @@ def test_duckdb_counts_each_row_once_through_the_live_files(lake_location):
     register(con, "alerts", lake, layout.ALERTS, [])
     assert con.execute("select count(*) from alerts").fetchall() == [(0,)]
     assert "registered_domain" in [c[0] for c in con.execute("describe alerts").fetchall()]
+
+
+def test_a_manifest_written_between_listing_and_reading_is_followed(tmp_path, monkeypatch):
+    """A compaction that writes its merged file and manifest after a reader listed the
+    partition and before it read the manifest: the reader lists again, each row once."""
+    from ctlib.lake import manifest as module
+
+    lake = Lake.open(str(tmp_path))
+    directory = layout.partition_dir(lake.root, layout.CERTS, "log-a", DAY)
+    write_file(lake, directory, R1, _table([1]))
+    write_manifest(lake, directory, manifest(layout.merged_file_name(0, 100, 1), R1))  # an older generation
+    write_file(lake, directory, layout.merged_file_name(0, 100, 1), _table([1]))
+    listed = module._listing(lake, layout.table_dir(lake.root, layout.CERTS))
+
+    def stale_listing(lake_, base):  # what the reader saw before the compaction's two writes
+        write_file(lake, directory, M1, _table([1]))
+        write_manifest(lake, directory, manifest(M1, R1, generation=2))
+        return listed
+
+    monkeypatch.setattr(module, "_listing", stale_listing)
+    assert [f.name for f in live_files(lake, layout.CERTS)] == [M1]

@@ -228,7 +228,11 @@ def _live_in(lake: Lake, table: str, table_dir: str, directory: str, infos: Sequ
     by_name = {info.base_name: info for info in infos}
     manifest = read_manifest(lake, directory) if layout.MANIFEST in by_name else None
     if manifest is not None and manifest.file not in by_name:
-        raise ManifestError(f"{manifest_path(directory)} names {manifest.file}, which is not there")
+        # A compaction wrote its merged file and then the manifest between our listing and our
+        # read: list again (the merged file is always there before the manifest names it).
+        by_name, manifest = partition_listing(lake, directory)
+        if manifest is not None and manifest.file not in by_name:
+            raise ManifestError(f"{manifest_path(directory)} names {manifest.file}, which is not there")
     for name in live_names(by_name, manifest):
         info = by_name[name]
         yield LiveFile(path=info.path, table=table, slug=partition[0], day=partition[1], size=info.size or 0,
