@@ -15,7 +15,7 @@ import pytest
 
 from ctlib.testing.ctlog import LogServer
 from ctlib.testing.receivers import SmtpReceiver, WebhookReceiver
-from tests.support.airflow import configure, load_dag_module, run_dag
+from tests.support.airflow import configure, load_dag_module, run_dag, state_of
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +23,6 @@ WATCHLIST = """# ours
 .example.com
 www.example.org
 """
-
-
-def _certs_files(lake) -> set[str]:
-    return {str(p) for p in (lake / "certs").rglob("*.parquet")}
 
 
 def _rows(lake, table: str, order: str) -> list[dict]:
@@ -51,9 +47,8 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
         watch = load_dag_module("ct_watch").ct_watch
 
         assert ingest.test().state == "success"
-        first_files = sorted(_certs_files(lake))
         hook.fail_next(1, 500, after=1)  # the second notice fails once in match: its notify task sends the rest
-        assert watch.test(run_conf={"files": first_files}).state == "success"
+        assert watch.test().state == "success"
         accepted = hook.accepted
         assert sorted(r.body["watch_items"][0] for r in accepted) == [".example.com", "www.example.org"]
         assert len(hook.received) == 3, "one refused POST, then each notice exactly once"
@@ -68,18 +63,18 @@ def test_watched_issuances_are_kept_and_notified_once(airflow_db, tmp_path, monk
         log.grow(40)
         log.publish()
         assert ingest.test().state == "success"
-        later_files = sorted(_certs_files(lake) - set(first_files))
         rows = _rows(lake, "certs", "index")
         final = [r for r in rows if r["entry_type"] == "x509" and r["dns_names"] == ["login.example.com"]]
         assert final, "the log emitted the precertificate's final certificate"
-        assert watch.test(run_conf={"files": later_files}).state == "success"
+        assert watch.test().state == "success"
         assert len(hook.accepted) == 2 and len(smtp.accepted) == 2, "the final certificate joins its issuance: no new notification"
         matches = _rows(lake, "watch_matches", "watch_item")
         assert [(m["watch_item"], m["entry_type"]) for m in matches] == [(".example.com", "x509"), ("www.example.org", "x509")]
         assert matches[0]["cert_sha256"] == final[0]["cert_sha256"] and matches[0]["precert_sha256"] == login["cert_sha256"]
 
         # A manual re-run over everything: nothing kept twice, nothing sent again.
-        assert watch.test(run_conf={"files": sorted(_certs_files(lake))}).state == "success"
+        everything = {"log": log.slug, "start_index": 0, "end_index": state_of(log.slug)["next_index"]}
+        assert watch.test(run_conf=everything).state == "success"
         assert len(hook.accepted) == 2 and len(_rows(lake, "watch_matches", "watch_item")) == 2
         record = _rows(lake, "notifications", "sent_at")
         assert sorted((r["channel"], r["kind"], r["key"]) for r in record) == sorted(
@@ -106,7 +101,7 @@ def test_a_channel_that_keeps_failing_fails_its_task_and_keeps_the_matches(airfl
             monkeypatch.setenv(name, value)
         assert load_dag_module("ct_ingest").ct_ingest__local_watch_fail_log.test().state == "success"
         hook.fail_next(10, 503)
-        state, output = run_dag(load_dag_module("ct_watch").ct_watch, capfd, run_conf={"files": sorted(_certs_files(lake))})
+        state, output = run_dag(load_dag_module("ct_watch").ct_watch, capfd)
         assert state == "failed"
         assert "webhook" in output and "ct_webhook" in output, "the failure names the channel and its connection"
         assert len(hook.received) == 3 and hook.accepted == [], "tried by match, then by notify and its one retry"
@@ -128,8 +123,7 @@ def test_phishing_alerts_are_notified_once_per_issuance_in_one_message_per_run(a
         score = load_dag_module("ct_score").ct_score
 
         assert ingest.test().state == "success"
-        first_files = sorted(_certs_files(lake))
-        assert score.test(run_conf={"files": first_files}).state == "success"
+        assert score.test().state == "success"
         (message,) = [r.body for r in hook.accepted]
         assert message["kind"] == "phishing" and len(message["items"]) == 2, "one message for the run's alerts"
         assert {i["index"] for i in message["items"]} == {precert, precert + 1}
@@ -138,8 +132,7 @@ def test_phishing_alerts_are_notified_once_per_issuance_in_one_message_per_run(a
         log.grow(40)  # the precertificate's final certificate: the same issuance alerts again...
         log.publish()
         assert ingest.test().state == "success"
-        later = sorted(_certs_files(lake) - set(first_files))
-        assert score.test(run_conf={"files": later}).state == "success"
+        assert score.test().state == "success"
         alerted = {r["name"] for r in _rows(lake, "alerts", "index") if r["index"] > precert + 1}
         assert "paypal.com.secure-login.maple12-orbit.top" in alerted
         assert len(hook.accepted) == 1, "...and is not notified again"

@@ -1,6 +1,7 @@
 """ct_watch's matching and its table (ctlib.downstream.watching) over a real lake: decoded
-certificates written as ingest writes them. One row per issuance and watch item, kept
-exactly once across retries, re-runs and a final certificate arriving after its precert."""
+certificates written as ingest writes them, matched by file or by range of entries (as the
+DAG reads its watermark's range). One row per issuance and watch item, kept exactly once
+across retries, re-runs and a final certificate arriving after its precert."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 from ctlib.ct.types import RawEntry
 from ctlib.decode.entries import LogRef, decode_entries
+from ctlib.downstream.ranges import read_entries
 from ctlib.downstream.watch_query import find_matches
-from ctlib.downstream.watching import merge_issuance, rows_of_run, watch_files
+from ctlib.downstream.watching import RANGE_COLUMNS, merge_issuance, range_matches, record_matches, rows_of_run, watch_files
 from ctlib.downstream.watchlist import parse_watchlist
 from ctlib.lake.files import Lake, write_range
 from tests.support.watch import WATCHLIST as WATCHLIST_TEXT
@@ -128,3 +130,44 @@ def test_an_empty_watchlist_or_a_missing_file(lake):
     assert watch_files(lake, files, parse_watchlist(""), "run-1").new == 0
     with pytest.raises(FileNotFoundError, match="no such certs file"):
         watch_files(lake, [files[0].replace("alpha", "gamma")], WATCHLIST, "run-1")
+
+
+def _by_range(lake: Lake, slug: str, start: int, end: int, run_id: str, also=None):
+    """ct_watch's way: the certificates of [start, end) read from the lake, matched, kept."""
+    rows = read_entries(lake, slug, start, end, columns=RANGE_COLUMNS, since=None, today=datetime.now(UTC).date())
+    return record_matches(lake, range_matches(lake, slug, rows, WATCHLIST), WATCHLIST, run_id,
+                          entries=rows.rows.num_rows, also=also)
+
+
+def test_a_range_of_entries_matches_as_its_files_do(lake, tmp_path):
+    lake, files = lake
+    end = len(watched_entries())
+    by_range = _by_range(lake, "alpha", 0, end - 1, "run-1")
+    rows = _table(lake)
+    assert (by_range.new, by_range.certificates, by_range.entries) == (4, 4, end - 1)
+    assert by_range.files == sorted({f"{lake.root}/watch_matches/{r['tbs_sha256'][:2]}.parquet" for r in rows})
+    later = _by_range(lake, "beta", end - 1, end, "run-2")
+    assert (later.new, later.updated, later.files) == (0, 1, [])
+    # The same certificates matched by file, in a copy of the lake: the same table.
+    other = Lake.open(str(tmp_path / "other"))
+    copies = [uri.replace(lake.root, other.root) for uri in files]
+    for uri, copy in zip(files, copies):
+        other.filesystem.create_dir(copy.rpartition("/")[0])
+        other.filesystem.copy_file(uri, copy)
+    watch_files(other, copies, WATCHLIST, "run-1")
+    kept = ("watch_item", "tbs_sha256", "names", "cert_sha256", "precert_sha256", "entry_type", "log_slug", "index")
+    assert [[r[k] for k in kept] for r in _table(other)] == [[r[k] for k in kept] for r in _table(lake)]
+
+
+def test_a_redone_range_notifies_what_the_failed_run_kept(lake):
+    """Run 1 kept its matches and failed before notifying and committing; run 2 redoes its
+    pending range: the rows are run 1's, yet run 2 notifies them (the delivery record keeps
+    what run 1 may have sent from going twice)."""
+    lake, _ = lake
+    end = len(watched_entries())
+    _by_range(lake, "alpha", 0, end - 1, "run-1")
+    redo = _by_range(lake, "alpha", 0, end - 1, "run-2", also={"alpha": [[0, end - 1]]})
+    assert redo.new == 0 and redo.files
+    assert len(rows_of_run(lake, redo.files, "run-2", also={"alpha": [[0, end - 1]]})) == 4
+    assert rows_of_run(lake, redo.files, "run-2") == [], "without the redone range: run 1's rows"
+    assert rows_of_run(lake, redo.files, "run-3", also={"alpha": [[1, 2]]})[0]["index"] == 1

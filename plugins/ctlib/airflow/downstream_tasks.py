@@ -1,17 +1,40 @@
-"""Task bodies of the downstream DAGs (ct_score, ct_watch, ct_enrich): read the triggering
-asset events, call the library, publish to Kafka, notify. Imported only when a task runs."""
+"""Task bodies of the downstream DAGs (ct_score, ct_watch, ct_enrich). Imported only when a
+task runs.
+
+Each consumer keeps its own watermark per log over the lake (ctlib.downstream.progress):
+an asset event only wakes its DAG, it never says what to do. A run plans, for every log of
+the log list with an ingest state, the range after the consumer's watermark (or the pending
+range of an attempt that did not commit), saves it as pending, reads its rows from the
+lake's live files (ctlib.downstream.ranges), does the work, publishes to Kafka and notifies,
+and only then commits the watermark. A log with nothing new costs two Variable reads.
+
+A manual run with the Params `log`, `start_index` and `end_index` processes that range,
+rounded out to whole cells of ctlib.ingest.run.BACKFILL_CELL, without touching the watermark
+(`_manual_plan`): backfilled history below the log's first_index for ct_score (whose files
+are named by range: a cell never meets a watermark range), any committed entries for
+ct_watch, any alerts for ct_enrich.
+
+A log whose range cannot be read (the lake misses committed entries, a damaged manifest)
+fails the task once the other logs are committed; its retry redoes that range.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
+from ctlib.downstream.progress import ENRICH, SCORE, WATCH, Progress, ProgressStore, Work
 from ctlib.lake.files import Lake
 from ctlib.ops import counters
 from ctlib.settings import Settings
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MMD = 86400
+"""Seconds of MMD assumed for a log the log list no longer names."""
 
 
 def _publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes, bytes]], what: str) -> int:
@@ -23,46 +46,209 @@ def _publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes, byt
                    timeout=settings.kafka_flush_timeout, what=what)
 
 
-def score_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], *, dag_id: str, run_id: str,
-               try_number: int) -> dict[str, Any]:
-    """Score every certs file of the triggering events (or `manual_files`). Each distinct
-    (name, issuer) is scored once for the whole run: one DistinctScores serves every file.
-    Alerts at or above CT_NOTIFY_MIN_SCORE are notified at once (`_notify_now`); `channels`
-    lists those that failed, for their notify tasks to retry."""
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class Planned:
+    """One range of one log a run processes: `progress` is the watermark with this range
+    pending (None: a manual run's cell, which moves no watermark); `since` the day to list
+    from (None: every day); `newest_day` is filled in once the range has been read."""
+
+    work: Work
+    progress: Progress | None
+    since: date | None
+    mmd: int
+    day_at_end: date | None = None
+    """enrich: the score watermark's day, true of every alert below the range's end when the
+    range ends at the score watermark."""
+    newest_day: date | None = field(default=None)
+
+    @property
+    def slug(self) -> str:
+        return self.work.slug
+
+    @property
+    def manual(self) -> bool:
+        return self.progress is None
+
+    def label(self) -> str:
+        how = " (manual)" if self.manual else (" (pending range of an attempt that did not commit)"
+                                               if self.work.reused else "")
+        return f"{self.slug} [{self.work.start}, {self.work.end}){how}"
+
+
+def _log_mmds(settings: Settings) -> dict[str, int]:
+    """{slug: MMD seconds} of every log of the configured list (any state: a retired log's
+    committed entries are still processed); none before a list given by URL was downloaded."""
+    from ctlib.ct.loglist import load_log_list
+
+    path = settings.log_list_path
+    if not path.exists() and settings.log_list_is_url:
+        return {}
+    return {ctlog.slug: ctlog.mmd for ctlog in load_log_list(path).logs}
+
+
+def _plan(consumer: str, settings: Settings, progress_store: ProgressStore, params: Mapping[str, Any]) -> list[Planned]:
+    """This run's ranges: a manual run's cells when `params` name a log, else each log's
+    next range after `consumer`'s watermark (saved as pending before it is returned)."""
+    from ctlib.downstream.progress import begun, plan_range
+    from ctlib.ingest.state import VariableStateStore
+
+    ingest_store = VariableStateStore()
+    mmds = _log_mmds(settings)
+    if params.get("log"):
+        return _manual_plan(consumer, params, ingest_store, progress_store, mmds)
+    planned = []
+    for slug in sorted(mmds):
+        state = ingest_store.load(slug)
+        if state is None:
+            continue
+        score: Progress | None = None
+        if consumer == ENRICH:  # only alerts of committed scoring
+            score = progress_store.load(SCORE, slug)
+            if score is None:
+                continue
+        available = score.next_index if score is not None else state.next_index
+        progress, work = plan_range(slug, progress_store.load(consumer, slug), first_index=state.first_index,
+                                    available=available)
+        if work is None:
+            continue
+        if not work.reused:
+            progress = begun(progress, work)
+            progress_store.save(consumer, slug, progress)
+        day_at_end = score.day if score is not None and work.end == score.next_index else None
+        planned.append(Planned(work, progress, progress.day, mmds[slug], day_at_end=day_at_end))
+        log.info("%s: %s of %d entries", consumer, planned[-1].label(), work.size)
+    return planned
+
+
+def _manual_plan(consumer: str, params: Mapping[str, Any], ingest_store: Any, progress_store: ProgressStore,
+                 mmds: Mapping[str, int]) -> list[Planned]:
+    """A manual run's cells of [start_index, end_index) of `log` (module docstring)."""
+    from ctlib.downstream.progress import manual_cells
+    from ctlib.ingest.run import BACKFILL_CELL
+
+    slug, start, end = str(params["log"]), params.get("start_index"), params.get("end_index")
+    if start is None or end is None:
+        raise ValueError(f"a manual run of {slug} needs start_index and end_index")
+    state = ingest_store.load(slug)
+    if state is None:
+        raise ValueError(f"{slug}: no ingest state (ct_state__{slug}): nothing of this log is committed")
+    if consumer == SCORE:
+        limit, what = state.first_index, "its first_index"
+    elif consumer == WATCH:
+        limit, what = state.next_index, "its ingest watermark"
+    else:
+        score = progress_store.load(SCORE, slug)
+        limit, what = (score.next_index, "its score watermark") if score else (state.first_index, "its first_index")
+    try:
+        cells = manual_cells(int(start), int(end), limit, BACKFILL_CELL)
+    except ValueError as err:
+        raise ValueError(f"{slug}: {err} ({what}, {limit})") from None
+    log.info("%s: manual run of %s [%s, %s) as %d cell(s) of %d; no watermark is touched", consumer, slug, start,
+             end, len(cells), BACKFILL_CELL)
+    return [Planned(Work(slug, s, e), None, None, mmds.get(slug, DEFAULT_MMD)) for s, e in cells]
+
+
+def _commit(consumer: str, progress_store: ProgressStore, planned: Iterable[Planned]) -> dict[str, list[int]]:
+    """Move the watermark of every watermark range over it; {slug: [start, end]} committed."""
+    from ctlib.downstream.progress import committed
+
+    done = {}
+    for p in planned:
+        if p.progress is None:
+            continue
+        newest = p.newest_day if p.day_at_end is None else max(d for d in (p.newest_day, p.day_at_end) if d)
+        progress_store.save(consumer, p.slug, committed(p.progress, p.work, newest))
+        done[p.slug] = [p.work.start, p.work.end]
+    if done:
+        log.info("%s: watermarks committed: %s", consumer,
+                 ", ".join(f"{slug} -> {end}" for slug, (_, end) in sorted(done.items())))
+    return done
+
+
+def _raise_failures(consumer: str, failures: Mapping[str, str]) -> None:
+    if failures:
+        raise RuntimeError(f"ct_{consumer}: {len(failures)} log(s) could not be processed (the others are "
+                           "committed; a retry redoes these ranges): " + "; ".join(failures.values()))
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    from ctlib.downstream.ranges import RangeError
+    from ctlib.lake.manifest import ManifestError
+
+    return RangeError, ManifestError
+
+
+# --------------------------------------------------------------------------- ct_score
+
+
+def score_task(params: Mapping[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
+    """Score the certificates of each log's next range (module docstring), write scores/ and
+    alerts/ (`score_range`), send the alerts to Kafka, notify alerts at or above
+    CT_NOTIFY_MIN_SCORE at once (`_notify_now`; `channels` lists those that failed, for their
+    notify tasks), then commit. Each distinct (name, issuer) is scored once per run."""
     import pyarrow.compute as pc
 
+    from ctlib.downstream.progress import VariableProgressStore
+    from ctlib.downstream.ranges import read_entries
     from ctlib.downstream.score import Scorer
-    from ctlib.downstream.scoring import DistinctScores, alert_messages, files_from_events, score_certs_file
+    from ctlib.downstream.scoring import CERT_COLUMNS, DistinctScores, alert_messages, score_range
 
     settings = Settings.from_env()
-    files = manual_files or files_from_events(events)
-    if not files:
-        log.info("no certs file to score (no triggering asset event and no `files` param)")
+    store = VariableProgressStore()
+    planned = _plan(SCORE, settings, store, params)
     lake = Lake.open(settings.lake)
     scorer = Scorer()
     distinct = DistinctScores(scorer)
-    results, alerts_sent, alert_tables = [], 0, []
-    for certs_file in files:
+    entries = names = alerts_written = sent = 0
+    alert_files: list[str] = []
+    notable: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    done: list[Planned] = []
+    for p in planned:
+        try:
+            rows = read_entries(lake, p.slug, p.work.start, p.work.end, columns=[*CERT_COLUMNS, "tbs_sha256"],
+                                since=p.since, today=_today(), mmd_seconds=p.mmd, complete=not p.manual)
+        except _read_errors() as err:
+            log.error("%s: %s", p.label(), err)
+            failures[p.slug] = str(err)
+            continue
         before = distinct.scored
-        scored, alerts = score_certs_file(lake, certs_file, scorer, distinct=distinct)
-        alert_tables.append(alerts)
-        alerts_sent += _publish(settings, settings.kafka_alerts_topic, alert_messages(alerts), f"alerts of {certs_file}")
-        results.append(scored)
-        log.info("%s: %d names scored (%d distinct, %d new to this run), %d alerts", certs_file, scored.names,
-                 scored.distinct, distinct.scored - before, scored.alerts)
-    notable = sum(int(pc.sum(pc.greater_equal(a.column("score"), settings.notify_min_score)).as_py() or 0)
-                  for a in alert_tables)
-    alert_files = [r.alerts_file for r in results if r.alerts_file]
-    counters.record_quietly(dag_id, run_id, {counters.ALERTS: sum(r.alerts for r in results)})
-    failed = (_notify_now(settings, lambda: _phishing_notices(lake, settings, alert_files), batched=True,
+        scored, alerts = score_range(lake, p.slug, p.work.start, p.work.end, rows.rows, scorer, distinct=distinct)
+        sent += _publish(settings, settings.kafka_alerts_topic, alert_messages(alerts), f"alerts of {p.label()}")
+        p.newest_day = rows.newest_day
+        done.append(p)
+        entries += rows.rows.num_rows
+        names += scored.names
+        alerts_written += scored.alerts
+        alert_files += [lake.uri(path) for path in scored.alerts_files]
+        top = alerts.filter(pc.greater_equal(alerts.column("score"), settings.notify_min_score))
+        if top.num_rows:
+            tbs = dict(zip(rows.rows.column("index").to_pylist(), rows.rows.column("tbs_sha256").to_pylist()))
+            notable += [{**row, "tbs_sha256": tbs[row["index"]]} for row in top.to_pylist()]
+        log.info("%s: %d certificates, %d names scored (%d distinct, %d new to this run), %d alerts", p.label(),
+                 rows.rows.num_rows, scored.names, scored.distinct, distinct.scored - before, scored.alerts)
+    failed = (_notify_now(settings, lambda: _phishing_notices_of(settings, notable), batched=True,
                           dag_id=dag_id, run_id=run_id, try_number=try_number) if notable else [])
+    committed = _commit(SCORE, store, done)
+    counters.record_quietly(dag_id, run_id, {counters.ALERTS: alerts_written})
+    _raise_failures(SCORE, failures)
     return {
-        "files": len(files),
-        "names": sum(r.names for r in results),
-        "alerts": sum(r.alerts for r in results),
+        "ranges": {p.slug: [p.work.start, p.work.end] for p in done if not p.manual},
+        "manual": [[p.slug, p.work.start, p.work.end] for p in done if p.manual],
+        "committed": committed,
+        "entries": entries,
+        "names": names,
+        "alerts": alerts_written,
         "alert_files": alert_files,
-        "kafka_messages": alerts_sent,
-        "notable_alerts": notable,
+        "kafka_messages": sent,
+        "notable_alerts": len(notable),
         "channels": failed,
     }
 
@@ -108,46 +294,10 @@ def _notify(channel: str, notices: list, *, batched: bool, dag_id: str, run_id: 
             "messages": report.messages}
 
 
-def watch_task(manual_files: list[str], events: Mapping[Any, Iterable[Any]], *, dag_id: str, run_id: str,
-               try_number: int) -> list[dict[str, Any]]:
-    """Match the certs files of the triggering events (or `manual_files`) against the
-    watchlist (CT_WATCHLIST, read anew), keep watch_matches and notify what this run found
-    (`_notify_now`); one job for each channel that failed, for its notify task."""
-    from ctlib.downstream.scoring import files_from_events
-    from ctlib.downstream.watching import rows_of_run, watch_files
-    from ctlib.downstream.watchlist import load_watchlist
+def _phishing_notices_of(settings: Settings, rows: list[dict[str, Any]]) -> list:
+    from ctlib.downstream.notify import phishing_notices
 
-    settings = Settings.from_env()
-    watchlist = load_watchlist(settings.watchlist)
-    files = manual_files or files_from_events(events)
-    if not files:
-        log.info("no certs file to match (no triggering asset event and no `files` param)")
-    lake = Lake.open(settings.lake)
-    result = watch_files(lake, files, watchlist, run_id)
-    log.info("watchlist %s: %d items; %s", settings.watchlist, len(watchlist.items), result.to_json())
-    # The monitor's count: this run's rows (a retried attempt's too, which `result.new` misses).
-    counters.record_quietly(dag_id, run_id, {counters.WATCH_MATCHES: len(rows_of_run(lake, result.files, run_id))})
-    if not result.files:
-        return []
-    failed = _notify_now(settings, lambda: _watch_notices(lake, result.files, run_id), batched=False,
-                         dag_id=dag_id, run_id=run_id, try_number=try_number)
-    return [{"channel": channel, "files": result.files} for channel in failed]
-
-
-def _watch_notices(lake: Lake, files: list[str], run_id: str) -> list:
-    from ctlib.downstream.notify import watch_notices
-    from ctlib.downstream.watching import rows_of_run
-
-    return watch_notices(rows_of_run(lake, files, run_id))
-
-
-def notify_watch_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
-    """Notify `job["channel"]` (which failed in the match task) of the issuances this run
-    added to watch_matches (in `job["files"]`), one message each; what the delivery record
-    holds is not sent again."""
-    lake = Lake.open(Settings.from_env().lake)
-    notices = _watch_notices(lake, job["files"], run_id)
-    return _notify(job["channel"], notices, batched=False, dag_id=dag_id, run_id=run_id, try_number=try_number)
+    return phishing_notices(rows, settings.notify_min_score)
 
 
 def notify_phishing_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
@@ -155,15 +305,17 @@ def notify_phishing_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_n
     (in `job["alert_files"]`) at or above CT_NOTIFY_MIN_SCORE, in one message; an issuance
     already notified (its precertificate's alert) is left out."""
     settings = Settings.from_env()
-    notices = _phishing_notices(Lake.open(settings.lake), settings, job["alert_files"])
-    return _notify(job["channel"], notices, batched=True, dag_id=dag_id, run_id=run_id, try_number=try_number)
+    rows = _notable_alerts(Lake.open(settings.lake), settings, job["alert_files"])
+    return _notify(job["channel"], _phishing_notices_of(settings, rows), batched=True, dag_id=dag_id,
+                   run_id=run_id, try_number=try_number)
 
 
-def _phishing_notices(lake: Lake, settings: Settings, alert_files: list[str]) -> list:
-    """The notices of the alerts in `alert_files` at or above CT_NOTIFY_MIN_SCORE."""
+def _notable_alerts(lake: Lake, settings: Settings, alert_files: list[str]) -> list[dict[str, Any]]:
+    """The rows of `alert_files` at or above CT_NOTIFY_MIN_SCORE, each with its certificate's
+    tbs_sha256 (the issuance), read from the live certs files of the same log and day."""
     import pyarrow.parquet as pq
 
-    from ctlib.downstream.notify import phishing_notices
+    from ctlib.downstream.ranges import read_indexes
     from ctlib.lake import layout
 
     rows = []
@@ -173,42 +325,123 @@ def _phishing_notices(lake: Lake, settings: Settings, alert_files: list[str]) ->
                                filters=[("score", ">=", settings.notify_min_score)]).to_pylist()
         if not alerts:
             continue
-        # The issuance (tbs_sha256) is in the certs file the alerts file was scored from.
-        certs = pq.read_table(layout.counterpart(lake.root, path, layout.CERTS, source=layout.ALERTS),
-                              columns=["index", "tbs_sha256"], filesystem=lake.filesystem).to_pylist()
-        tbs = {c["index"]: c["tbs_sha256"] for c in certs}
-        rows += [{**a, "tbs_sha256": tbs[a["index"]]} for a in alerts]
-    return phishing_notices(rows, settings.notify_min_score)
+        day = layout.parse_day_dir(path.rsplit("/", 2)[1])
+        certs = read_indexes(lake, layout.CERTS, alerts[0]["log_slug"], sorted({a["index"] for a in alerts}),
+                             columns=["tbs_sha256"], days=[day] if day else None)
+        tbs = dict(zip(certs.column("index").to_pylist(), certs.column("tbs_sha256").to_pylist()))
+        rows += [{**a, "tbs_sha256": tbs[a["index"]]} for a in alerts if a["index"] in tbs]
+    return rows
 
 
 def announce_alerts(summary: dict[str, Any], outlet_event: Any) -> list[dict[str, Any]]:
-    """Emit the `ct://alerts` event only when there is something to enrich (else skip, and the
-    notify tasks with it); one notification job per channel the score task failed to notify."""
+    """Emit the `ct://alerts` event only when this run wrote alerts (it wakes ct_enrich, which
+    reads the committed alerts after its own watermark; else skip, and the notify tasks with
+    it); one notification job per channel the score task failed to notify."""
     if not summary["alert_files"]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        raise AirflowSkipException("no alert in this batch")
-    outlet_event.extra = {"files": summary["alert_files"], "alerts": summary["alerts"]}
+        raise AirflowSkipException("no alert in this run")
+    outlet_event.extra = {"alerts": summary["alerts"], "ranges": summary["ranges"]}
     return [{"channel": channel, "alert_files": summary["alert_files"]} for channel in summary["channels"]]
 
 
-def enrichment_batches(manual_files: list[str], events: Mapping[Any, Iterable[Any]],
-                       batch_size: int = 25) -> list[dict[str, Any]]:
-    """Alerted registered domains of the triggering alert files, not enriched within the TTL,
-    in batches (one pooled task each). Each domain carries its best score and evidence."""
-    import pyarrow.parquet as pq
+# --------------------------------------------------------------------------- ct_watch
 
-    from ctlib.downstream.enrich import normalize_domain
-    from ctlib.downstream.enrich.cache import recently_enriched
-    from ctlib.downstream.scoring import files_from_events
+
+def watch_task(params: Mapping[str, Any], *, dag_id: str, run_id: str, try_number: int) -> list[dict[str, Any]]:
+    """Match the certificates of each log's next range (module docstring) against the
+    watchlist (CT_WATCHLIST, read anew), keep watch_matches, notify what this run found
+    (`_notify_now`), then commit; one job for each channel that failed, for its notify task."""
+    from ctlib.downstream.progress import VariableProgressStore
+    from ctlib.downstream.ranges import read_entries
+    from ctlib.downstream.watching import RANGE_COLUMNS, range_matches, record_matches, rows_of_run
+    from ctlib.downstream.watchlist import load_watchlist
 
     settings = Settings.from_env()
+    watchlist = load_watchlist(settings.watchlist)
+    store = VariableProgressStore()
+    planned = _plan(WATCH, settings, store, params)
     lake = Lake.open(settings.lake)
-    files = manual_files or files_from_events(events)
+    matches: list[dict[str, Any]] = []
+    entries = 0
+    failures: dict[str, str] = {}
+    done: list[Planned] = []
+    for p in planned:
+        try:
+            rows = read_entries(lake, p.slug, p.work.start, p.work.end, columns=RANGE_COLUMNS, since=p.since,
+                                today=_today(), mmd_seconds=p.mmd, complete=not p.manual)
+            found = range_matches(lake, p.slug, rows, watchlist)
+        except _read_errors() as err:
+            log.error("%s: %s", p.label(), err)
+            failures[p.slug] = str(err)
+            continue
+        p.newest_day = rows.newest_day
+        done.append(p)
+        matches += found
+        entries += rows.rows.num_rows
+        log.info("%s: %d certificates, %d matches", p.label(), rows.rows.num_rows, len(found))
+    # Rows an earlier run found in a range this run redoes (it failed before notifying them)
+    # are notified again here; the delivery record keeps what was already sent from going twice.
+    redone = {p.slug: [[p.work.start, p.work.end]] for p in done if p.work.reused}
+    result = record_matches(lake, matches, watchlist, run_id, entries=entries, also=redone)
+    log.info("watchlist %s: %d items; %s", settings.watchlist, len(watchlist.items), result.to_json())
+    jobs: list[dict[str, Any]] = []
+    if result.files:
+        failed = _notify_now(settings, lambda: _watch_notices(lake, result.files, run_id, redone), batched=False,
+                             dag_id=dag_id, run_id=run_id, try_number=try_number)
+        jobs = [{"channel": channel, "files": result.files, "redone": redone} for channel in failed]
+    _commit(WATCH, store, done)
+    # The monitor's count: this run's rows (a retried attempt's too, which `result.new` misses).
+    counters.record_quietly(dag_id, run_id, {counters.WATCH_MATCHES: len(rows_of_run(lake, result.files, run_id))})
+    _raise_failures(WATCH, failures)
+    return jobs
+
+
+def _watch_notices(lake: Lake, files: list[str], run_id: str, redone: Mapping[str, list[list[int]]]) -> list:
+    from ctlib.downstream.notify import watch_notices
+    from ctlib.downstream.watching import rows_of_run
+
+    return watch_notices(rows_of_run(lake, files, run_id, also=redone))
+
+
+def notify_watch_task(job: dict[str, Any], *, dag_id: str, run_id: str, try_number: int) -> dict[str, Any]:
+    """Notify `job["channel"]` (which failed in the match task) of the issuances this run
+    added to watch_matches (in `job["files"]`), one message each; what the delivery record
+    holds is not sent again."""
+    lake = Lake.open(Settings.from_env().lake)
+    notices = _watch_notices(lake, job["files"], run_id, job.get("redone") or {})
+    return _notify(job["channel"], notices, batched=False, dag_id=dag_id, run_id=run_id, try_number=try_number)
+
+
+# --------------------------------------------------------------------------- ct_enrich
+
+
+ENRICH_COLUMNS = ["registered_domain", "name", "score", "cert_sha256", "log_slug"]
+
+
+def enrichment_plan(params: Mapping[str, Any], batch_size: int = 25) -> dict[str, Any]:
+    """The alerts of each log's range after ct_enrich's watermark, up to ct_score's (only
+    committed alerts), or a manual run's cells: their registered domains not enriched
+    within the TTL, in batches (one pooled task each; each domain with its best score and
+    evidence), and the ranges for `enrichment_commit` once every batch is done."""
+    from ctlib.downstream.enrich import normalize_domain
+    from ctlib.downstream.enrich.cache import recently_enriched
+    from ctlib.downstream.progress import VariableProgressStore
+    from ctlib.downstream.ranges import read_rows
+    from ctlib.lake import layout
+
+    settings = Settings.from_env()
+    store = VariableProgressStore()
+    planned = _plan(ENRICH, settings, store, params)
+    lake = Lake.open(settings.lake)
     domains: dict[str, dict[str, Any]] = {}
-    for path in files:
-        columns = ["registered_domain", "name", "score", "cert_sha256", "log_slug"]
-        for row in pq.read_table(lake.path_of(path), columns=columns, filesystem=lake.filesystem).to_pylist():
+    alerts = 0
+    for p in planned:
+        found = read_rows(lake, layout.ALERTS, p.slug, p.work.start, p.work.end, columns=ENRICH_COLUMNS,
+                          since=p.since, today=_today(), mmd_seconds=p.mmd)
+        p.newest_day = found.newest_day
+        alerts += found.rows.num_rows
+        for row in found.rows.to_pylist():
             domain = normalize_domain(row["registered_domain"])
             best = domains.setdefault(domain, {"domain": domain, "score": row["score"], "names": [],
                                                "cert_sha256": row["cert_sha256"], "log_slug": row["log_slug"]})
@@ -218,9 +451,31 @@ def enrichment_batches(manual_files: list[str], events: Mapping[Any, Iterable[An
                 best["names"].append(row["name"])
     fresh = recently_enriched(lake, list(domains), settings.enrich_ttl)
     todo = [domains[d] for d in sorted(domains) if d not in fresh]
-    log.info("%d alerted domains in %d files; %d enriched within the TTL, %d to enrich",
-             len(domains), len(files), len(fresh), len(todo))
-    return [{"number": i, "domains": todo[i:i + batch_size]} for i in range(0, len(todo), batch_size)]
+    log.info("%d alerts of %d range(s): %d alerted domains; %d enriched within the TTL, %d to enrich",
+             alerts, len(planned), len(domains), len(fresh), len(todo))
+    commit = []
+    for p in planned:
+        if p.progress is not None:
+            newest = max((d for d in (p.newest_day, p.day_at_end) if d), default=None)
+            commit.append({"slug": p.slug, "start": p.work.start, "end": p.work.end, "progress": p.progress.to_json(),
+                           "newest_day": newest.isoformat() if newest else None})
+    return {"batches": [{"number": i, "domains": todo[i:i + batch_size]} for i in range(0, len(todo), batch_size)],
+            "commit": commit}
+
+
+def enrichment_commit(ranges: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Move ct_enrich's watermarks over the ranges `enrichment_plan` planned, once every
+    enrichment batch of the run succeeded (or there was none)."""
+    from ctlib.downstream.progress import Progress, VariableProgressStore, progress_key
+
+    store = VariableProgressStore()
+    planned = []
+    for item in ranges:
+        progress = Progress.from_json(item["progress"], progress_key(ENRICH, item["slug"]))
+        newest = date.fromisoformat(item["newest_day"]) if item["newest_day"] else None
+        planned.append(Planned(Work(item["slug"], item["start"], item["end"]), progress, progress.day, DEFAULT_MMD,
+                               newest_day=newest))
+    return _commit(ENRICH, store, planned)
 
 
 def enrich_batch(batch: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -228,7 +483,6 @@ def enrich_batch(batch: dict[str, Any], run_id: str) -> dict[str, Any]:
     a connection is skipped), combine the risk, write `enrichment/` and `ct-enriched`."""
     import json
     import re
-    from datetime import UTC, datetime
 
     from ctlib.downstream.enrich.cache import EnrichmentRecord, write_enrichment
     from ctlib.downstream.enrich.connections import PASSIVETOTAL, THREATSTREAM, credentials_for

@@ -1,12 +1,16 @@
-"""Score the DNS names of newly written `certs` files, write `scores` and `alerts`.
+"""Score the DNS names of a range of certificates, write `scores` and `alerts`.
 
-Each certs file maps to a scores file and an alerts file of the same partition and name
-(`certs/log=x/date=d/N.parquet` -> `scores/log=x/date=d/N.parquet`, `counterpart` of
-ctlib.lake.layout), so re-scoring a file replaces its rows instead of adding to them.
+ct_score reads the certificates of entries [start, end) of a log (ctlib.downstream.ranges,
+its watermark's range: ctlib.downstream.progress) and writes their scores rows, and the
+alerting ones, with `write_range`: one file per UTC day of the entries' log timestamps,
+`scores/log=<slug>/date=<day>/<start>-<end>.parquet` (and the same under `alerts/`), named by
+the scored range and the day only. A retry or re-run of the same range (the pending range of
+its watermark, or a manual run's cell) therefore replaces its rows instead of adding to
+them, and an alerts file of the range that no longer alerts is removed.
 
 A precertificate and its final certificate name the same hosts, and a batch holds many
-certificates of one domain, so about half the (name, issuer) pairs of a file repeat: each
-distinct pair is scored once (`DistinctScores`, shared by every file of a task run) and its
+certificates of one domain, so about half the (name, issuer) pairs of a range repeat: each
+distinct pair is scored once (`DistinctScores`, shared by every range of a task run) and its
 verdict joined back to every certificate row that names it.
 """
 
@@ -14,16 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from ctlib.lake import layout
-from ctlib.lake.files import Lake, write_file
+from ctlib.lake.files import Lake, write_range
 
 if TYPE_CHECKING:  # the scorer's modules load only where scoring happens
     from ctlib.downstream.score import Score
@@ -35,13 +39,16 @@ _CERT_COLUMNS = ["log_id", "log_slug", "index", "timestamp", "cert_sha256", "ent
 
 
 @dataclass(frozen=True, slots=True)
-class ScoredFile:
-    """What scoring one certs file wrote: `names` score rows (one per name of each certificate),
-    `alerts` of them alerting, `distinct` distinct (name, issuer) pairs among the rows."""
+class ScoredRange:
+    """What scoring entries [start, end) of log `slug` wrote: `names` score rows (one per name
+    of each certificate), `alerts` of them alerting, `distinct` distinct (name, issuer) pairs
+    among the rows, the files written (lake paths, one per day)."""
 
-    certs_file: str
-    scores_file: str | None
-    alerts_file: str | None
+    slug: str
+    start: int
+    end: int
+    scores_files: tuple[str, ...]
+    alerts_files: tuple[str, ...]
     names: int
     alerts: int
     distinct: int = 0
@@ -80,24 +87,6 @@ class DistinctScores:
                 self.scored += 1
             out.append(verdict)
         return out
-
-
-def files_from_events(events_by_asset: Mapping[Any, Iterable[Any]], key: str = "files") -> list[str]:
-    """Every file named by the triggering asset events (several events may be batched into one
-    run), in order, without repeats."""
-    files: list[str] = []
-    for events in events_by_asset.values():
-        for event in events:
-            for path in (getattr(event, "extra", None) or {}).get(key, []):
-                if path not in files:
-                    files.append(path)
-    return files
-
-
-def _sibling(lake: Lake, certs_uri: str, table: str) -> tuple[str, str]:
-    """(directory, name) of `table`'s file for a certs file."""
-    directory, _, name = layout.counterpart(lake.root, lake.path_of(certs_uri), table).rpartition("/")
-    return directory, name
 
 
 def names_of(dns_names: list[str] | None, subject_cn: str | None) -> list[str]:
@@ -143,34 +132,41 @@ def scores_table(certs: pa.Table, distinct: DistinctScores, scored_at: datetime)
     return pa.Table.from_arrays(columns, schema=layout.SCORES_SCHEMA), len(set(pairs))
 
 
-def score_certs_file(
-    lake: Lake, certs_uri: str, scorer: NameScorer, scored_at: datetime | None = None,
-    distinct: DistinctScores | None = None,
-) -> tuple[ScoredFile, pa.Table]:
-    """Score one certs file; returns what was written and the alert rows (for Kafka).
+CERT_COLUMNS = tuple(_CERT_COLUMNS)
+"""The certs columns scoring reads (`scores_table`'s input)."""
 
-    `distinct` (default: one for this file) scores each distinct (name, issuer) once; pass the
-    same one for every file of a run so that names repeated across files are scored once too.
-    """
+
+def score_range(lake: Lake, slug: str, start: int, end: int, certs: pa.Table, scorer: NameScorer, *,
+                scored_at: datetime | None = None, distinct: DistinctScores | None = None) -> tuple[ScoredRange, pa.Table]:
+    """Score `certs` (the CERT_COLUMNS of the certificates of entries [start, end) of `slug`)
+    and write their scores and alerts files (module docstring); returns what was written and
+    the alert rows (for Kafka). `distinct` (default: one for this range) scores each distinct
+    (name, issuer) once: pass the same one for every range of a run."""
     scored_at = scored_at or datetime.now(UTC)
     distinct = distinct if distinct is not None else DistinctScores(scorer)
-    certs = pq.read_table(lake.path_of(certs_uri), columns=_CERT_COLUMNS, filesystem=lake.filesystem)
-    table, pairs = scores_table(certs, distinct, scored_at)
-    alerts = table.filter(pa.compute.field("alert")) if table.num_rows else table
-    scores_file = alerts_file = None
-    if table.num_rows:
-        directory, name = _sibling(lake, certs_uri, layout.SCORES)
-        scores_file = lake.uri(write_file(lake, directory, name, table))
-    directory, name = _sibling(lake, certs_uri, layout.ALERTS)
-    if alerts.num_rows:
-        alerts_file = lake.uri(write_file(lake, directory, name, alerts))
-    else:
-        # A re-run that no longer alerts must not leave an older alerts file behind.
-        try:
-            lake.filesystem.delete_file(f"{directory}/{name}")
-        except (FileNotFoundError, OSError):
-            pass
-    return ScoredFile(certs_uri, scores_file, alerts_file, table.num_rows, alerts.num_rows, pairs), alerts
+    table, pairs = scores_table(certs.select(_CERT_COLUMNS), distinct, scored_at)
+    alerts = table.filter(pc.field("alert")) if table.num_rows else table
+    scores_files = write_range(lake, layout.SCORES, slug, start, end, table) if table.num_rows else []
+    alerts_files = write_range(lake, layout.ALERTS, slug, start, end, alerts) if alerts.num_rows else []
+    # A retry or re-run that no longer alerts on a day must not leave an older alerts file behind.
+    alerted = {path.rpartition("/")[0] for path in alerts_files}
+    name = layout.range_file_name(start, end)
+    for day in _days(certs):
+        directory = layout.partition_dir(lake.root, layout.ALERTS, slug, day)
+        if directory not in alerted:
+            try:
+                lake.filesystem.delete_file(f"{directory}/{name}")
+            except (FileNotFoundError, OSError):
+                pass
+    return ScoredRange(slug, start, end, tuple(scores_files), tuple(alerts_files), table.num_rows,
+                       alerts.num_rows, pairs), alerts
+
+
+def _days(certs: pa.Table) -> list[date]:
+    """The UTC days of the certificates' log timestamps."""
+    if not certs.num_rows:
+        return []
+    return sorted(set(pc.cast(certs.column("timestamp"), pa.date32()).to_pylist()))
 
 
 def alert_messages(alerts: pa.Table) -> Iterable[tuple[bytes, bytes]]:

@@ -16,9 +16,9 @@
         log=<slug>.lock                             one compaction per log at a time
 
 `<day>` is a UTC date, YYYY-MM-DD: of the entry's log timestamp in certs and errors
-(UNKNOWN_DATE when an unparseable leaf has none), of the scored certs file in scores and
-alerts, of the detection in incidents, of `enriched_at` in enrichment, of the check in health,
-of the first delivery in notifications.
+(UNKNOWN_DATE when an unparseable leaf has none) and in scores and alerts (the scored
+certificate's), of the detection in incidents, of `enriched_at` in enrichment, of the check
+in health, of the first delivery in notifications.
 
 Who writes what:
 
@@ -27,7 +27,9 @@ Who writes what:
 * certs, errors again: compaction, `ct_compact` (ctlib.lake.compaction), which replaces each
   closed day partition by one file named by the range it covers; it alone uses `.compaction/`.
 * scores (one row per DNS name of each certificate), alerts (the scores rows that alert):
-  `ct_score` (ctlib.downstream.scoring), one file each per certs file.
+  `ct_score` (ctlib.downstream.scoring), one file each per scored range of entries and day
+  (the range of a run of its watermark, or a manual run's cell), whatever certs files held
+  the entries.
 * enrichment: `ct_enrich` (ctlib.downstream.enrich.cache), one file per run and day.
 * health: `ct_health` (ctlib.ops.health), one file per check, one row per log.
 * watch_matches (one row per issuance and watch item): `ct_watch` (ctlib.downstream.watching),
@@ -44,10 +46,10 @@ Readers glob `<table>/**/*.parquet` (`table_glob`: ctlib.lake.query) or one log'
 Invariant: the name of a certs, errors, scores or alerts file depends only on the log, the
 range [start, end) of entry indexes and the day, never on when, where or by which attempt
 it was written. A retried task therefore replaces its own files instead of adding copies
-(exactly-once in the lake), scoring finds a certs file's scores and alerts files by changing
-the table only (`counterpart`), and a merged file is named by the range it covers. Names in
-the other tables are fixed by what they record: the detection time and kind (incidents),
-the check time (health), the run (enrichment).
+(exactly-once in the lake): a scores or alerts file is named by the range ct_score scored,
+which its watermark redoes as it was after a failed attempt, and a merged file is named by
+the range it covers. Names in the other tables are fixed by what they record: the detection
+time and kind (incidents), the check time (health), the run (enrichment).
 
 Every writer and reader goes through the schemas here (`SCHEMAS`), so Parquet files of
 different runs and logs always concatenate. Hashes are lowercase hex strings; timestamps

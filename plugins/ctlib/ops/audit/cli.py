@@ -1,6 +1,7 @@
 """`python -m ctlib.audit`: the options, where the states come from (a JSON file of Variables,
-or Airflow's; both a read-only `MappingStateStore`), the report and the exit status
-(0 clean, 1 a gap or duplicate, 2 the audit could not be done)."""
+or Airflow's; both a read-only `MappingStateStore`, and ct_score's watermarks from the same
+place), the report and the exit status (0 clean, 1 a gap, a duplicate or a certificate
+below ct_score's watermark not scored once, 2 the audit could not be done)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from ctlib.ingest.state import MappingStateStore, StateError
 from ctlib.kafka import KafkaConfigError
+from ctlib.ops.audit.downstream import WatermarkError, score_watermarks, score_watermarks_from_airflow_db
 from ctlib.ops.audit.kafka_scan import kafka_config, parse_since
 from ctlib.ops.audit.report import format_table
 from ctlib.ops.audit.run import load_states, run_audit
@@ -26,17 +28,19 @@ def _log_ids_from_log_list(settings) -> dict[str, str]:
         return {}
 
 
-def _state_store(state_json: Path | None, slug: str | None) -> MappingStateStore:
-    """The states to audit: the JSON file's, else Airflow's (metadata database)."""
+def _state_store(state_json: Path | None, slug: str | None) -> tuple[MappingStateStore, dict[str, int]]:
+    """The states to audit and ct_score's watermarks ({slug: next_index}): the JSON file's,
+    else Airflow's (metadata database)."""
     if state_json is not None:
         try:
             values = json.loads(state_json.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read {state_json}: {err}") from None
-        return MappingStateStore(values)
+        store = MappingStateStore(values)
+        return store, score_watermarks(values) if isinstance(values, dict) else {}
     try:
-        return MappingStateStore.from_airflow_db(slug)
-    except StateError:
+        return MappingStateStore.from_airflow_db(slug), score_watermarks_from_airflow_db(slug)
+    except (StateError, WatermarkError):
         raise
     except Exception as err:  # no metadata database, no Airflow configured
         raise ValueError(f"cannot read the states from Airflow Variables ({type(err).__name__}: {err}); "
@@ -47,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ctlib.audit",
         description="Prove the lake holds every index of [first_index, next_index) exactly once "
-        "(certs and errors together), and optionally that Kafka has every certificate's key.",
+        "(certs and errors together), that every certificate below ct_score's watermark was scored once, "
+        "and optionally that Kafka has every certificate's key.",
     )
     add = parser.add_argument
     add("--log", metavar="SLUG", help="audit this log only (default: every log with state)")
@@ -69,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         since = parse_since(args.since)
         if args.since and not args.kafka:
             parser.error("--since applies to --kafka")
-        store = _state_store(args.state_json, args.log)
+        store, scored = _state_store(args.state_json, args.log)
         states = load_states(store, [args.log] if args.log else store.slugs())
         if not states:
             where = str(args.state_json) if args.state_json else "Airflow Variables"
@@ -79,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lake=args.lake or settings.lake, states=states, kafka=kafka,
             topic=args.topic or settings.kafka_topic, since=since,
             log_ids=_log_ids_from_log_list(settings) if args.kafka else None,
-            kafka_timeout=args.kafka_timeout,
+            kafka_timeout=args.kafka_timeout, scored=scored,
         )
     except (ValueError, ConnectionError, TimeoutError, StateError, KafkaConfigError) as err:
         print(f"audit: {err}", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""The audit's verdicts and how they are told (pure): `LogAudit` per log (the lake, and its
-`KafkaAudit` when the topic was checked), made from count runs by `audit_from_runs` and
-`kafka_audit_from_runs`; `format_table` is the CLI's report, `LogAudit.to_json` its --json."""
+"""The audit's verdicts and how they are told (pure): `LogAudit` per log (the lake, its
+`KafkaAudit` when the topic was checked, its `DownstreamAudit` when ct_score has a watermark
+of it), made from count runs by `audit_from_runs` and `kafka_audit_from_runs` (and by
+ctlib.ops.audit.downstream); `format_table` is the CLI's report, `LogAudit.to_json` its --json."""
 
 from __future__ import annotations
 
@@ -36,6 +37,56 @@ class KafkaAudit:
 
 
 @dataclass
+class DownstreamAudit:
+    """The downstream verdict for one log: `consumer`'s watermark `next_index`, checked from
+    `first_index`; `certificates` with a name in there, `scored` of them with scores rows;
+    the first index of each kind of finding (None: none) and how many."""
+
+    consumer: str
+    first_index: int
+    next_index: int
+    certificates: int = 0
+    scored: int = 0
+    missing: int = 0
+    first_missing: int | None = None
+    doubled: int = 0  # (index, name) pairs of scores present more than once
+    first_doubled: tuple[int, str] | None = None
+    stray_alerts: int = 0  # alerts rows with no scores row
+    first_stray_alert: tuple[int, str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.doubled or self.stray_alerts)
+
+    def findings(self, slug: str) -> list[str]:
+        lines = []
+        where = f"{slug}: downstream {self.consumer}"
+        if self.missing:
+            lines.append(f"{where}: {self.missing} certificate(s) with a name below its watermark {self.next_index} "
+                         f"have no scores rows; the first at index {self.first_missing}")
+        if self.first_doubled is not None:
+            lines.append(f"{where}: {self.doubled} (index, name) pair(s) scored more than once; the first at index "
+                         f"{self.first_doubled[0]} ({self.first_doubled[1]})")
+        if self.first_stray_alert is not None:
+            lines.append(f"{where}: {self.stray_alerts} alerts row(s) not in scores; the first at index "
+                         f"{self.first_stray_alert[0]} ({self.first_stray_alert[1]})")
+        return lines
+
+    def describe(self) -> str:
+        """The report table's cell."""
+        return f"{self.scored}/{self.certificates}" + ("" if self.ok else " FAIL")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"consumer": self.consumer, "first_index": self.first_index, "next_index": self.next_index,
+                "certificates": self.certificates, "scored": self.scored, "missing": self.missing,
+                "first_missing": self.first_missing, "doubled": self.doubled,
+                "first_doubled": list(self.first_doubled) if self.first_doubled else None,
+                "stray_alerts": self.stray_alerts,
+                "first_stray_alert": list(self.first_stray_alert) if self.first_stray_alert else None,
+                "ok": self.ok}
+
+
+@dataclass
 class LogAudit:
     slug: str
     first_index: int
@@ -48,11 +99,13 @@ class LogAudit:
     below: int = 0  # rows below first_index (backfilled history: duplicates count, gaps do not)
     above: int = 0  # rows at or above next_index (a failed run's files, not committed)
     kafka: KafkaAudit | None = None
+    downstream: DownstreamAudit | None = None  # ct_score's watermark checked (when the log has one)
     problem: str = ""  # the audit of this log could not be done
 
     @property
     def ok(self) -> bool:
-        return not (self.problem or self.gaps or self.duplicates or (self.kafka and self.kafka.gaps))
+        return not (self.problem or self.gaps or self.duplicates or (self.kafka and self.kafka.gaps)
+                    or (self.downstream and not self.downstream.ok))
 
     def findings(self) -> list[str]:
         lines = [f"{self.slug}: {self.problem}"] if self.problem else []
@@ -61,6 +114,8 @@ class LogAudit:
         if self.kafka:
             lines += [f"{self.slug}: Kafka {describe_gap(g)} ({g[1] - g[0]} certificates with no message)"
                       for g in self.kafka.gaps]
+        if self.downstream:
+            lines += self.downstream.findings(self.slug)
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +126,7 @@ class LogAudit:
             "duplicates": [[d.start, d.end, d.count] for d in self.duplicates],
             "below_first_index": self.below, "at_or_above_next_index": self.above,
             "kafka": self.kafka.to_json() if self.kafka else None,
+            "downstream": self.downstream.to_json() if self.downstream else None,
             "problem": self.problem, "ok": self.ok,
         }
 
@@ -101,14 +157,15 @@ def kafka_audit_from_runs(certs: Iterable[Run], keys: Sequence[Run], lo: int, hi
 def format_table(audits: Sequence[LogAudit]) -> str:
     """The per-log summary table, then one line per finding."""
     header = ("log", "first_index", "next_index", "rows", "certs", "errors", "gaps", "missing",
-              "dups", "kafka", "status")
+              "dups", "kafka", "scored", "status")
     rows = []
     for a in audits:
         kafka = "-"
         if a.kafka is not None:
             kafka = f"{a.kafka.keys}/{a.kafka.expected}" + (f" {len(a.kafka.gaps)} gap(s)" if a.kafka.gaps else "")
+        scored = a.downstream.describe() if a.downstream is not None else "-"
         rows.append((a.slug, str(a.first_index), str(a.next_index), str(a.rows), str(a.certs), str(a.errors),
-                     str(len(a.gaps)), str(size(a.gaps)), str(len(a.duplicates)), kafka,
+                     str(len(a.gaps)), str(size(a.gaps)), str(len(a.duplicates)), kafka, scored,
                      "OK" if a.ok else ("ERROR" if a.problem else "FAIL")))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
@@ -128,4 +185,8 @@ def format_table(audits: Sequence[LogAudit]) -> str:
         if a.kafka is not None and a.kafka.since:
             notes.append(f"{a.slug}: Kafka checked {a.kafka.since} on {a.kafka.topic!r}: "
                          f"{a.kafka.messages} message(s), {a.kafka.keys} distinct key(s)")
+        if a.downstream is not None:
+            d = a.downstream
+            notes.append(f"{a.slug}: downstream {d.consumer}: [{d.first_index}, {d.next_index}) checked: "
+                         f"{d.scored} of {d.certificates} certificate(s) with a name scored")
     return "\n".join(out + ([""] + notes if notes else []))

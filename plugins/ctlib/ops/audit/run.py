@@ -1,6 +1,7 @@
 """The audit of a set of logs: their watermarks read through a StateStore (`load_states`), the
-lake scanned for each (`audit_lake`), then, when asked, the topic read once for all of them
-and each log's certificates matched against its keys (`audit_kafka`)."""
+lake scanned for each (`audit_lake`), ct_score's output checked below its watermark for the
+logs that have one (ctlib.ops.audit.downstream), then, when asked, the topic read once for
+all of them and each log's certificates matched against its keys (`audit_kafka`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from ctlib.ingest.state import LogState, StateStore
 from ctlib.lake import layout
+from ctlib.lake.manifest import ManifestError
+from ctlib.ops.audit.downstream import audit_downstream
 from ctlib.ops.audit.intervals import runs_of_array
 from ctlib.ops.audit.kafka_scan import Since, kafka_indexes
 from ctlib.ops.audit.lake_scan import log_id_from_lake, scan_lake
@@ -50,19 +53,35 @@ def audit_kafka(lake: str, slug: str, state: LogState, present: tuple[Any, int],
 
 def run_audit(*, lake: str, states: Mapping[str, LogState], kafka: Mapping[str, Any] | None = None,
               topic: str = "ct-certs", since: Since | None = None, log_ids: Mapping[str, str] | None = None,
-              kafka_timeout: float = 120.0) -> list[LogAudit]:
+              kafka_timeout: float = 120.0, scored: Mapping[str, int] | None = None) -> list[LogAudit]:
     """Audit every log of `states` ({slug: its stored state}, see `load_states`), by slug;
-    with `kafka` (consumer config), the topic too. A log that cannot be scanned gets a
-    `problem`; Kafka being unreachable raises (ConnectionError, TimeoutError)."""
+    with `scored` ({slug: ct_score's watermark}), ct_score's output below it; with `kafka`
+    (consumer config), the topic too. A log that cannot be scanned gets a `problem`; Kafka
+    being unreachable raises (ConnectionError, TimeoutError)."""
     import duckdb
 
     since = since or Since()
 
     con = duckdb.connect()
     try:
-        return _run_audit(con, lake, states, kafka, topic, since, log_ids, kafka_timeout)
+        audits = _run_audit(con, lake, states, kafka, topic, since, log_ids, kafka_timeout)
+        for audit in audits:
+            if scored and audit.slug in scored and not audit.problem:
+                _audit_downstream(con, lake, audit, scored[audit.slug])
+        return audits
     finally:
         con.close()
+
+
+def _audit_downstream(con, lake: str, audit: LogAudit, score_next_index: int) -> None:
+    """Attach ct_score's verdict below `score_next_index` to `audit` (a problem when the lake
+    cannot be read)."""
+    import duckdb
+
+    try:
+        audit.downstream = audit_downstream(lake, audit.slug, audit.first_index, score_next_index, con)
+    except (duckdb.Error, OSError, ValueError, ManifestError) as err:
+        audit.problem = f"cannot check the downstream output: {err}"
 
 
 def _run_audit(con, lake, states, kafka, topic, since, log_ids, kafka_timeout) -> list[LogAudit]:
