@@ -27,6 +27,8 @@ Modules, lowest first (each imports only those above it):
     report      the verdicts (LogAudit, KafkaAudit) from runs, and their table and JSON
     lake_scan   DuckDB over a log's live files (ctlib.lake.manifest; local or S3): count runs of its indexes
     kafka_scan  the topic's keys (a throw-away consumer), its config, the --since window
+    downstream  below ct_score's watermark: every certificate with a name scored, none twice,
+                alerts a subset of scores (DownstreamAudit)
     run         states through a StateStore, then lake and Kafka verdicts for every log
     cli         `python -m ctlib.audit` (options, report, exit status)
 
@@ -34,6 +36,7 @@ What callers use is re-exported here.
 """
 
 from ctlib.ops.audit.cli import main
+from ctlib.ops.audit.downstream import audit_downstream
 from ctlib.ops.audit.intervals import (
     CountRun,
     Run,
@@ -50,6 +53,7 @@ from ctlib.ops.audit.intervals import (
 from ctlib.ops.audit.kafka_scan import Since, kafka_config, kafka_indexes, parse_since
 from ctlib.ops.audit.lake_scan import TABLES, log_id_from_lake, scan_lake
 from ctlib.ops.audit.report import (
+    DownstreamAudit,
     KafkaAudit,
     LogAudit,
     audit_from_runs,
@@ -61,8 +65,8 @@ from ctlib.ops.audit.report import (
 from ctlib.ops.audit.run import audit_kafka, audit_lake, load_states, run_audit
 
 __all__ = [
-    "TABLES", "CountRun", "KafkaAudit", "LogAudit", "Run", "Since",
-    "audit_from_runs", "audit_kafka", "audit_lake", "clip", "collapse", "count_runs",
+    "TABLES", "CountRun", "DownstreamAudit", "KafkaAudit", "LogAudit", "Run", "Since",
+    "audit_downstream", "audit_from_runs", "audit_kafka", "audit_lake", "clip", "collapse", "count_runs",
     "describe_duplicate", "describe_gap", "duplicates", "format_table", "gaps",
     "kafka_audit_from_runs", "kafka_config", "kafka_indexes", "load_states", "log_id_from_lake",
     "main", "normalize", "parse_since", "run_audit", "runs_of_array", "scan_lake", "size", "subtract",
