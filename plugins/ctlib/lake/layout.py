@@ -2,7 +2,9 @@
 
     <lake>/
       certs/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
-      errors/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
+                                 /<first:012d>-<end:012d>.c<generation:06d>.parquet   once compacted
+                                 /_manifest.json                                   once compacted
+      errors/log=<slug>/date=<day>/... (as certs)
       incidents/log=<slug>/date=<day>/<detected ms:013d>-<kind>.parquet
       scores/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
       alerts/log=<slug>/date=<day>/<start:012d>-<end:012d>.parquet
@@ -10,10 +12,7 @@
       health/date=<day>/<checked_at ms:013d>.parquet
       watch_matches/<first two hex digits of tbs_sha256>.parquet
       notifications/date=<day>/<channel>-<run>-<try>.parquet
-      .compaction/                                  outside every table: no reader's glob reaches it
-        <table>/log=<slug>/date=<day>.<uuid hex>/   a merge being swapped in, or what a crash left
-        <table>/log=<slug>/probe.<uuid hex>/        a test of the atomic directory exchange
-        log=<slug>.lock                             one compaction per log at a time
+      .backfills/log=<slug>/w<ms>-<ms>.json         a backfill by time's finished windows
 
 `<day>` is a UTC date, YYYY-MM-DD: of the entry's log timestamp in certs and errors
 (UNKNOWN_DATE when an unparseable leaf has none) and in scores and alerts (the scored
@@ -24,8 +23,9 @@ Who writes what:
 
 * certs, errors (undecodable entries), incidents (a log misbehaved): ingest, `ct_ingest__<slug>`
   (ctlib.ingest.run through ctlib.lake.files).
-* certs, errors again: compaction, `ct_compact` (ctlib.lake.compaction), which replaces each
-  closed day partition by one file named by the range it covers; it alone uses `.compaction/`.
+* certs, errors again: compaction, `ct_compact` (ctlib.lake.compaction), which merges each
+  closed day partition into one merged file and makes it live with the partition's
+  `_manifest.json` (ctlib.lake.manifest); it alone writes those.
 * scores (one row per DNS name of each certificate), alerts (the scores rows that alert):
   `ct_score` (ctlib.downstream.scoring), one file each per scored range of entries and day
   (the range of a run of its watermark, or a manual run's cell), whatever certs files held
@@ -40,15 +40,16 @@ Who writes what:
 * notifications (the delivery record: one row per notice sent and channel): `ct_watch` and
   `ct_score` (ctlib.downstream.notify), one file per run, channel and attempt.
 
-Readers glob `<table>/**/*.parquet` (`table_glob`: ctlib.lake.query) or one log's
-`<table>/log=<slug>/*/*.parquet` (`log_glob`: the audit).
+Readers read the live files (ctlib.lake.manifest.live_files): in a compacted partition, the
+manifest's merged file and the range files it did not absorb. A glob of `*.parquet` reads a
+compacted day twice until the absorbed files are deleted (docs/lake.md).
 
 Invariant: the name of a certs, errors, scores or alerts file depends only on the log, the
 range [start, end) of entry indexes and the day, never on when, where or by which attempt
 it was written. A retried task therefore replaces its own files instead of adding copies
 (exactly-once in the lake): a scores or alerts file is named by the range ct_score scored,
-which its watermark redoes as it was after a failed attempt, and a merged file is named by
-the range it covers. Names in the other tables are fixed by what they record: the detection
+which its watermark redoes as it was after a failed attempt, and a merged file by the span
+it covers and its generation. Names in the other tables are fixed by what they record: the detection
 time and kind (incidents), the check time (health), the run (enrichment).
 
 Every writer and reader goes through the schemas here (`SCHEMAS`), so Parquet files of
@@ -89,8 +90,6 @@ LOG_TABLES = (CERTS, ERRORS, INCIDENTS, SCORES, ALERTS)
 DAY_TABLES = (ENRICHMENT, HEALTH, NOTIFICATIONS)
 """Partitioned by day only (`day_dir`). (watch_matches: by issuance, `watch_bucket`.)"""
 
-STAGING = ".compaction"
-"""Directory under the lake root holding compaction's staging directories and lock files."""
 BACKFILLS = ".backfills"
 """Where a backfill by time records each window it finished (never read as a table)."""
 
@@ -320,16 +319,6 @@ def parse_day_dir(name: str) -> date | None:
         return None
 
 
-def staging_dir(root: str, table: str, slug: str) -> str:
-    """`<root>/.compaction/<table>/log=<slug>`: where compaction stages one log's merges."""
-    return log_dir(_join(root, STAGING), table, slug)
-
-
-def staging_lock(root: str, slug: str) -> str:
-    """`<root>/.compaction/log=<slug>.lock`: the lock file of one log's compaction."""
-    return _join(root, STAGING, f"log={slug}.lock")
-
-
 # --------------------------------------------------------------------------- file names
 
 
@@ -415,15 +404,6 @@ def notification_file_name(channel: str, run_id: str, try_number: int) -> str:
     on one channel; the attempt rewrites it after every notice it sends."""
     safe_run = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
     return f"{channel}-{safe_run}-{try_number}.parquet"
-
-
-def counterpart(root: str, path: str, table: str, source: str = CERTS) -> str:
-    """The path in `table` of the file at `path` in `source`: same log, day and name (the
-    scores and alerts files of a certs file). ValueError if `path` is not under `source`."""
-    prefix = table_dir(root, source) + "/"
-    if not path.startswith(prefix):
-        raise ValueError(f"{path} is not a {source} file of the lake at {root}")
-    return _join(root, table, path[len(prefix):])
 
 
 # --------------------------------------------------------------------------- globs
