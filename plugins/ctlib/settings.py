@@ -66,6 +66,13 @@ def _contact(env: Mapping[str, str]) -> str:
     return raw
 
 
+def lake_conn_id(env: Mapping[str, str] | None = None) -> str:
+    """CT_LAKE_CONN_ID of `env` (default os.environ), "" when unset: read here for
+    Settings and for ctlib.lake.files.Lake.open, which every task calls with CT_LAKE only."""
+    env = os.environ if env is None else env
+    return env.get("CT_LAKE_CONN_ID", "").strip()
+
+
 def user_agent(contact: str) -> str:
     """The User-Agent sent to logs when CT_USER_AGENT does not set one: the product and, as
     CT log operators ask of monitors, whom to contact about this reader."""
@@ -119,6 +126,10 @@ class Settings:
     """CT_LOG_LIST_SNAPSHOT: local copy the DAG factory reads when CT_LOG_LIST is a URL."""
     lake: str
     """CT_LAKE: root of the Parquet lake, a local path or a pyarrow filesystem URI."""
+    lake_conn_id: str
+    """CT_LAKE_CONN_ID: Airflow AWS connection of an `s3://` lake (login: access key id,
+    password: secret key, extra `region_name`, `endpoint_url`); empty (default): the standard
+    AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL)."""
     start_at: str
     """CT_START_AT, for a log with no stored state: `latest` (its current tree size),
     `beginning` (index 0), or an ISO-8601 time (UTC unless it names a zone, normalized here to
@@ -293,6 +304,7 @@ class Settings:
                 env.get("CT_LOG_LIST_SNAPSHOT", "").strip() or DEFAULT_LOG_LIST_SNAPSHOT
             ),
             lake=lake,
+            lake_conn_id=lake_conn_id(env),
             start_at=start_at,
             schedule=env.get("CT_SCHEDULE", "").strip() or "* * * * *",
             schedule_spread=_bool(env, "CT_SCHEDULE_SPREAD", True),

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -147,3 +148,36 @@ def test_without_a_name_every_dead_writers_temporary_goes_and_compaction_sweeps(
     compact_log(lake_, "x", first_index=0, next_index=100, mmd_seconds=86400)
     assert not dead.exists() and alive.exists()
     assert hidden(today) == [alive.name] and (today / NAME).exists()
+
+
+def test_on_an_object_store_nothing_is_written_under_a_temporary_name(s3_lake, monkeypatch):
+    """S3 has no atomic rename: the file goes to its final name in one upload, so there is no
+    temporary to leave behind and nothing for the sweep to do (it does not even list)."""
+    lake_ = Lake.open(s3_lake)
+    assert lake_.on_object_store
+    directory = f"{lake_.root}/certs/log=x/date=2026-01-01"
+    written = []
+    real = pq.write_table
+
+    def spy(table, where, *args, **kwargs):
+        written.append(where)
+        return real(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", spy)
+    assert write_file(lake_, directory, NAME, TABLE) == f"{directory}/{NAME}"
+    [where] = written
+    assert not isinstance(where, str), "made in memory, not under a temporary path"
+    leftover = f"{directory}/.{NAME}.{parquet._HOST}-{dead_pid()}.{uuid.uuid4().hex}.tmp"  # an older writer's
+    with lake_.filesystem.open_output_stream(leftover) as out:
+        out.write(b"PAR1 half a file")
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("listed")
+
+    selector = pafs.FileSelector
+    monkeypatch.setattr(pafs, "FileSelector", no_listing)
+    assert remove_stale_temporaries(lake_, directory, NAME) == [] and remove_stale_temporaries(lake_, directory) == []
+    monkeypatch.setattr(pafs, "FileSelector", selector)
+    names = sorted(i.base_name for i in lake_.filesystem.get_file_info(pafs.FileSelector(directory)))
+    assert names == sorted([NAME, os.path.basename(leftover)])
+    assert pq.read_table(f"{directory}/{NAME}", filesystem=lake_.filesystem).num_rows == 100
