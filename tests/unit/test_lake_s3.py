@@ -104,6 +104,19 @@ def test_open_with_an_airflow_connection_and_no_aws_variables(s3_server, s3_lake
     explicit = Lake.open(s3_lake, conn_id="ct_lake_test")
     assert read_json(explicit, explicit.path("marker.json")) == {"a": 1}
 
+    # The endpoint as the Amazon provider may also hold it, and, left out, from AWS_ENDPOINT_URL.
+    monkeypatch.setenv("AIRFLOW_CONN_CT_LAKE_NESTED", json.dumps({
+        "conn_type": "aws", "login": KEY_ID, "password": SECRET,
+        "extra": {"region_name": REGION, "service_config": {"s3": {"endpoint_url": s3_server.endpoint}}}}))
+    monkeypatch.setenv("AIRFLOW_CONN_CT_LAKE_KEYS_ONLY", json.dumps({"conn_type": "aws", "login": KEY_ID, "password": SECRET}))
+    assert read_json(Lake.open(s3_lake, conn_id="ct_lake_nested"), lake.path("marker.json")) == {"a": 1}
+    with pytest.raises(LakeError, match="ct_lake_keys_only"):  # nowhere to go: the real AWS is not this bucket's
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        Lake.open(s3_lake, conn_id="ct_lake_keys_only")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    assert read_json(Lake.open(s3_lake, conn_id="ct_lake_keys_only"), lake.path("marker.json")) == {"a": 1}
+
 
 def test_a_missing_connection_is_named(s3_lake, monkeypatch):
     monkeypatch.setenv("CT_LAKE_CONN_ID", "ct_lake_nowhere")

@@ -156,8 +156,9 @@ def _s3_from_connection(conn_id: str, location: str) -> pafs.S3FileSystem:
     """An S3 filesystem from an Airflow AWS connection, read as the Amazon provider's `aws`
     connection is (without needing that provider): login = access key id, password = secret
     key (or extra aws_access_key_id / aws_secret_access_key), extra `region_name`,
-    `endpoint_url` (http(s)://host[:port]) and `aws_session_token`. What the connection leaves
-    out, pyarrow takes from the AWS variables and its default credential chain."""
+    `endpoint_url` (http(s)://host[:port]; or under service_config.s3) and `aws_session_token`.
+    What the connection leaves out comes from the AWS variables (the endpoint from
+    AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) and the AWS SDK's default credential chain."""
     conn = _connection(conn_id, location)
     extra = conn.extra_dejson or {}
     options: dict[str, Any] = {}
@@ -172,7 +173,11 @@ def _s3_from_connection(conn_id: str, location: str) -> pafs.S3FileSystem:
             options["session_token"] = str(extra["aws_session_token"])
     if extra.get("region_name"):
         options["region"] = str(extra["region_name"])
-    endpoint = str(extra.get("endpoint_url") or "").strip()
+    service = extra.get("service_config")
+    s3_config = service.get("s3") if isinstance(service, dict) else None
+    # pyarrow's S3FileSystem(), unlike FileSystem.from_uri, does not read AWS_ENDPOINT_URL itself.
+    endpoint = str(extra.get("endpoint_url") or (s3_config or {}).get("endpoint_url")
+                   or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "").strip()
     if endpoint:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         options.update(endpoint_override=parts.netloc + parts.path.rstrip("/"), scheme=parts.scheme or "https")
