@@ -89,6 +89,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -97,7 +98,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ctlib.lake import layout
-from ctlib.lake.files import Lake, remove_stale_temporaries, write_file
+from ctlib.lake.files import Lake, remove_stale_temporaries, write_streamed
 from ctlib.lake.manifest import (
     Manifest,
     ManifestError,
@@ -292,41 +293,77 @@ class PartitionResult:
         return {**asdict(self), "day": self.day.isoformat()}
 
 
-def _read(lake: Lake, source: _Source) -> pa.Table:
-    with lake.filesystem.open_input_file(source.path) as handle:
-        return pq.read_table(handle).replace_schema_metadata(None)
+ROW_GROUP_ROWS = 65_536
+"""Rows per row group of a merged file: large enough for fast scans, small enough for memory,
+and their index statistics let a reader (and the next compaction) skip most of the file."""
+MERGE_WINDOW = 1 << 18
+"""Indexes merged per step: the rows in memory at once are at most this many per source
+overlapping the step (an index is in a day's files once, or twice after a repeated backfill),
+whatever the day's size; a day of a busy log holds tens of millions of entries."""
 
 
-def _checked(table: pa.Table, source: _Source) -> pa.Table:
-    """`table` sorted by index; _Refused unless its indexes are distinct and in its span."""
-    if table.num_rows == 0:
+class _Reader:
+    """One source opened for windowed reads: its row groups' index ranges from the footer."""
+
+    def __init__(self, lake: Lake, source: _Source) -> None:
+        self.source = source
+        self._handle = lake.filesystem.open_input_file(source.path)
+        self.file = pq.ParquetFile(self._handle)
+        self.schema = self.file.schema_arrow.remove_metadata()
+        column = self.file.schema_arrow.get_field_index("index")
+        self.groups: list[tuple[int, int, int]] = []  # (row group, min index, max index)
+        for group in range(self.file.num_row_groups):
+            meta = self.file.metadata.row_group(group)
+            if meta.num_rows == 0:
+                continue
+            stats = meta.column(column).statistics if column >= 0 else None
+            low, high = ((int(stats.min), int(stats.max)) if stats is not None and stats.has_min_max
+                         else (source.start, source.end - 1))  # unknown: read in every step of the span
+            if low < source.start or high >= source.end:
+                raise _Refused(f"{source.name} holds index {low}..{high}, outside its range")
+            self.groups.append((group, low, high))
+
+    def rows(self, start: int, end: int) -> pa.Table | None:
+        """Its rows of indexes in [start, end), sorted; _Refused when an index is there twice."""
+        parts = [self.file.read_row_group(g) for g, low, high in self.groups if low < end and high >= start]
+        if not parts:
+            return None
+        table = pa.concat_tables(parts).replace_schema_metadata(None)
+        index = table.column("index")
+        table = table.filter(pc.and_(pc.greater_equal(index, start), pc.less(index, end)))
+        if table.num_rows == 0:
+            return None
+        numbers = table.column("index").to_numpy()
+        if not (np.diff(numbers) > 0).all():
+            table = table.sort_by("index")
+            numbers = table.column("index").to_numpy()
+            if not (np.diff(numbers) > 0).all():
+                raise _Refused(f"{self.source.name} holds an index twice")
         return table
-    index = table.column("index").to_numpy()
-    if not (np.diff(index) > 0).all():
-        table = table.sort_by("index")
-        index = table.column("index").to_numpy()
-        if not (np.diff(index) > 0).all():
-            raise _Refused(f"{source.name} holds an index twice")
-    if index[0] < source.start or index[-1] >= source.end:
-        raise _Refused(f"{source.name} holds index {index[0]}..{index[-1]}, outside its range")
-    return table
+
+    def close(self) -> None:
+        self._handle.close()
 
 
-def _merge(lake: Lake, table_name: str, where: str, sources: Sequence[_Source]) -> tuple[pa.Table, int]:
-    """The sources' rows in index order, each index once; (rows, repeats dropped).
-
-    An index held by two sources with the same key column is a backfill that wrote again
-    what the day held: kept once (the copy of the earliest source: the merged file first).
-    With different keys: _Refused naming the index and the files."""
-    tables: list[pa.Table] = []
-    for source in sources:
-        table = _read(lake, source)
-        if tables and not table.schema.equals(tables[0].schema):
-            raise _Refused(f"{source.name} has another schema than {sources[0].name}")
-        tables.append(_checked(table, source))
+def _merge_step(table_name: str, where: str, readers: Sequence[_Reader], start: int,
+                end: int) -> tuple[pa.Table | None, int]:
+    """The sources' rows of indexes [start, end) in index order, each index once; (rows,
+    repeats dropped). An index held by two sources with the same key column is a backfill that
+    wrote again what the day held: kept once (the copy of the earliest source: the merged file
+    first). With different keys: _Refused naming the index and the files."""
+    tables, holders = [], []
+    for reader in readers:
+        if reader.source.start < end and reader.source.end > start:
+            rows = reader.rows(start, end)
+            if rows is not None:
+                tables.append(rows)
+                holders.append(reader.source.name)
+    if not tables:
+        return None, 0
     combined = pa.concat_tables(tables)
-    # sort_indices is stable: of two rows of one index, the one of the earlier source stays first.
-    combined = combined.take(pc.sort_indices(combined, sort_keys=[("index", "ascending")]))
+    if len(tables) > 1:
+        # sort_indices is stable: of two rows of one index, the one of the earlier source stays first.
+        combined = combined.take(pc.sort_indices(combined, sort_keys=[("index", "ascending")]))
     index = combined.column("index").to_numpy()
     repeat = np.concatenate([[False], index[1:] == index[:-1]])
     if not repeat.any():
@@ -338,10 +375,53 @@ def _merge(lake: Lake, table_name: str, where: str, sources: Sequence[_Source]) 
     differ = np.nonzero(~same.to_numpy(zero_copy_only=False))[0]
     if differ.size:
         twice = int(index[at[differ[0]]])
-        holders = [s.name for s, t in zip(sources, tables) if np.isin(twice, t.column("index").to_numpy())]
-        raise _Refused(f"{where}: index {twice} is in {' and '.join(holders)} with different {KEYS[table_name]}"
+        both = [n for n, t in zip(holders, tables) if np.isin(twice, t.column("index").to_numpy())]
+        raise _Refused(f"{where}: index {twice} is in {' and '.join(both)} with different {KEYS[table_name]}"
                        " (two different entries under one index: check the log and delete the wrong copy)")
     return combined.filter(pa.array(~repeat)), int(repeat.sum())
+
+
+def _write_merged(lake: Lake, table_name: str, where: str, directory: str, name: str, sources: Sequence[_Source],
+                  info: Mapping[str, object]) -> tuple[str, int, int]:
+    """Merge `sources` step by step (MERGE_WINDOW indexes at a time) into `directory/name`
+    through a streaming Parquet writer (files.write_streamed: whole or not at all);
+    (path, rows, repeats dropped)."""
+    readers: list[_Reader] = []
+    try:
+        for source in sources:
+            readers.append(_Reader(lake, source))
+            if not readers[-1].schema.equals(readers[0].schema):
+                raise _Refused(f"{source.name} has another schema than {sources[0].name}")
+        schema = readers[0].schema.with_metadata({META_KEY: json.dumps(info).encode()})
+        first, end = min(s.start for s in sources), max(s.end for s in sources)
+        counts = {"rows": 0, "repeats": 0}
+
+        def write(sink: Any) -> None:
+            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+                pending: list[pa.Table] = []
+                buffered = 0
+                for step in range(first, end, MERGE_WINDOW):
+                    rows, repeats = _merge_step(table_name, where, readers, step, min(end, step + MERGE_WINDOW))
+                    counts["repeats"] += repeats
+                    if rows is None:
+                        continue
+                    pending.append(rows)
+                    buffered += rows.num_rows
+                    while buffered >= ROW_GROUP_ROWS:
+                        block = pa.concat_tables(pending)
+                        writer.write_table(block.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                        rest = block.slice(ROW_GROUP_ROWS)
+                        pending, buffered = [rest], rest.num_rows
+                        counts["rows"] += ROW_GROUP_ROWS
+                if buffered:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                    counts["rows"] += buffered
+
+        path = write_streamed(lake, directory, name, write)
+        return path, counts["rows"], counts["repeats"]
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 def compact_partition(lake: Lake, table: str, slug: str, day: date, *, first_index: int, next_index: int,
@@ -367,7 +447,6 @@ def compact_partition(lake: Lake, table: str, slug: str, day: date, *, first_ind
         return result(outcome="unchanged", detail="one live file or none", files_before=len(live))
     try:
         sources = _plan(files, manifest, first_index, next_index, now)
-        merged, duplicates = _merge(lake, table, f"{table}/log={slug}/date={day}", sources)
     except _Refused as why:
         return result(outcome="skipped", detail=str(why), files_before=len(live))
 
@@ -377,20 +456,27 @@ def compact_partition(lake: Lake, table: str, slug: str, day: date, *, first_ind
     name = layout.merged_file_name(first, end, generation)
     info = {"sources": [s.name for s in sources], "absorbed": sorted(absorbed), "generation": generation,
             "compacted_at": now.isoformat(timespec="seconds")}
-    merged = merged.replace_schema_metadata({META_KEY: json.dumps(info).encode()})
-    path = write_file(lake, directory, name, merged)
+    where = f"{table}/log={slug}/date={day}"
+    try:
+        path, rows, duplicates = _write_merged(lake, table, where, directory, name, sources, info)
+    except _Refused as why:
+        try:  # no manifest names it, so no reader reads it; removed all the same
+            lake.filesystem.delete_file(f"{directory}/{name}")
+        except OSError:
+            pass
+        return result(outcome="skipped", detail=str(why), files_before=len(live))
     with lake.filesystem.open_input_file(path) as written:
         count = pq.read_metadata(written).num_rows
-    if count != merged.num_rows:  # the file is not live: nothing is lost, the next run writes it again
-        raise CompactionError(f"{path}: wrote {count} rows, expected {merged.num_rows}")
+    if count != rows:  # the file is not live: nothing is lost, the next run writes it again
+        raise CompactionError(f"{path}: wrote {count} rows, expected {rows}")
     _reached("merged")
-    write_manifest(lake, directory, Manifest(generation=generation, file=name, rows=merged.num_rows, first=first,
+    write_manifest(lake, directory, Manifest(generation=generation, file=name, rows=rows, first=first,
                                              end=end, absorbed=frozenset(absorbed), written_at=now))
     _reached("manifest")
     if duplicates:
         log.warning("%s/%s/%s: %d rows were held twice with the same %s (a backfill wrote again what the day "
                     "held): kept once", table, slug, day, duplicates, KEYS[table])
-    return result(outcome="compacted", files_before=len(sources), rows=merged.num_rows, file=name,
+    return result(outcome="compacted", files_before=len(sources), rows=rows, file=name,
                   generation=generation, duplicates=duplicates, detail=f"{len(sources)} files -> {name}")
 
 
