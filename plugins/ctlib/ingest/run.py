@@ -304,7 +304,7 @@ def plan_window(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
     rest), less any the lake holds already from an earlier backfill of another shape. The
     files of this same window (an earlier or failed attempt) are not held: they are written
     again under the same names, published again and verified with the rest."""
-    from ctlib.lake.known import days_between, held_runs, is_local, time_points
+    from ctlib.lake.known import days_between, held_runs, time_points
 
     start_ms, end_ms = _ms(window_start), _ms(window_end)
     if end_ms <= start_ms:
@@ -344,9 +344,6 @@ def plan_window(ctlog: CTLog, settings: Settings, store: StateStore, lake: Lake,
     if end >= head.size and high > head.timestamp:
         log.warning("%s: the window %s reaches the end of the tree (size %d): entries logged later may still fall "
                     "in it; the scheduled runs ingest those", ctlog.slug, window, head.size)
-    if not is_local(settings.lake):
-        log.warning("%s: the lake %s is not local: the lake's own points and the check for entries an earlier "
-                    "backfill stored are skipped", ctlog.slug, settings.lake)
     return RunPlan(slug=ctlog.slug, start=first, tree_size=head.size, sth_timestamp=head.timestamp,
                    root_hash=_b64(head.root_hash), ranges=ranges, mode="window", keep=keep)
 

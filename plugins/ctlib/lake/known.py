@@ -20,16 +20,6 @@ from ctlib.lake.manifest import live_files
 Run = tuple[int, int]  # [start, end) of indexes
 
 
-def is_local(lake: str) -> bool:
-    """Whether `lake` is a local directory. Both look-ups work on any lake now; kept for
-    callers that still say otherwise in their logs."""
-    try:
-        layout.local_root(lake)
-    except ValueError:
-        return False
-    return True
-
-
 def days_between(start_ms: int, end_ms: int) -> list[date]:
     """Every UTC day that [start_ms, end_ms] touches."""
     first = datetime.fromtimestamp(start_ms / 1000, UTC).date()

@@ -63,7 +63,6 @@ or writes a filesystem.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -404,26 +403,3 @@ def notification_file_name(channel: str, run_id: str, try_number: int) -> str:
     on one channel; the attempt rewrites it after every notice it sends."""
     safe_run = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
     return f"{channel}-{safe_run}-{try_number}.parquet"
-
-
-# --------------------------------------------------------------------------- globs
-
-
-def table_glob(root: str, table: str) -> str:
-    """Every Parquet file of `table` (any partition depth)."""
-    return f"{root.rstrip('/')}/{table}/**/*.parquet"
-
-
-def log_glob(root: str, table: str, slug: str) -> str:
-    """Every Parquet file of one log's `table` (all days)."""
-    return f"{root.rstrip('/')}/{table}/log={slug}/*/*.parquet"
-
-
-def local_root(lake: str) -> str:
-    """The local directory of a lake location (a path or a file:// URI); ValueError for an
-    object store (s3://, gs://...)."""
-    if lake.startswith("file://"):
-        return lake[len("file://"):]
-    if "://" in lake:
-        raise ValueError(f"{lake!r} is not a local lake; mount or sync the bucket and pass its local path")
-    return os.path.abspath(lake)
