@@ -25,7 +25,7 @@ SETTINGS = Settings.from_env()
 Woken by `ct://alerts` asset events (the events only wake it). Each run reads, for every
 log, the alerts of the entries after its own watermark (the Variable
 `ct_downstream__enrich__<slug>`) up to ct_score's watermark (only committed scoring), at
-most 200,000 entries per log and run, from the lake whatever happened to the files since;
+most CT_DOWNSTREAM_MAX_PER_RUN (200,000) entries per log and run, from the lake whatever happened to the files since;
 its watermark moves in `commit`, once every batch succeeded. For each alerted registered
 domain not enriched within
 `CT_ENRICH_TTL`, asks **PassiveTotal** (connection `passivetotal_default`: whois, passive

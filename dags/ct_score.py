@@ -25,7 +25,7 @@ SETTINGS = Settings.from_env()
 Woken by `ct://certs` asset events (an ingest run committed entries); the events only wake
 it. Each run scores, for every log with an ingest state, the entries after its own
 watermark, the Variable `ct_downstream__score__<slug>` (`next_index`; a log first seen
-starts at its ingest `first_index`), up to the ingest watermark, at most 200,000 entries per
+starts at its ingest `first_index`), up to the ingest watermark, at most CT_DOWNSTREAM_MAX_PER_RUN (200,000) entries per
 log and run (a long pause drains over several runs). It reads them from the lake's live
 files, whatever compaction did since, so a DAG paused for a week, cleared or re-run
 catches up over everything committed, exactly once.

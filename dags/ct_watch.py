@@ -26,7 +26,7 @@ SETTINGS = Settings.from_env()
 Woken by `ct://certs` asset events (the events only wake it). Each run reads, for every log
 with an ingest state, the entries after its own watermark (the Variable
 `ct_downstream__watch__<slug>`; a log first seen starts at its ingest `first_index`) up to
-the ingest watermark, at most 200,000 per log and run, from the lake's live files whatever
+the ingest watermark, at most CT_DOWNSTREAM_MAX_PER_RUN (200,000) per log and run, from the lake's live files whatever
 compaction did since: paused for a week, cleared or re-run, it catches up exactly once. The
 range is saved as pending first and the watermark moves only once the matches are kept and
 notified.

@@ -193,6 +193,10 @@ class Settings:
     """CT_KAFKA_ENRICHED_TOPIC: topic of enrichment results."""
     enrich_ttl: float
     """CT_ENRICH_TTL: seconds during which an enriched domain is not asked about again."""
+    downstream_max_per_run: int
+    """CT_DOWNSTREAM_MAX_PER_RUN: entries of one log a ct_score, ct_watch or ct_enrich run takes
+    at most past its watermark (ctlib.downstream.progress); a DAG that is far behind catches
+    up over several runs of bounded size."""
     enrich_pool: str
     """CT_ENRICH_POOL: Airflow pool capping concurrent calls to the threat-intel APIs."""
     backfill_pool: str
@@ -330,6 +334,7 @@ class Settings:
             kafka_alerts_topic=env.get("CT_KAFKA_ALERTS_TOPIC", "").strip() or "ct-alerts",
             kafka_enriched_topic=env.get("CT_KAFKA_ENRICHED_TOPIC", "").strip() or "ct-enriched",
             enrich_ttl=_float(env, "CT_ENRICH_TTL", 7 * 86400.0, allow_zero=True),
+            downstream_max_per_run=_int(env, "CT_DOWNSTREAM_MAX_PER_RUN", 200_000),
             enrich_pool=env.get("CT_ENRICH_POOL", "").strip() or "ct_enrichment",
             backfill_pool=env.get("CT_BACKFILL_POOL", "").strip() or "ct_backfill",
             backfill_disorder=_float(env, "CT_BACKFILL_DISORDER", 10.0, allow_zero=True),

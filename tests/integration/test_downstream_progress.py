@@ -113,7 +113,7 @@ def test_a_week_long_pause_catches_up_exactly_once_whatever_compaction_did(airfl
         assert len(gone) >= 10, "per-run files of the pause were deleted"
 
         # Back from the pause: several runs, at most 120 entries each.
-        monkeypatch.setattr("ctlib.downstream.progress.MAX_PER_RUN", 120)
+        monkeypatch.setenv("CT_DOWNSTREAM_MAX_PER_RUN", "120")
         for consumer, dag in (("score", score), ("watch", watch)):
             runs = 0
             while progress_of(consumer, log.slug)["next_index"] < total:

@@ -111,7 +111,7 @@ def _plan(consumer: str, settings: Settings, progress_store: ProgressStore, para
                 continue
         available = score.next_index if score is not None else state.next_index
         progress, work = plan_range(slug, progress_store.load(consumer, slug), first_index=state.first_index,
-                                    available=available)
+                                    available=available, cap=settings.downstream_max_per_run)
         if work is None:
             continue
         if not work.reused:

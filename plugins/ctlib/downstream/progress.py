@@ -52,8 +52,8 @@ SCORE, WATCH, ENRICH = "score", "watch", "enrich"
 CONSUMERS = (SCORE, WATCH, ENRICH)
 
 MAX_PER_RUN = 200_000
-"""Most entries of one log a watermark run takes (a long pause drains over several runs).
-A module constant for now; meant to become the setting CT_DOWNSTREAM_MAX_PER_RUN."""
+"""Most entries of one log a watermark run takes when no cap is given (a long pause drains
+over several runs); the DAGs pass the setting CT_DOWNSTREAM_MAX_PER_RUN (same default)."""
 
 
 class ProgressError(RuntimeError):
