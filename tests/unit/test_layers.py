@@ -6,7 +6,7 @@ TYPE_CHECKING:`), relative imports resolved. A package's `__init__` belongs to t
 
 Layers, lowest first (a module may import its own group or a lower layer only):
 
-    foundation   ctlib (the package itself), ctlib.settings, ctlib.http, ctlib.kafka
+    foundation   ctlib (the package itself), ctlib.settings, ctlib.http, ctlib.kafka, ctlib.variables
     ct           ctlib.ct        the CT protocol: clients, tree heads, proofs, log list
     lake         ctlib.lake      the data lake: schemas, paths, files, compaction, queries
     decode       ctlib.decode    log entries -> lake rows
@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "ctlib.settings": 0,
     "ctlib.http": 0,
     "ctlib.kafka": 0,
+    "ctlib.variables": 0,
     "ctlib.ct": 1,
     "ctlib.lake": 2,
     "ctlib.decode": 3,

@@ -41,7 +41,6 @@ Variable.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -256,25 +255,13 @@ class MappingProgressStore:
         with `consumer` and `slug`, that one Variable; else every `ct_downstream__*` key of the
         metadata database and of AIRFLOW_VAR_* (secrets backends cannot be listed), of
         `consumer` and of `slug` when given."""
-        from airflow.models import Variable
+        from ctlib.variables import variables_by_prefix
 
-        if consumer is not None and slug is not None:
-            keys = [progress_key(consumer, slug)]
-        else:
-            from airflow.utils.session import create_session
-            from sqlalchemy import select
-
-            with create_session() as session:
-                keys = list(session.scalars(select(Variable.key).where(Variable.key.like(f"{PREFIX}%"))))
-            env_prefix = f"AIRFLOW_VAR_{PREFIX.upper()}"
-            keys += [name[len("AIRFLOW_VAR_"):].lower() for name in os.environ if name.startswith(env_prefix)]
+        keys = [progress_key(consumer, slug)] if consumer is not None and slug is not None else None
         values = {}
-        for key in sorted(set(keys)):
-            parsed = parse_key(key)  # LIKE's '_' matches any character: keep only real keys
-            if parsed is None or (consumer and parsed[0] != consumer) or (slug and parsed[1] != slug):
-                continue
-            raw = Variable.get(key, default_var=None)
-            if raw is not None:
+        for key, raw in variables_by_prefix((PREFIX,), keys).items():
+            parsed = parse_key(key)
+            if parsed is not None and (not consumer or parsed[0] == consumer) and (not slug or parsed[1] == slug):
                 values[key] = raw
         return cls(values)
 

@@ -15,7 +15,6 @@ dump such as `airflow variables export` writes, or read from the metadata databa
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -270,25 +269,10 @@ class MappingStateStore:
         there). With `slug`, that log's Variables only; without, every `ct_state__*` and
         `ct_plan__*` key of the metadata database and of AIRFLOW_VAR_* (secrets backends
         cannot be listed)."""
-        from airflow.models import Variable
+        from ctlib.variables import variables_by_prefix
 
-        if slug is not None:
-            keys = [state_key(slug), plan_key(slug)]
-        else:
-            from airflow.utils.session import create_session
-            from sqlalchemy import or_, select
-
-            with create_session() as session:
-                keys = list(session.scalars(select(Variable.key).where(
-                    or_(Variable.key.like(f"{STATE_PREFIX}%"), Variable.key.like(f"{PLAN_PREFIX}%")))))
-            env_prefixes = tuple(f"AIRFLOW_VAR_{prefix.upper()}" for prefix in (STATE_PREFIX, PLAN_PREFIX))
-            keys += [name[len("AIRFLOW_VAR_"):].lower() for name in os.environ if name.startswith(env_prefixes)]
-        values = {}
-        # LIKE's '_' matches any character: keep only the keys that really begin with a prefix.
-        for key in sorted({k for k in keys if k.startswith((STATE_PREFIX, PLAN_PREFIX))}):
-            raw = Variable.get(key, default_var=None)
-            if raw is not None:
-                values[key] = raw
+        keys = [state_key(slug), plan_key(slug)] if slug is not None else None
+        values = variables_by_prefix((STATE_PREFIX, PLAN_PREFIX), keys)
         return cls(values)
 
     def slugs(self) -> list[str]:

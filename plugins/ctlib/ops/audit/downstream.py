@@ -20,7 +20,6 @@ not import each other (tests/unit/test_layers.py), and the audit needs only `nex
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,23 +61,9 @@ def score_watermarks(values: Mapping[str, Any]) -> dict[str, int]:
 def score_watermarks_from_airflow_db(slug: str | None = None) -> dict[str, int]:
     """The score watermarks in Airflow Variables, read with `airflow.models` (the metadata
     database and AIRFLOW_VAR_*; with `slug`, that log's Variable, from secrets backends too)."""
-    from airflow.models import Variable
+    from ctlib.variables import variables_by_prefix
 
-    if slug is not None:
-        keys = [f"{PREFIX}{slug}"]
-    else:
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
-        with create_session() as session:
-            keys = list(session.scalars(select(Variable.key).where(Variable.key.like(f"{PREFIX}%"))))
-        env_prefix = f"AIRFLOW_VAR_{PREFIX.upper()}"
-        keys += [name[len("AIRFLOW_VAR_"):].lower() for name in os.environ if name.startswith(env_prefix)]
-    values = {}
-    for key in sorted({k for k in keys if k.startswith(PREFIX)}):  # LIKE's '_' matches any character
-        raw = Variable.get(key, default_var=None)
-        if raw is not None:
-            values[key] = raw
+    values = variables_by_prefix((PREFIX,), [f"{PREFIX}{slug}"] if slug is not None else None)
     return score_watermarks(values)
 
 
