@@ -4,9 +4,10 @@ server, moto_server), as an operator would run it:
 ingest of a log with four days of history from two days ago (`ct_ingest`, real `dag.test()`
 runs against a local CT log) -> `ct_compact` merges the closed days -> a backfill by index of
 the history below first_index writes into a compacted day and into days of its own ->
-compaction merges it in (generation 2) -> `ct_score` catches up -> `python -m ctlib.audit`
-(lake, and the downstream check) passes and `python -m ctlib.query --lake s3://...
-"select count(*) from certs"` counts every entry once."""
+compaction merges it in (generation 2) -> `ct_score`, `ct_watch` and `ct_enrich` (local fake
+threat-intel APIs) catch up, `ct_health` checks, the monitor's snapshot reads the S3 health
+file -> `python -m ctlib.audit` (lake, and the downstream check) passes and `python -m
+ctlib.query --lake s3://... "select count(*) from certs"` counts every entry once."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ctlib.lake.compaction import BACKFILL_QUIET, compact_log
 from ctlib.lake.files import Lake
 from ctlib.lake.manifest import live_files, read_manifest
 from ctlib.testing.ctlog import LogServer
+from ctlib.testing.enrichment_servers import FakePassiveTotal, FakeThreatStream
 from tests.paths import PROJECT_ROOT
 from tests.support.airflow import configure, ingest_dag, load_dag_module, state_of
 from tests.support.audit import audit
@@ -48,13 +50,29 @@ def count(lake_location: str) -> tuple[int, int]:
     return int(rows), int(distinct)
 
 
-def test_ingest_compaction_backfill_scoring_audit_and_query_on_s3(airflow_db, s3_lake, tmp_path, monkeypatch):
-    with LogServer() as server:
+def test_ingest_compaction_backfill_downstream_audit_and_query_on_s3(airflow_db, s3_lake, tmp_path, monkeypatch):
+    from airflow.models.pool import Pool
+
+    from ctlib.airflow.monitor import snapshot
+
+    Pool.create_or_update_pool("ct_enrichment", 2, "threat-intel API calls", False)
+    watchlist = tmp_path / "watchlist.txt"
+    watchlist.write_text(".watched-corp.example\n")
+    with LogServer() as server, \
+            FakePassiveTotal({"analyst@example.com": "pt-secret"}, synthesize=True) as pt, \
+            FakeThreatStream({"analyst@example.com": "ts-key"}, synthesize=True) as ts:
         log = server.add_log("Local S3 Lake Log", history=(HOURS, ENTRIES / (HOURS * 3600)))
+        for names in (["paypal.com.account-verify-login.xyz"], ["www.watched-corp.example"]):
+            log.submit(names)
+        log.publish()
         total = log.sth.tree_size
         start_at = (datetime.now(UTC) - timedelta(hours=48)).isoformat(timespec="seconds")
         configure(monkeypatch, tmp_path, server, None, CT_KAFKA_CONN_ID="", CT_LAKE=s3_lake, CT_TASK_RETRIES="0",
-                  CT_START_AT=start_at, CT_ENTRIES_PER_RUN="400", CT_ENTRIES_PER_TASK="20")
+                  CT_START_AT=start_at, CT_ENTRIES_PER_RUN="400", CT_ENTRIES_PER_TASK="20",
+                  CT_WATCHLIST=str(watchlist))
+        for env in (pt.airflow_conn_env(), ts.airflow_conn_env()):
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
         lake = Lake.open(s3_lake)
         ingest = ingest_dag(log.slug)
 
@@ -96,9 +114,18 @@ def test_ingest_compaction_backfill_scoring_audit_and_query_on_s3(airflow_db, s3
         listed = lake.filesystem.get_file_info(pafs.FileSelector(directory))
         assert sorted(i.base_name for i in listed) == sorted([layout.MANIFEST, read_manifest(lake, directory).file])
 
-        # ct_score catches up over everything committed; the audit (lake and downstream) passes.
-        score = load_dag_module("ct_score").ct_score
-        assert score.test().state == "success"
+        # The downstream DAGs catch up over everything committed; health checks the log.
+        for name in ("ct_score", "ct_watch", "ct_enrich"):
+            assert getattr(load_dag_module(name), name).test().state == "success", name
+        assert load_dag_module("ct_maintenance").ct_health.test().state == "success"
+        tables = {table: query(s3_lake, f"select count(*) as n from {table}").split()[1]
+                  for table in ("alerts", "watch_matches", "enrichment", "health")}
+        assert tables["watch_matches"] == "1" and all(int(n) >= 1 for n in tables.values()), tables
+        snapshot.clear_cache()
+        (seen,) = [s for s in snapshot.log_snapshots() if s.slug == log.slug]
+        assert (seen.next_index, seen.status) == (total, "ok"), seen
+
+        # The audit (lake, and downstream below ct_score's watermark) passes.
         code, report_text = audit("--log", log.slug, "--lake", s3_lake)
         assert code == 0, report_text
         assert f"{log.slug}: downstream score: [{first_index}, {total}) checked" in report_text
