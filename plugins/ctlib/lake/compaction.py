@@ -296,7 +296,7 @@ class PartitionResult:
 ROW_GROUP_ROWS = 65_536
 """Rows per row group of a merged file: large enough for fast scans, small enough for memory,
 and their index statistics let a reader (and the next compaction) skip most of the file."""
-MERGE_WINDOW = 1 << 18
+MERGE_WINDOW = ROW_GROUP_ROWS
 """Indexes merged per step: the rows in memory at once are at most this many per source
 overlapping the step (an index is in a day's files once, or twice after a repeated backfill),
 whatever the day's size; a day of a busy log holds tens of millions of entries."""
@@ -385,23 +385,40 @@ def _write_merged(lake: Lake, table_name: str, where: str, directory: str, name:
                   info: Mapping[str, object]) -> tuple[str, int, int]:
     """Merge `sources` step by step (MERGE_WINDOW indexes at a time) into `directory/name`
     through a streaming Parquet writer (files.write_streamed: whole or not at all);
-    (path, rows, repeats dropped)."""
-    readers: list[_Reader] = []
+    (path, rows, repeats dropped). A source is opened when the steps reach its span and
+    closed once they pass it, so only the few files of a step (and the merged file) are open,
+    however many small files the day holds."""
+    waiting = sorted(sources, key=lambda s: (s.start, not s.merged))
+    open_: list[_Reader] = []
     try:
-        for source in sources:
-            readers.append(_Reader(lake, source))
-            if not readers[-1].schema.equals(readers[0].schema):
-                raise _Refused(f"{source.name} has another schema than {sources[0].name}")
-        schema = readers[0].schema.with_metadata({META_KEY: json.dumps(info).encode()})
+        open_.append(_Reader(lake, waiting.pop(0)))
+        expected = open_[0].schema
+        schema = expected.with_metadata({META_KEY: json.dumps(info).encode()})
         first, end = min(s.start for s in sources), max(s.end for s in sources)
         counts = {"rows": 0, "repeats": 0}
+
+        def step_readers(step_end: int) -> list[_Reader]:
+            while waiting and waiting[0].start < step_end:
+                reader = _Reader(lake, waiting.pop(0))
+                open_.append(reader)
+                if not reader.schema.equals(expected):
+                    raise _Refused(f"{reader.source.name} has another schema than {open_[0].source.name}")
+            # The merged file first: of two copies of an index, its copy is kept.
+            return sorted(open_, key=lambda r: not r.source.merged)
+
+        def close_passed(step_end: int) -> None:
+            for reader in [r for r in open_ if r.source.end <= step_end]:
+                reader.close()
+                open_.remove(reader)
 
         def write(sink: Any) -> None:
             with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
                 pending: list[pa.Table] = []
                 buffered = 0
                 for step in range(first, end, MERGE_WINDOW):
-                    rows, repeats = _merge_step(table_name, where, readers, step, min(end, step + MERGE_WINDOW))
+                    step_end = min(end, step + MERGE_WINDOW)
+                    rows, repeats = _merge_step(table_name, where, step_readers(step_end), step, step_end)
+                    close_passed(step_end)
                     counts["repeats"] += repeats
                     if rows is None:
                         continue
@@ -420,7 +437,7 @@ def _write_merged(lake: Lake, table_name: str, where: str, directory: str, name:
         path = write_streamed(lake, directory, name, write)
         return path, counts["rows"], counts["repeats"]
     finally:
-        for reader in readers:
+        for reader in open_:
             reader.close()
 
 
