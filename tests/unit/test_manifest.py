@@ -152,3 +152,32 @@ def test_a_manifest_written_between_listing_and_reading_is_followed(tmp_path, mo
 
     monkeypatch.setattr(module, "_listing", stale_listing)
     assert [f.name for f in live_files(lake, layout.CERTS)] == [M1]
+
+
+def test_partition_listing_lists_again_when_the_manifest_is_newer(tmp_path, monkeypatch):
+    """The same race through `partition_listing` (what compaction and the monitor page use):
+    the listing and the manifest come back consistent."""
+    from ctlib.lake import manifest as module
+    from ctlib.lake.manifest import partition_listing
+
+    lake = Lake.open(str(tmp_path))
+    directory = layout.partition_dir(lake.root, layout.CERTS, "log-a", DAY)
+    write_file(lake, directory, R1, _table([1]))
+    write_manifest(lake, directory, manifest(layout.merged_file_name(0, 100, 1), R1))
+    write_file(lake, directory, layout.merged_file_name(0, 100, 1), _table([1]))
+    stale = module._list_partition(lake, directory)
+    real = module._list_partition
+    calls = []
+
+    def listing(lake_, directory_):
+        calls.append(directory_)
+        if len(calls) == 1:  # the compaction's two writes land right after the first listing
+            write_file(lake, directory, M1, _table([1]))
+            write_manifest(lake, directory, manifest(M1, R1, generation=2))
+            return stale
+        return real(lake_, directory_)
+
+    monkeypatch.setattr(module, "_list_partition", listing)
+    files, current = partition_listing(lake, directory)
+    assert current.file == M1 and M1 in files and len(calls) == 2
+    assert live_names(files, current) == [M1]

@@ -225,26 +225,38 @@ def _live_in(lake: Lake, table: str, table_dir: str, directory: str, infos: Sequ
     partition = _partition_of(table, directory[len(table_dir):]) if directory.startswith(table_dir) else None
     if partition is None:
         return
-    by_name = {info.base_name: info for info in infos}
-    manifest = read_manifest(lake, directory) if layout.MANIFEST in by_name else None
-    if manifest is not None and manifest.file not in by_name:
-        # A compaction wrote its merged file and then the manifest between our listing and our
-        # read: list again (the merged file is always there before the manifest names it).
-        by_name, manifest = partition_listing(lake, directory)
-        if manifest is not None and manifest.file not in by_name:
-            raise ManifestError(f"{manifest_path(directory)} names {manifest.file}, which is not there")
+    by_name, manifest = _with_manifest(lake, directory, {info.base_name: info for info in infos})
     for name in live_names(by_name, manifest):
         info = by_name[name]
         yield LiveFile(path=info.path, table=table, slug=partition[0], day=partition[1], size=info.size or 0,
                        mtime=info.mtime)
 
 
-def partition_listing(lake: Lake, directory: str) -> tuple[dict[str, pafs.FileInfo], Manifest | None]:
-    """Every file of one partition directory by name (hidden ones too) and its manifest."""
+def _list_partition(lake: Lake, directory: str) -> dict[str, pafs.FileInfo]:
     try:
         infos = lake.filesystem.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
     except FileNotFoundError:
         infos = []
-    by_name = {info.base_name: info for info in infos if info.type == pafs.FileType.File}
-    return by_name, (read_manifest(lake, directory) if layout.MANIFEST in by_name else None)
+    return {info.base_name: info for info in infos if info.type == pafs.FileType.File}
+
+
+def _with_manifest(lake: Lake, directory: str,
+                   by_name: dict[str, pafs.FileInfo]) -> tuple[dict[str, pafs.FileInfo], Manifest | None]:
+    """The partition's files as listed (`by_name`) and its manifest. When the manifest names
+    a file the listing lacks, a compaction wrote its merged file and then the manifest
+    between the listing and the read: the partition is listed again (the merged file is
+    always there before the manifest names it); still missing, ManifestError."""
+    manifest = read_manifest(lake, directory) if layout.MANIFEST in by_name else None
+    if manifest is not None and manifest.file not in by_name:
+        by_name = _list_partition(lake, directory)
+        manifest = read_manifest(lake, directory) if layout.MANIFEST in by_name else None
+        if manifest is not None and manifest.file not in by_name:
+            raise ManifestError(f"{manifest_path(directory)} names {manifest.file}, which is not there")
+    return by_name, manifest
+
+
+def partition_listing(lake: Lake, directory: str) -> tuple[dict[str, pafs.FileInfo], Manifest | None]:
+    """Every file of one partition directory by name (hidden ones too) and its manifest, the
+    two consistent (`_with_manifest`); ManifestError for a manifest that cannot be trusted."""
+    return _with_manifest(lake, directory, _list_partition(lake, directory))
 
