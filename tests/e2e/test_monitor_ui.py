@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from ctlib.localsvc import free_port
 from ctlib.localsvc.run import Orchestrator
 from ctlib.testing.airflow_api import AirflowApi
 from tests.paths import PROJECT_ROOT
-from tests.support.standalone import chromium, log_in, metadata_database
+from tests.support.standalone import chromium, demo_environment, log_in, metadata_database
 
 pytestmark = pytest.mark.e2e
 
@@ -121,18 +120,10 @@ def number(text: str) -> int:
 
 def test_ct_monitor_page_from_the_navigation(tmp_path: Path) -> None:
     docs = os.environ.get("CT_SCREENSHOT_DOCS", "").strip() in ("1", "true", "yes")
-    keep = ("CT_TANSU_BIN", "CT_ENRICHMENT_SAMPLES")  # where binaries and samples are, not settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CT_")) or k in keep}
     output = tmp_path / "airflow.log"
     started = time.monotonic()
     with metadata_database("ct_e2e_monitor") as database:
-        env.update(
-            AIRFLOW_HOME=str(tmp_path / "home"),
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database,
-            CT_LOCAL_KAFKA_PORT=str(free_port()),
-            CT_ADMIN_PASSWORD=secrets.token_urlsafe(12),
-            CT_TASK_RETRY_DELAY="5",
-        )
+        env = demo_environment(tmp_path / "home", database)
         orch = Orchestrator(
             demo=True, demo_logs=LOGS, ui_port=free_port(), run_dir=tmp_path / "run", env=env,
             lake=tmp_path / "lake", airflow_output=output,

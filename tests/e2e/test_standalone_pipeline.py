@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -21,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import requests
 
 from ctlib.lake import query
 from ctlib.localsvc import free_port, port_accepts
@@ -31,6 +28,7 @@ from ctlib.localsvc.run import Orchestrator
 from ctlib.testing.airflow_api import AirflowApi
 from ctlib.ct.loglist import slugify
 from ctlib.ingest.state import state_key
+from tests.support.standalone import demo_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -143,15 +141,7 @@ def watched_pending(orch: Orchestrator, con, watched: list[dict]) -> list[str]:
 
 
 def test_standalone_pipeline(tmp_path: Path, database_url: str) -> None:
-    keep = ("CT_TANSU_BIN", "CT_ENRICHMENT_SAMPLES")  # where binaries and samples are, not settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CT_")) or k in keep}
-    env.update(
-        AIRFLOW_HOME=str(tmp_path / "home"),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url,
-        CT_LOCAL_KAFKA_PORT=str(free_port()),
-        CT_ADMIN_PASSWORD=secrets.token_urlsafe(12),
-        CT_TASK_RETRY_DELAY="5",
-    )
+    env = demo_environment(tmp_path / "home", database_url)
     orch = Orchestrator(
         demo=True, ui_port=free_port(), run_dir=tmp_path / "run", env=env, lake=tmp_path / "lake",
         demo_logs=2, demo_tiled=1, demo_rate=2.0, phishing_every=10, watched_every=12,

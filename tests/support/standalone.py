@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -106,6 +107,22 @@ class Standalone:
             return self.log.read_text(errors="replace")[-chars:]
         except FileNotFoundError:
             return ""
+
+
+def demo_environment(home: Path, database_url: str) -> dict[str, str]:
+    """The environment of a `make demo` stack (ctlib.localsvc.run.Orchestrator) for a test: this
+    process's, less every AIRFLOW*/CT_* setting (binaries and samples kept), with its own
+    AIRFLOW_HOME, metadata database, broker port, admin password and short retries."""
+    keep = ("CT_TANSU_BIN", "CT_ENRICHMENT_SAMPLES")  # where binaries and samples are, not settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CT_")) or k in keep}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url,
+        CT_LOCAL_KAFKA_PORT=str(free_port()),
+        CT_ADMIN_PASSWORD=secrets.token_urlsafe(12),
+        CT_TASK_RETRY_DELAY="5",
+    )
+    return env
 
 
 @contextlib.contextmanager
