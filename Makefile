@@ -10,6 +10,7 @@
 #   make bench-full  the same with the decode, catch-up, compaction, soak and backfill benchmarks in full mode (make bench BENCH_FLAGS=--full), plus the uniform 1,000 entries/s soak
 #   make lint    ruff and mypy on plugins/ and dags/ (configured in pyproject.toml); CI runs it before the tests
 #   make clean   remove .run/ (PostgreSQL data, pid files, logs), .airflow/ and the data/ lake
+#   make secrets  write the secrets docker-compose.yaml needs (and AIRFLOW_UID) to .env, mode 0600, where missing; never replaces a value
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -81,3 +82,8 @@ lint: $(STAMP)
 
 clean: stop
 	rm -rf .run .airflow data
+
+# Standard library only: runs with any python3, without the venv (a Docker host needs neither).
+.PHONY: secrets
+secrets:
+	PYTHONPATH=plugins $(PYTHON) -m ctlib.deploy.secrets init
