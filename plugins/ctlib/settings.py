@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 # plugins/ctlib/settings.py -> the project root (also right for the docker layout,
 # where plugins/ and include/ sit side by side under the Airflow home).
@@ -79,13 +80,36 @@ def user_agent(contact: str) -> str:
     return f"{USER_AGENT_PRODUCT} (CT monitor; contact: {contact})" if contact else f"{USER_AGENT_PRODUCT} (CT monitor)"
 
 
+def _shown(value: Any) -> str:
+    """`value` for an error message: its repr, cut short (a Param may hold megabytes)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4,300 digits has no repr
+        text = f"<a {type(value).__name__} too long to show>"
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
 def parse_utc(text: str, what: str) -> datetime:
     """An ISO-8601 time as an aware datetime; UTC when `text` names no zone."""
     try:
+        if not text.strip().isprintable():  # CPython's fromisoformat ignores a trailing NUL
+            raise ValueError(text)
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise SettingsError(f"{what}={text!r}: not an ISO-8601 time such as 2026-12-01T09:00:00Z") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        # OverflowError: a time near year 1 or 9999 whose zone moves it out of datetime's range.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise SettingsError(f"{what}={_shown(text)}: not an ISO-8601 time such as 2026-12-01T09:00:00Z") from None
+
+
+def parse_index(value: Any, what: str) -> int:
+    """A log index given by a person (a Param): a non-negative integer, or a string of decimal
+    digits; SettingsError naming `what` for anything else (a bool, a float, a negative number)."""
+    digits = value.strip() if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 30:  # int() refuses 4,300 digits and more
+        return int(digits)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise SettingsError(f"{what}={_shown(value)}: not a log index (an integer >= 0)")
 
 
 def _start_at(raw: str) -> str:

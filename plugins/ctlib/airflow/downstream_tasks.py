@@ -21,6 +21,7 @@ fails the task once the other logs are committed; its retry redoes that range.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -29,7 +30,7 @@ from typing import Any
 from ctlib.downstream.progress import ENRICH, SCORE, WATCH, Progress, ProgressStore, Work
 from ctlib.lake.files import Lake
 from ctlib.ops import counters
-from ctlib.settings import Settings
+from ctlib.settings import Settings, parse_index
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,13 @@ def _manual_plan(consumer: str, params: Mapping[str, Any], ingest_store: Any, pr
     from ctlib.ingest.run import BACKFILL_CELL
 
     slug, start, end = str(params["log"]), params.get("start_index"), params.get("end_index")
+    # The slug becomes a Variable key: refuse what no log list gives (ctlib.ct.loglist.slugify)
+    # before it reaches the API, and say which Param is wrong.
+    if not re.fullmatch(r"[a-z0-9_]{1,100}", slug):
+        raise ValueError(f"log={slug[:100]!r}: not a log's slug (lower-case letters, digits and _)")
     if start is None or end is None:
         raise ValueError(f"a manual run of {slug} needs start_index and end_index")
+    first, last = parse_index(start, "start_index"), parse_index(end, "end_index")
     state = ingest_store.load(slug)
     if state is None:
         raise ValueError(f"{slug}: no ingest state (ct_state__{slug}): nothing of this log is committed")
@@ -143,7 +149,7 @@ def _manual_plan(consumer: str, params: Mapping[str, Any], ingest_store: Any, pr
         score = progress_store.load(SCORE, slug)
         limit, what = (score.next_index, "its score watermark") if score else (state.first_index, "its first_index")
     try:
-        cells = manual_cells(int(start), int(end), limit, BACKFILL_CELL)
+        cells = manual_cells(first, last, limit, BACKFILL_CELL)
     except ValueError as err:
         raise ValueError(f"{slug}: {err} ({what}, {limit})") from None
     log.info("%s: manual run of %s [%s, %s) as %d cell(s) of %d; no watermark is touched", consumer, slug, start,

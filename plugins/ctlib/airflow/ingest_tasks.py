@@ -42,7 +42,7 @@ from ctlib.ingest.run import (
 )
 from ctlib.ingest.state import VariablePointStore, VariableStateStore
 from ctlib.lake.files import Lake
-from ctlib.settings import Settings, SettingsError, parse_utc
+from ctlib.settings import Settings, SettingsError, parse_index, parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,13 @@ def _time_window(ctlog: CTLog, settings: Settings, params: dict[str, Any],
         _fail("a backfill by time needs both start_time and end_time (ISO-8601, UTC)")
     if first is not None and last is not None:
         try:
-            return parse_utc(str(first), "start_time"), parse_utc(str(last), "end_time")
+            start, end = parse_utc(str(first), "start_time"), parse_utc(str(last), "end_time")
         except SettingsError as err:
-            _fail(str(err))
+            return _fail(str(err))
+        if end <= start:  # said here, naming the Params, before the log is asked anything
+            _fail(f"empty time window: a backfill by time needs start_time < end_time, got "
+                  f"start_time={start.isoformat()}, end_time={end.isoformat()}")
+        return start, end
     if is_backfill_type(getattr(dag_run, "run_type", None)) and getattr(dag_run, "logical_date", None) is not None:
         from ctlib.ingest.schedule import schedule_for, window_of
 
@@ -91,17 +95,33 @@ def _time_window(ctlog: CTLog, settings: Settings, params: dict[str, Any],
     return None
 
 
-def _plan(ctlog: CTLog, settings: Settings, params: dict[str, Any] | None, dag_run: Any = None) -> RunPlan:
-    params = params or {}
+def _index_range(params: dict[str, Any]) -> tuple[int, int] | None:
+    """The Params start_index and end_index as a non-empty range, None when neither is given.
+    Checked here too, not only by the Params' schema: a run's conf can reach the task
+    unchecked (a float, a string, a reversed range), and it fails before any request."""
     start, end = params.get("start_index"), params.get("end_index")
     if (start is None) != (end is None):
         _fail("a backfill needs both start_index and end_index")
+    if start is None:
+        return None
+    try:
+        first, last = parse_index(start, "start_index"), parse_index(end, "end_index")
+    except SettingsError as err:
+        return _fail(str(err))
+    if first >= last:
+        _fail(f"a backfill needs start_index < end_index, got start_index={first}, end_index={last}")
+    return first, last
+
+
+def _plan(ctlog: CTLog, settings: Settings, params: dict[str, Any] | None, dag_run: Any = None) -> RunPlan:
+    params = params or {}
+    indexes = _index_range(params)
     window = _time_window(ctlog, settings, params, dag_run)
-    if window is not None and start is not None:
+    if window is not None and indexes is not None:
         _fail("give start_index/end_index or start_time/end_time, not both")
     store, lake = VariableStateStore(), Lake.open(settings.lake)
-    if start is not None and end is not None:  # both or neither, checked above
-        return _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, int(start), int(end)))
+    if indexes is not None:
+        return _fail_on_incident(lambda: plan_backfill(ctlog, settings, store, lake, *indexes))
     if window is not None:
         return _fail_on_incident(lambda: plan_window(ctlog, settings, store, lake, VariablePointStore(), *window))
     return _fail_on_incident(lambda: plan_run(ctlog, settings, store, lake))

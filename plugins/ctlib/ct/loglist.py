@@ -30,6 +30,9 @@ MONITORED_STATES = frozenset({"usable", "qualified", "readonly"})
 MAX_SLUG = 100
 """Longest slug a monitored log may have: it names a DAG (`ct_ingest__<slug>`, Airflow allows
 250 characters), Variables and lake folders. Real slugs are about 30 characters."""
+MAX_MMD = 7 * 86400
+"""The largest maximum merge delay (seconds) a log may state: logs state 24 h (Chrome's
+policy caps it there); a week leaves room for test logs."""
 KNOWN_STATES = MONITORED_STATES | {"pending", "rejected", "retired", "none"}
 FROZEN_STATES = frozenset({"readonly", "retired"})
 """States of logs that accept no new entries (see `frozen_reason`)."""
@@ -109,10 +112,20 @@ def frozen_reason(ctlog: CTLog, now: datetime) -> str:
         return f"its state is {ctlog.state}"
     if ctlog.interval_end:
         end = datetime.fromisoformat(ctlog.interval_end.replace("Z", "+00:00"))
-        if now >= end + timedelta(seconds=ctlog.mmd):
+        if now - end >= timedelta(seconds=ctlog.mmd):  # not end + mmd: that overflows for an end in 9999
             return (f"its temporal interval ended {ctlog.interval_end} and its MMD "
                     f"({ctlog.mmd} s) has passed since")
     return ""
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with NUL and lone surrogates (JSON's "\\ud800" decodes to one) replaced by U+FFFD:
+    descriptions and operator names reach UTF-8 output (the monitor's JSON and metrics, which
+    raised on them) and Postgres text (DAG descriptions), which refuse both."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def slugify(description: str) -> str:
@@ -141,7 +154,8 @@ def _check_url(url: Any, where: str) -> str:
             raise InsecureURL(f"{where}: refusing plain-http URL {url!r} (https required)")
     elif parts.scheme != "https":
         raise LogListError(f"{where}: URL {url!r} is not http(s)")
-    if not host or parts.query or parts.fragment or parts.username or parts.password:
+    # not isprintable: a control character or a lone surrogate, which UTF-8 and Postgres refuse.
+    if not host or parts.query or parts.fragment or parts.username or parts.password or not url.isprintable():
         raise LogListError(f"{where}: malformed URL {url!r}")
     return url if url.endswith("/") else url + "/"
 
@@ -153,6 +167,7 @@ def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
     description = raw.get("description")
     if not isinstance(description, str) or not description.strip():
         raise LogListError(f"{where}: missing description")
+    description = storable(description)
     where = f"operator {operator!r}, log {description!r}"
     slug = slugify(description)
     if not slug:
@@ -185,8 +200,9 @@ def _parse_log(raw: Any, operator: str, kind: LogKind, position: int) -> CTLog:
         problem = f"{where}: description gives a {len(slug)}-character slug (at most {MAX_SLUG})"
         log.warning("%s; the log will not be read", problem)
     mmd = raw.get("mmd", 86400)
-    if not isinstance(mmd, int) or mmd < 0:
-        raise LogListError(f"{where}: mmd must be a non-negative integer")
+    # Bounded: schedules and listings add it to dates (a huge one overflowed them at DAG import).
+    if not isinstance(mmd, int) or isinstance(mmd, bool) or not 0 <= mmd <= MAX_MMD:
+        raise LogListError(f"{where}: mmd must be an integer from 0 to {MAX_MMD} (seconds)")
     interval_start, interval_end = _parse_interval(raw.get("temporal_interval"), where)
     return CTLog(
         description=description,
@@ -220,7 +236,10 @@ def _parse_interval(raw: Any, where: str) -> tuple[str, str]:
             raise LogListError(f"{where}: temporal_interval.{name} is missing or not an ISO 8601 time") from None
         if moment.tzinfo is None:
             raise LogListError(f"{where}: temporal_interval.{name} has no time zone")
-        bounds.append(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        try:
+            bounds.append(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        except OverflowError:  # year 1 or 9999 moved out of range by its zone
+            raise LogListError(f"{where}: temporal_interval.{name} is out of range") from None
     return bounds[0], bounds[1]
 
 
@@ -239,7 +258,7 @@ def parse_log_list(data: bytes | str | Mapping[str, Any]) -> LogList:
     for op_position, operator in enumerate(data["operators"]):
         if not isinstance(operator, Mapping):
             raise LogListError(f"operator #{op_position} is not an object")
-        name = str(operator.get("name") or f"#{op_position}")
+        name = storable(str(operator.get("name") or f"#{op_position}"))
         for field, kind in fields:
             entries = operator.get(field, [])
             if not isinstance(entries, list):

@@ -25,6 +25,7 @@ on this module.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,17 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+# A watched name's labels once normalized (punycode is ASCII): letters, digits, '-' and '_'
+# (certificates carry underscores), at most 63 characters, the whole name at most 253.
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+_MAX_NAME = 253
+
+
+def _shown(text: str) -> str:
+    """`text` for an error message: repr, cut short (a line may be megabytes long)."""
+    return repr(text) if len(text) <= 100 else repr(text[:100]) + "..."
+
+
 def parse_item(text: str) -> WatchItem:
     """One watchlist entry (no comment); ValueError naming what is wrong."""
     try:
@@ -103,8 +115,13 @@ def parse_item(text: str) -> WatchItem:
     domain = text.startswith(".")
     name = normalize_name(text[1:] if domain else text)
     labels = name.split(".")
-    if not name or any(not label for label in labels) or any(c.isspace() for c in name) or "*" in name:
-        raise ValueError(f"{text!r} is not a DNS name, a .domain or an IP address")
+    # Only characters a certificate's DNS name can hold: a mistyped network (10.0.0/24,
+    # 198.51.100.0/33), a control character or an unencodable IDN label would otherwise
+    # be kept as a name that never matches, and the operator would never know.
+    if not name or len(name) > _MAX_NAME or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{_shown(text)} is not a DNS name, a .domain or an IP address")
+    if labels[-1].isdigit():  # 192.0.2.300: an address that is not one, not a name (no TLD is numeric)
+        raise ValueError(f"{_shown(text)} is not a valid IP address, and not a DNS name")
     return WatchItem(text, "domain" if domain else "name", name=name)
 
 
@@ -176,7 +193,10 @@ def parse_watchlist(text: str, source: str = "watchlist") -> Watchlist:
     """The items of a watchlist's text; WatchlistError names the file and line of a bad one.
     Repeated items are kept once."""
     items: dict[str, WatchItem] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines as editors and grep count them ("\n", a "\r" before it stripped below), not
+    # str.splitlines, which also breaks at \x0b, \x1c, \x85, U+2028 ... and so names
+    # other line numbers than the operator sees.
+    for number, line in enumerate(text.split("\n"), 1):
         entry = line.split("#", 1)[0].strip()
         if not entry:
             continue
@@ -192,9 +212,14 @@ def load_watchlist(path: str | Path) -> Watchlist:
     """The watchlist file at `path` (read anew at every call: it is re-read at every run)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as err:
         raise WatchlistError(f"cannot read the watchlist {path}: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:  # a ValueError, but one naming neither the file nor the line
+        line = data[: err.start].count(b"\n") + 1
+        raise WatchlistError(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
     return parse_watchlist(text, str(path))
 
 
