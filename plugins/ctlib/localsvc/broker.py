@@ -22,7 +22,11 @@ the connection from `airflow_env()`. Limitations seen:
 - ListOffsets is wrong: the high watermark it reports (`Consumer.get_watermark_offsets`, lag
   figures) is the base offset of the partition's last record batch + 1, so it falls short
   when that batch holds more than one record. Fetching is right, and so are the
-  end-of-partition events (`enable.partition.eof`) that `consume_all` relies on.
+  end-of-partition events (`enable.partition.eof`) that `consume_all` relies on;
+- no SASL: with `--authentication` it offers no PLAIN and answers every SCRAM login
+  `unknown-user` (AlterUserScramCredentials and `tansu user create` answer success, but the
+  memory and S3 storage keep no credential); without it, it refuses the SASL handshake. So
+  `LocalBroker` has no SASL option (tests/integration/test_secrets_leak.py says how it copes).
 
     with LocalBroker() as broker:
         os.environ.update(broker.airflow_env())     # AIRFLOW_CONN_KAFKA_DEFAULT
