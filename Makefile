@@ -6,8 +6,8 @@
 #   make stop    stop what make run / make demo (or bin/airflow) started, from any shell
 #   make test    the test suite
 #   make chromium  Debian's headless Chromium for the browser test (make test installs it)
-#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost, decode vs construct+pyOpenSSL, catch-up through Airflow, the local log server's cost, ct_watch's matching against a 1,000-item watchlist vs one item at a time, compaction of a busy day on a local disk and on S3 (streamed vs the whole day in memory), the CT firehose soak (40 logs, 16 tiled, 3,200 entries/s under airflow standalone; with and without downstream; short mode), live freshness while an Airflow backfill of a busy log's day of history runs (4 + 4 minutes)
-#   make bench-full  the same with the decode, catch-up, compaction, soak and backfill benchmarks in full mode (make bench BENCH_FLAGS=--full), plus the uniform 1,000 entries/s soak
+#   make bench   benchmarks that print figures (bench/results/*.json): scorer vs phishing_catcher, verification cost, decode vs construct+pyOpenSSL, catch-up through Airflow, the local log server's cost, ct_watch's matching against a 1,000-item watchlist vs one item at a time, compaction of a busy day on a local disk and on S3 (streamed vs the whole day in memory), the CT firehose soak (40 logs, 16 tiled, 3,200 entries/s under airflow standalone; with and without downstream; short mode), live freshness while an Airflow backfill of a busy log's day of history runs (4 + 4 minutes), the chaos soak (40 logs at 1,000 entries/s with downstream, 5 minutes of faults together: components, task processes, broker, PostgreSQL, a failing and a lying log; audited at the end)
+#   make bench-full  the same with the decode, catch-up, compaction, soak, backfill and chaos benchmarks in full mode (make bench BENCH_FLAGS=--full; the chaos soak 20 minutes), plus the uniform 1,000 entries/s soak
 #   make lint    ruff and mypy on plugins/ and dags/ (configured in pyproject.toml); CI runs it before the tests
 #   make clean   remove .run/ (PostgreSQL data, pid files, logs), .airflow/ and the data/ lake
 #   make secrets  write the secrets docker-compose.yaml needs (and AIRFLOW_UID) to .env, mode 0600, where missing; never replaces a value
@@ -59,7 +59,7 @@ chromium:
 	fi
 	@/usr/bin/chromium --version 2>/dev/null | grep -q . || { echo "no working /usr/bin/chromium" >&2; exit 1; }
 
-# BENCH_FLAGS (e.g. --full) goes to the decode, catch-up, watch, compaction, soak and backfill benchmarks.
+# BENCH_FLAGS (e.g. --full) goes to the decode, catch-up, watch, compaction, soak, backfill and chaos benchmarks.
 bench: $(STAMP)
 	$(VPY) bench/score_eval.py
 	$(VPY) bench/verify_cost.py
@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(VPY) bench/soak_bench.py --profile firehose --with-downstream $(BENCH_FLAGS)
 	@if [[ "$(BENCH_FLAGS)" == *--full* ]]; then $(VPY) bench/soak_bench.py --full; fi
 	$(VPY) bench/backfill_bench.py $(BENCH_FLAGS)
+	$(VPY) bench/chaos_soak.py $(BENCH_FLAGS)
 
 bench-full:
 	$(MAKE) bench BENCH_FLAGS=--full

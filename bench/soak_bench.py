@@ -203,13 +203,57 @@ class Planter:
                 self._touched.add(log)
 
 
+class TamperOnce:
+    """Serves one entry of a classic log tampered (a byte flipped: it decodes, but no longer
+    hashes to the signed root) to the first get-entries that covers it, then the true one again:
+    a log that lied once. The index is `ahead` entries past the log's published size, so the
+    pipeline meets it during growth; `served` is when the lie went out (epoch seconds)."""
+
+    def __init__(self, log: Any, ahead: int) -> None:
+        self.log, self.index = log, log.sth.tree_size + ahead
+        self.served: float | None = None
+        self._lock = threading.Lock()
+        inner = log.answer
+
+        def answer(endpoint: str, query: dict[str, str]):
+            result = inner(endpoint, query)
+            if endpoint == "get-entries" and result.status == 200 and self.served is None:
+                with self._lock:
+                    start, end = int(query.get("start", -1)), int(query.get("end", -1))
+                    if self.served is None and start <= self.index <= end and self.index < log.sth.tree_size:
+                        self.served = time.time()
+                        log.faults.tampered = frozenset()
+            return result
+
+        log.faults.tampered = frozenset({self.index})
+        log.answer = answer  # the HTTP handler calls log.answer(endpoint, query)
+
+
 def serve_commands(conn, server, rates: list[float], planter: Planter | None = None) -> None:
     """The log server process's side of the pipe: "grow" True (every log at its rate) or
     False (growth stops), "sizes" (the published sizes and this process's CPU seconds, also
     the answer to "grow"), "stop" (stops the server, answers the requests served). A
-    `planter` plants while growth is on."""
+    `planter` plants while growth is on. Faults, by the log's position in the log list:
+    "faults" (position, {Faults attribute: value}) changes a log's misbehaviour, e.g.
+    {"http_5xx_every": 1} and later 0; "tamper" (position, ahead) serves one entry tampered
+    once (`TamperOnce`) and answers its index; "tampered" answers {slug: (index, served)}."""
+    tampered: list[TamperOnce] = []
     while True:
         command, value = conn.recv()
+        if command == "faults":
+            position, changes = value
+            for name, setting in changes.items():
+                setattr(server.logs[position].faults, name, setting)
+            conn.send(("faults", server.logs[position].slug))
+            continue
+        if command == "tamper":
+            position, ahead = value
+            tampered.append(TamperOnce(server.logs[position], ahead))
+            conn.send(("tamper", tampered[-1].index))
+            continue
+        if command == "tampered":
+            conn.send(("tampered", {t.log.slug: (t.index, t.served) for t in tampered}))
+            continue
         if command == "grow":
             if planter is not None and not value:
                 planter.pause()
@@ -247,6 +291,11 @@ class RemoteLogs:
         self._conn.send(("grow", on))
         _, sizes, cpu = self._conn.recv()
         return sizes, cpu
+
+    def ask(self, command: str, value: Any = None) -> Any:
+        """Send one command of `serve_commands` (e.g. "faults", "tamper") and return its answer."""
+        self._conn.send((command, value))
+        return self._conn.recv()[1]
 
     def stop(self) -> int:
         return stop_child(self._proc, self._conn, ("stop", None)) or 0
