@@ -449,7 +449,9 @@ def draw(timeline: list[tuple[float, float]], faults: list[dict[str, Any]], last
     colours = {}
     palette = iter(plt.get_cmap("tab10").colors)
     for fault in faults:
-        colour = colours.setdefault(fault["kind"], next(palette))
+        if fault["kind"] not in colours:
+            colours[fault["kind"]] = next(palette)
+        colour = colours[fault["kind"]]
         start = fault["planned_s"] / 60
         if fault["duration_s"]:
             ax.axvspan(start, start + fault["duration_s"] / 60, color=colour, alpha=0.2)
