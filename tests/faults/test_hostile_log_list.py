@@ -24,6 +24,7 @@ from ctlib.testing.ctlog import Faults, LogServer
 from tests.paths import PROJECT_ROOT
 from tests.support.airflow import configure, ingest_dag, run_until_caught_up
 from tests.support.audit import assert_audit_clean
+from tests.support.loglist import edited, two_local_logs
 
 SLUG = re.compile(r"^[a-z0-9_]+$")
 TRAVERSALS = ["../../etc x", "..\\..\\Windows System32", "/etc/passwd", "a/../../b", "log=x/date=y",
@@ -32,26 +33,7 @@ TRAVERSALS = ["../../etc x", "..\\..\\Windows System32", "/etc/passwd", "a/../..
 
 @pytest.fixture(scope="module")
 def template() -> dict:
-    """A valid list of two local logs (their keys are real P-256 keys)."""
-    server = LogServer()
-    try:
-        server.add_log("Hostile Good Log")
-        server.add_log("Hostile Other Log")
-        return server.log_list()
-    finally:
-        server.stop()
-
-
-def edited(template: dict, first: dict | None = None, operator: str | None = None, extra: dict | None = None) -> dict:
-    data = copy.deepcopy(template)
-    logs = data["operators"][0]["logs"]
-    if first:
-        logs[0].update(first)
-    if extra is not None:
-        logs.append({**copy.deepcopy(logs[1]), **extra})
-    if operator is not None:
-        data["operators"][0]["name"] = operator
-    return data
+    return two_local_logs()
 
 
 def _under(root: str, path: str) -> bool:

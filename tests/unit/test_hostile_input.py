@@ -33,9 +33,9 @@ from ctlib.downstream import notify
 from ctlib.downstream.watchlist import WatchlistError, load_watchlist, parse_item, parse_watchlist
 from ctlib.ingest.state import LogState
 from ctlib.settings import Settings, SettingsError, parse_utc
-from ctlib.testing.ctlog import LogServer
 from tests.paths import PROJECT_ROOT
 from tests.support.airflow import load_dag_module
+from tests.support.loglist import edited, two_local_logs
 
 FUZZ = settings(max_examples=150, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -461,23 +461,7 @@ def test_the_email_message_keeps_its_headers_whatever_the_subject(name, brand, i
 
 @pytest.fixture(scope="module")
 def template() -> dict:
-    """A valid list of two local logs (real P-256 keys)."""
-    server = LogServer()
-    try:
-        server.add_log("Hostile Good Log")
-        server.add_log("Hostile Other Log")
-        return server.log_list()
-    finally:
-        server.stop()
-
-
-def edited(template: dict, first: dict | None = None, operator: str | None = None) -> dict:
-    data = copy.deepcopy(template)
-    if first:
-        data["operators"][0]["logs"][0].update(first)
-    if operator is not None:
-        data["operators"][0]["name"] = operator
-    return data
+    return two_local_logs()
 
 
 MISSING = object()
