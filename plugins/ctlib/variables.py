@@ -1,6 +1,17 @@
-"""Airflow Variables as a process outside a task sees them (the audit CLI, scripts): read with
-`airflow.models`, so from the metadata database, AIRFLOW_VAR_* and secrets backends (the Task
-SDK reads no metadata database outside a task)."""
+"""Airflow Variables: read inside a task (`task_variable`), and as a process outside a task
+sees them (`variables_by_prefix`: the audit CLI, scripts).
+
+Inside a task, Airflow 3.3's Task SDK answers "not found" for a Variable it could not *read*:
+its Execution-API secrets backend turns every error of the API server (down, restarting,
+refusing connections) into "not found", and `Variable.get(key, default=None)` returns the
+default. For a watermark that is the worst answer there is: a log's stored state read as
+"none yet" would be planned afresh from CT_START_AT (`latest` skips everything between the
+real watermark and now; `beginning` ingests the log again). `task_variable` asks the same
+supervisor channel the SDK's backend asks and keeps the two answers apart.
+
+Outside a task, Variables are read with `airflow.models`, so from the metadata database,
+AIRFLOW_VAR_* and secrets backends (the Task SDK reads no metadata database outside a task).
+"""
 
 from __future__ import annotations
 
@@ -29,3 +40,33 @@ def variables_by_prefix(prefixes: Sequence[str], keys: Sequence[str] | None = No
         if raw is not None:
             values[key] = raw
     return values
+
+
+class VariableUnavailable(RuntimeError):
+    """A Variable could not be read (the API server did not answer): not the same as missing."""
+
+
+def task_variable(key: str) -> str | None:
+    """The raw value of Variable `key` inside a task (also under `dag.test()`); None only
+    when the API server says there is no such Variable. VariableUnavailable, naming the key
+    and the error, when it could not be asked or did not answer: the task fails and its retry
+    reads again, instead of going on as if the Variable did not exist. Outside a task (no
+    supervisor channel) it is `Variable.get(key, default=None)`."""
+    from airflow.sdk import Variable
+    from airflow.sdk.exceptions import ErrorType
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.comms import ErrorResponse, GetVariable, VariableResult
+
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    if comms is None:
+        return Variable.get(key, default=None)
+    try:
+        answer = comms.send(GetVariable(key=key))
+    except Exception as err:  # the channel itself failed: as unreadable as an API error
+        raise VariableUnavailable(f"cannot read the Variable {key}: {type(err).__name__}: {err}") from None
+    if isinstance(answer, VariableResult):
+        return answer.value
+    if isinstance(answer, ErrorResponse) and answer.error == ErrorType.VARIABLE_NOT_FOUND:
+        return None
+    what = f"{answer.error.value} {answer.detail}" if isinstance(answer, ErrorResponse) else type(answer).__name__
+    raise VariableUnavailable(f"cannot read the Variable {key}: {what}; not taking it as missing")

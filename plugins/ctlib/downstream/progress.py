@@ -204,10 +204,10 @@ class VariableProgressStore:
     """Airflow Variables through the Task SDK (works in tasks and in `dag.test()`)."""
 
     def load(self, consumer: str, slug: str) -> Progress | None:
-        from airflow.sdk import Variable
+        from ctlib.variables import task_variable
 
         key = progress_key(consumer, slug)
-        raw = Variable.get(key, default=None)
+        raw = task_variable(key)  # an API server that does not answer is not "nothing processed yet"
         return None if raw is None else Progress.from_json(raw, key)
 
     def save(self, consumer: str, slug: str, progress: Progress) -> None:

@@ -538,10 +538,24 @@ def _verify_or_discard(client: LogClient, lake: Lake, plan: RunPlan, compact: Co
         raise
 
 
+def _committed_already(state: LogState, plan: RunPlan) -> bool:
+    """The stored state is exactly what committing `plan` writes: its end as the watermark, at
+    the tree head it verified against (size and root), past where it started."""
+    end = max((stop for _, stop in plan.ranges), default=plan.start)
+    return (end > plan.start and state.next_index == end and state.tree_size == plan.tree_size
+            and state.root_hash == plan.root_hash)
+
+
 def commit_run(ctlog: CTLog, plan: RunPlan, summaries: list[RangeSummary], store: StateStore,
                lake: Lake, settings: Settings) -> LogState:
-    """Verify the run's entries against the signed root, then advance the watermark."""
+    """Verify the run's entries against the signed root, then advance the watermark. A retry
+    whose earlier try saved the watermark but never heard back (the API server went down
+    between saving and answering) finds this run's own commit stored and returns it."""
     state = store.load(ctlog.slug)
+    if state is not None and _committed_already(state, plan):
+        log.info("%s: [%d, %d) is committed already (an earlier try saved it and lost the answer)",
+                 ctlog.slug, plan.start, state.next_index)
+        return state
     if state is None or state.next_index != plan.start:
         raise StateError(
             f"{ctlog.slug}: stored next_index is {state.next_index if state else None}, "

@@ -150,9 +150,9 @@ class VariableStateStore:
     """Airflow Variables through the Task SDK (works in tasks and in `dag.test()`)."""
 
     def _get(self, key: str) -> str | None:
-        from airflow.sdk import Variable
+        from ctlib.variables import task_variable
 
-        return Variable.get(key, default=None)
+        return task_variable(key)  # an API server that does not answer is not "no state yet"
 
     def _set(self, key: str, value: dict[str, Any], description: str) -> None:
         from airflow.sdk import Variable
@@ -206,9 +206,9 @@ class VariablePointStore:
     """Points in the Airflow Variable `ct_timeindex__<slug>` (a JSON list of [index, ms])."""
 
     def load(self, slug: str) -> list[Point]:
-        from airflow.sdk import Variable
+        from ctlib.variables import task_variable
 
-        raw = Variable.get(f"{POINTS_PREFIX}{slug}", default=None)
+        raw = task_variable(f"{POINTS_PREFIX}{slug}")
         try:
             return [(int(i), int(t)) for i, t in json.loads(raw)] if raw else []
         except (TypeError, ValueError):

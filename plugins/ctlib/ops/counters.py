@@ -133,9 +133,9 @@ class VariableCounterStore:
     """The documents as Airflow Variables, through the Task SDK (inside a task)."""
 
     def load(self, key: str) -> Document:
-        from airflow.sdk import Variable
+        from ctlib.variables import task_variable
 
-        return parse(Variable.get(key, default=None))
+        return parse(task_variable(key))  # unreadable is not empty: that would reset the totals
 
     def save(self, key: str, doc: Document) -> None:
         from airflow.sdk import Variable
