@@ -79,6 +79,7 @@ from ctlib.localsvc import free_port, port_accepts
 from ctlib.localsvc.broker import LocalBroker, consume_all, create_topics
 from ctlib.localsvc.postgres import IDLE_IN_TRANSACTION_TIMEOUT_S, scratch_database
 from ctlib.localsvc.run import session_members
+from ctlib.testing import chaos
 from ctlib.testing.ctlog import Faults, LocalCTLog, LogServer
 from tests.paths import PROJECT_ROOT
 
@@ -104,14 +105,6 @@ def _stat(pid: int) -> tuple[str, int, int, int] | None:
     except (OSError, IndexError):
         return None
     return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-
-
-def _cmdline(pid: int) -> str:
-    """The command line, or the process title Airflow set (setproctitle rewrites argv)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def _gone(pid: int) -> bool:
@@ -154,7 +147,7 @@ def task_processes(session: int, ti_id: str) -> TaskProcesses | None:
     """The supervisor and runner of task instance `ti_id` among the processes of `session`:
     the supervisor's title is `airflow worker -- LocalExecutor: <ti id>`; the runner is its
     child (titled `airflow worker -- <ti id>` once started)."""
-    members = {pid: _cmdline(pid) for pid in session_members(session)}
+    members = {pid: chaos.process_title(pid) for pid in session_members(session)}
     supervisors = [pid for pid, cmd in members.items() if f"LocalExecutor: {ti_id}" in cmd]
     for supervisor in supervisors:
         children = [pid for pid in members if (_stat(pid) or ("", 0))[1] == supervisor]
@@ -163,66 +156,14 @@ def task_processes(session: int, ti_id: str) -> TaskProcesses | None:
     return None
 
 
-def task_runners(session: int) -> dict[int, str]:
-    """{runner pid: ti id} of every task runner in `session`."""
-    members = {pid: _cmdline(pid) for pid in session_members(session)}
-    runners = {}
-    for pid, cmd in members.items():
-        stat = _stat(pid)
-        parent = members.get(stat[1], "") if stat else ""
-        if "LocalExecutor: " in parent:
-            runners[pid] = parent.rsplit("LocalExecutor: ", 1)[1].split()[0]
-    return runners
-
-
-class Component:
-    """One Airflow process, leader of a session of its own."""
+class Component(chaos.Component):
+    """One Airflow process (`airflow <args>`), leader of a session of its own, started at once."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(VENV_BIN / "airflow"), *args], env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT,
-            )  # fmt: skip
+        super().__init__(name, [str(VENV_BIN / "airflow"), *args], env, log_dir, cwd=PROJECT_ROOT)
+        self.start()
+        assert self.proc is not None
         self.session = self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            text = ""
-        return f"--- {self.name}, last {chars} chars ---\n{text[-chars:]}"
-
-    def sigkill(self) -> None:
-        """SIGKILL the component's own process only (not its children)."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM to the leader, then SIGTERM and SIGKILL to whatever is left in its session."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(grace)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            members = session_members(self.session)
-            if not members:
-                break
-            for pid in members:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and session_members(self.session):
-                self.proc.poll()
-                time.sleep(0.1)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
 
 
 # --------------------------------------------------------------------------- the log server
@@ -661,7 +602,7 @@ def kill_a_writer(stack: Stack, key: str, scheduler: Component, run_id: str, beg
     def refresh_runners(stop: threading.Event) -> None:
         nonlocal runners
         while not stop.is_set():
-            runners = task_runners(scheduler.session)
+            runners = chaos.task_runners(scheduler.session)
             stop.wait(0.1)
 
     stop = threading.Event()
@@ -820,7 +761,7 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
         first.sigkill()
         killed_at = time.monotonic()
         time.sleep(1)
-        orphans = {pid: _cmdline(pid) for pid in session_members(first.session)}
+        orphans = {pid: chaos.process_title(pid) for pid in session_members(first.session)}
         print(f"{clock(began)} SIGKILLed the scheduler {first.proc.pid} while fetch{sorted(in_flight)} were "
               f"downloading; watermark {mark}; left in its session: {orphans}")
         for ti, procs, (start, end) in in_flight.values():
@@ -888,7 +829,7 @@ def test_scheduler_killed_and_restarted_mid_run_completes_the_ingest(stack: Stac
             zombie.execute("SELECT 1")
         zombie.close()
         print(f"{clock(began)} the locking connection was ended by the server: {str(ended.value).strip()[:120]}")
-        leaked = {pid: _cmdline(pid) for pid in session_members(first.session)}
+        leaked = {pid: chaos.process_title(pid) for pid in session_members(first.session)}
         print(f"{clock(began)} still alive in the killed scheduler's session ({_pss_mb(leaked):.0f} MiB PSS): {leaked}")
         history = [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in stack.task_instances(key, runs[0])]
         print(f"task instances of {runs[0]}: {history}")
