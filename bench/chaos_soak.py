@@ -36,7 +36,9 @@ ct_score's and ct_watch's watermarks to reach ingest's, and checks its claims:
 2. no bad entry: every log's leaf hashes in the lake hash to the root its state verified;
 3. the tampered log has an incident in the lake, and the tampered entry was served;
 4. the lag (at moment t: the age of the oldest entry logged and not yet in the lake) is below
-   90 s within 3 minutes of the end of the last fault, and stays below.
+   90 s within 3 minutes of the end of the last fault, and stays below;
+5. none of the stack's secrets (JWT secret, API secret key, Fernet key, admin password) is in
+   any task log the scheduler's tasks wrote or in the components' output.
 
 It prints a timeline (faults, restarts, lag, runs failed and recovered every 30 s), writes
 bench/results/chaos_soak[_full].json and a PNG plot beside it, and exits 1 when a claim fails.
@@ -393,6 +395,30 @@ def batches(lake: Path) -> dict[str, list[chaos.Batch]]:
     return out
 
 
+SECRET_SETTINGS = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY",
+                   "CT_ADMIN_PASSWORD")
+
+
+def leaked_secrets(env: dict[str, str], folders: list[Path]) -> dict[str, list[str]]:
+    """{setting: [files]} of the stack's secrets (SECRET_SETTINGS), as is or base64, found in
+    any file under `folders`: every task log the scheduler's tasks wrote, and the components'
+    own output, after a run in which everything failed at least once."""
+    import base64
+
+    needles = {}
+    for name in SECRET_SETTINGS:
+        value = env[name].encode()
+        needles[name] = [value, base64.b64encode(value)[:-4] or value]  # without padding-dependent tail
+    found: dict[str, list[str]] = {}
+    for folder in folders:
+        for path in (f for f in folder.rglob("*") if f.is_file()):
+            data = path.read_bytes()
+            for name, forms in needles.items():
+                if any(form in data for form in forms):
+                    found.setdefault(name, []).append(str(path.relative_to(folder.parent)))
+    return found
+
+
 def lake_roots(lake: Path, sizes: dict[str, int]) -> dict[str, str]:
     """{slug: base64 Merkle root of the lake's leaf hashes [0, size)} for every log whose
     lake holds each of those indexes once (certs and errors together)."""
@@ -592,6 +618,9 @@ def claims(args, remote, stack: ChaosStack, api: AirflowApi, timeline: Timeline,
     audit_text = (audit.stdout + audit.stderr).strip()
     states = {v["key"].removeprefix("ct_state__"): json.loads(v["value"])
               for v in api.listed("variables", "variables") if v["key"].startswith("ct_state__")}
+    task_logs = Path(stack.env["AIRFLOW_HOME"]) / "logs"
+    leaks = leaked_secrets(stack.env, [task_logs, stack.logs_dir])
+    log_files = sum(1 for f in task_logs.rglob("*.log"))
     roots = lake_roots(stack.lake, {slug: s["tree_size"] for slug, s in states.items()
                                     if s.get("next_index") == s.get("tree_size")})
     root_mismatch = {slug: {"lake": roots.get(slug), "verified": s.get("root_hash")}
@@ -631,6 +660,7 @@ def claims(args, remote, stack: ChaosStack, api: AirflowApi, timeline: Timeline,
         "ingest_caught_up": caught_up, "downstream_caught_up": downstream_caught_up,
         "audit": {"exit": audit.returncode, "report": audit_text[-6000:]},
         "merkle_roots_mismatch": root_mismatch,
+        "secrets_in_logs": {"task_log_files": log_files, "found": leaks},
         "tamper": {"log": tampered_slug, "index": tampered_index,
                    "served_s": round(served_at - timeline.began, 1) if served_at else None,
                    "incidents": incidents},
@@ -645,6 +675,7 @@ def claims(args, remote, stack: ChaosStack, api: AirflowApi, timeline: Timeline,
         "the tampered log has an incident": bool(served_at) and bool(incidents),
         f"lag under {LAG_LIMIT_S:.0f} s within {RECOVERY_LIMIT_S / 60:.0f} min of the last fault":
             recovered is not None and recovered - last_fault_end <= RECOVERY_LIMIT_S,
+        f"no secret of the stack in {log_files:,} task logs and the components' output": not leaks and log_files > 0,
         "every planned fault applied": all(not str(a["detail"]).startswith(("NOT APPLIED", "no running"))
                                            for a in injector.applied) and len(injector.applied) == len(plan),
     }
