@@ -26,7 +26,10 @@ and 3.5 min of growth (1 and 17 min with --full):
   see of a dead broker, and keeps its data;
 * PostgreSQL restarted once (fast shutdown: every connection dropped, then started again);
 * one log answering 500/503 to every request for 2 minutes;
-* one classic log serving a tampered entry once (a byte flipped, as a lying log would).
+* one classic log serving a tampered entry (a byte flipped, as a lying log would) from one
+  moment until an incident names it: a fetch that got the lie but failed for another reason
+  (the broker down, a kill) never reached the commit's root check, and its retry is lied to
+  again.
 
 Growth then stops; the soak waits for every ingest watermark to reach its log's size and for
 ct_score's and ct_watch's watermarks to reach ingest's, and checks its claims:
@@ -84,6 +87,7 @@ HEARTBEAT_TIMEOUT_S = 60
 SAMPLE_EVERY_S = 10.0
 PRINT_EVERY_S = 30.0
 TAMPER_AHEAD = 40  # entries past the log's size: the tampered index is met during growth
+TAMPER_CAUGHT_WITHIN_S = 300.0  # the lying log lies until an incident names it, at most this long
 
 
 class Timeline:
@@ -306,8 +310,18 @@ class Injector:
             index = self.stack.remote.ask("tamper", (fault.target, TAMPER_AHEAD))
             slug = self.slugs[fault.target]
             self.tampered = (slug, index)
-            say("FAULT", f"log {slug} will serve index {index} tampered, once")
-            return f"{slug} index {index}"
+            say("FAULT", f"log {slug} serves index {index} tampered until an incident names it")
+            # A fetch that got the lie but failed for another reason (the broker down, a kill)
+            # never reached the commit's root check; the log lies again to its retry.
+            deadline = time.monotonic() + TAMPER_CAUGHT_WITHIN_S
+            while not incidents_of(stack.lake, slug) and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(2)
+            caught = bool(incidents_of(stack.lake, slug))
+            stack.remote.ask("untamper", fault.target)
+            times = stack.remote.ask("tampered").get(slug, (index, None, 0))[2]
+            say("FAULT", f"log {slug} tells the truth again: the lie went out in {times} answer(s), "
+                         f"{'caught' if caught else 'NOT caught'}")
+            return f"{slug} index {index}; served {times} time(s); {'caught' if caught else 'NOT CAUGHT'}"
         raise ValueError(f"unknown fault {fault.kind!r}")
 
 
@@ -627,7 +641,7 @@ def claims(args, remote, stack: ChaosStack, api: AirflowApi, timeline: Timeline,
                      for slug, s in states.items() if roots.get(slug) != s.get("root_hash")}
     tampered = remote.ask("tampered")
     tampered_slug, tampered_index = injector.tampered or (None, None)
-    served_at = tampered.get(tampered_slug, (None, None))[1] if tampered_slug else None
+    _, served_at, served_times = tampered.get(tampered_slug, (None, None, 0)) if tampered_slug else (None, None, 0)
     incidents = incidents_of(stack.lake, tampered_slug) if tampered_slug else []
 
     lag = chaos.lag_timeline([b for bs in batches(stack.lake).values() for b in bs], timeline.began,
@@ -663,6 +677,7 @@ def claims(args, remote, stack: ChaosStack, api: AirflowApi, timeline: Timeline,
         "secrets_in_logs": {"task_log_files": log_files, "found": leaks},
         "tamper": {"log": tampered_slug, "index": tampered_index,
                    "served_s": round(served_at - timeline.began, 1) if served_at else None,
+                   "answers_with_the_lie": served_times,
                    "incidents": incidents},
         "watch_notifications": sum(1 for r in receiver.accepted if isinstance(r.body, dict)
                                    and r.body.get("kind") == "watch"),
@@ -717,7 +732,8 @@ def report(result: dict[str, Any], out: Path) -> bool:
           f"lag below {lag['limit_s']:.0f} s from {lag['recovered_at_s']} s on (recovery {lag['recovery_s']} s, "
           f"limit {lag['recovery_limit_s']:.0f} s)")
     tamper = result["tamper"]
-    print(f"  tampered entry: log {tamper['log']} index {tamper['index']} served at {tamper['served_s']} s; "
+    print(f"  tampered entry: log {tamper['log']} index {tamper['index']} first served at {tamper['served_s']} s, "
+          f"in {tamper['answers_with_the_lie']} answer(s); "
           f"{len(tamper['incidents'])} incident(s) {[i.get('kind') for i in tamper['incidents']]}")
     print(f"  audit (exit {result['audit']['exit']}):")
     for line in result["audit"]["report"].splitlines()[-12:]:

@@ -203,32 +203,38 @@ class Planter:
                 self._touched.add(log)
 
 
-class TamperOnce:
+class Tamper:
     """Serves one entry of a classic log tampered (a byte flipped: it decodes, but no longer
-    hashes to the signed root) to the first get-entries that covers it, then the true one again:
-    a log that lied once. The index is `ahead` entries past the log's published size, so the
-    pipeline meets it during growth; `served` is when the lie went out (epoch seconds)."""
+    hashes to the signed root) to every get-entries answer that holds it, until `stop`: a log
+    that lies about one entry until it is caught. The index is `ahead` entries past the log's
+    published size, so the pipeline meets it during growth. `served` is when the lie first
+    went out (epoch seconds), `times` how many answers held it."""
 
     def __init__(self, log: Any, ahead: int) -> None:
         self.log, self.index = log, log.sth.tree_size + ahead
         self.served: float | None = None
+        self.times = 0
         self._lock = threading.Lock()
         inner = log.answer
 
         def answer(endpoint: str, query: dict[str, str]):
+            lying = bool(log.faults.tampered)
             result = inner(endpoint, query)
-            if endpoint == "get-entries" and result.status == 200 and self.served is None:
-                with self._lock:
-                    # What the answer holds, not what was asked: a log may answer fewer entries.
-                    start = int(query.get("start", -1))
-                    count = len(json.loads(result.body)["entries"])
-                    if self.served is None and start <= self.index < start + count:
-                        self.served = time.time()
-                        log.faults.tampered = frozenset()
+            if lying and endpoint == "get-entries" and result.status == 200:
+                # What the answer holds, not what was asked: a log may answer fewer entries.
+                start = int(query.get("start", -1))
+                if start <= self.index < start + len(json.loads(result.body)["entries"]):
+                    with self._lock:
+                        self.served = self.served or time.time()
+                        self.times += 1
             return result
 
         log.faults.tampered = frozenset({self.index})
         log.answer = answer  # the HTTP handler calls log.answer(endpoint, query)
+
+    def stop(self) -> None:
+        """Tell the truth from now on."""
+        self.log.faults.tampered = frozenset()
 
 
 def serve_commands(conn, server, rates: list[float], planter: Planter | None = None) -> None:
@@ -238,8 +244,9 @@ def serve_commands(conn, server, rates: list[float], planter: Planter | None = N
     `planter` plants while growth is on. Faults, by the log's position in the log list:
     "faults" (position, {Faults attribute: value}) changes a log's misbehaviour, e.g.
     {"http_5xx_every": 1} and later 0; "tamper" (position, ahead) serves one entry tampered
-    once (`TamperOnce`) and answers its index; "tampered" answers {slug: (index, served)}."""
-    tampered: list[TamperOnce] = []
+    (`Tamper`) and answers its index, "untamper" (position) stops it; "tampered" answers
+    {slug: (index, first served, answers that held it)}."""
+    tampered: list[Tamper] = []
     while True:
         command, value = conn.recv()
         if command == "faults":
@@ -250,11 +257,17 @@ def serve_commands(conn, server, rates: list[float], planter: Planter | None = N
             continue
         if command == "tamper":
             position, ahead = value
-            tampered.append(TamperOnce(server.logs[position], ahead))
+            tampered.append(Tamper(server.logs[position], ahead))
             conn.send(("tamper", tampered[-1].index))
             continue
+        if command == "untamper":
+            for t in tampered:
+                if t.log is server.logs[value]:
+                    t.stop()
+            conn.send(("untamper", server.logs[value].slug))
+            continue
         if command == "tampered":
-            conn.send(("tampered", {t.log.slug: (t.index, t.served) for t in tampered}))
+            conn.send(("tampered", {t.log.slug: (t.index, t.served, t.times) for t in tampered}))
             continue
         if command == "grow":
             if planter is not None and not value:
@@ -286,18 +299,21 @@ class RemoteLogs:
         if not self._conn.poll(300):
             raise SystemExit("the log server did not start in 5 minutes")
         self.tiled: dict[str, bool] = self._conn.recv()[1]
+        self._lock = threading.Lock()  # one question at a time on the pipe (faults ask from threads)
 
     def grow(self, on: bool) -> tuple[dict[str, int], float]:
         """Start (or stop) every log's growth at its profile's rate; returns the published
         sizes and the log server's CPU seconds so far."""
-        self._conn.send(("grow", on))
-        _, sizes, cpu = self._conn.recv()
+        with self._lock:
+            self._conn.send(("grow", on))
+            _, sizes, cpu = self._conn.recv()
         return sizes, cpu
 
     def ask(self, command: str, value: Any = None) -> Any:
         """Send one command of `serve_commands` (e.g. "faults", "tamper") and return its answer."""
-        self._conn.send((command, value))
-        return self._conn.recv()[1]
+        with self._lock:
+            self._conn.send((command, value))
+            return self._conn.recv()[1]
 
     def stop(self) -> int:
         return stop_child(self._proc, self._conn, ("stop", None)) or 0
