@@ -50,7 +50,8 @@ def with_values(text: str, new: Mapping[str, str], comment: str = "") -> str:
         if match and match.group(1) in pending and _unquote(match.group(2)) == "" and not line.lstrip().startswith("#"):
             name = match.group(1)
             lines[number] = f"{name}={pending.pop(name)}\n"
-    appended = [f"{name}={value}\n" for name, value in pending.items() if name not in parse(text)]
+    present = parse(text)
+    appended = [f"{name}={value}\n" for name, value in pending.items() if name not in present]
     if not appended and lines == text.splitlines(keepends=True):
         return text
     if lines and not lines[-1].endswith("\n"):
