@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catchup_bench import RESULTS, _utc
 from ctlib.testing import chaos
 from ctlib.testing.airflow_api import AirflowApi
-from soak_bench import INITIAL, WEBHOOK_CONN, RemoteLogs, write_watchlist
+from soak_bench import INITIAL, WEBHOOK_CONN, RemoteLogs, states, watermarks, write_watchlist
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -328,11 +328,6 @@ class Injector:
 # --------------------------------------------------------------------------- observing
 
 
-def ingest_watermarks(api: AirflowApi) -> dict[str, int]:
-    return {v["key"].removeprefix("ct_state__"): json.loads(v["value"])["next_index"]
-            for v in api.listed("variables", "variables") if v["key"].startswith("ct_state__")}
-
-
 def downstream_watermarks(api: AirflowApi) -> dict[str, dict[str, int]]:
     """{consumer: {slug: next_index}} from the Variables ct_downstream__<consumer>__<slug>."""
     from ctlib.downstream.progress import parse_key
@@ -373,17 +368,17 @@ class Sampler:
             try:
                 if self.api is None:
                     self.api = AirflowApi(self.stack.api_url, self.stack.login)  # type: ignore[arg-type]
-                committed = sum(ingest_watermarks(self.api).values())
-                states = Counter(r["state"] for r in self.api.listed("dags/~/dagRuns", "dag_runs"))
+                committed = sum(watermarks(self.api).values())
+                run_states = Counter(r["state"] for r in self.api.listed("dags/~/dagRuns", "dag_runs"))
             except Exception as err:  # the API server or the database is down: a gap in the samples
                 self.api = None if "401" in str(err) else self.api
                 self.samples.append({"t_s": round(at, 1), "unavailable": type(err).__name__})
                 continue
-            sample = {"t_s": round(at, 1), "committed": committed, "runs": dict(states)}
+            sample = {"t_s": round(at, 1), "committed": committed, "runs": dict(run_states)}
             self.samples.append(sample)
             if at - last_print >= PRINT_EVERY_S:
                 last_print = at
-                self.timeline.add("sample", f"{committed:,} entries committed; runs {dict(sorted(states.items()))}")
+                self.timeline.add("sample", f"{committed:,} entries committed; runs {dict(sorted(run_states.items()))}")
 
 
 def batches(lake: Path) -> dict[str, list[chaos.Batch]]:
@@ -583,7 +578,7 @@ def run(args: argparse.Namespace, remote: RemoteLogs, stack: ChaosStack, timelin
     for dag_id in dag_ids:
         api.patch(f"dags/{dag_id}", {"is_paused": False})
     wait_for("every log's first commit",
-             lambda: sum(v >= INITIAL for v in ingest_watermarks(api).values()) >= len(slugs), 600)
+             lambda: sum(v >= INITIAL for v in watermarks(api).values()) >= len(slugs), 600)
     print(f"  stack up, {len(dag_ids)} DAGs unpaused, every log's first {INITIAL} entries committed "
           f"({time.monotonic() - began:.0f} s); growth and faults begin", flush=True)
 
@@ -606,12 +601,12 @@ def run(args: argparse.Namespace, remote: RemoteLogs, stack: ChaosStack, timelin
     timeline.add("load", f"growth stopped: {grown:,} new entries ({grown / growth_s:,.0f}/s); waiting for catch-up")
 
     api = AirflowApi(stack.api_url, stack.login)  # type: ignore[arg-type]  # a fresh token after restarts
-    caught_up = wait_quietly(lambda: all(ingest_watermarks(api).get(s, 0) >= n for s, n in sizes_end.items()),
+    caught_up = wait_quietly(lambda: all(watermarks(api).get(s, 0) >= n for s, n in sizes_end.items()),
                              args.catchup_timeout)
     timeline.add("load", f"ingest {'caught up' if caught_up else 'did NOT catch up'}")
 
     def downstream_done() -> bool:
-        ingest, down = ingest_watermarks(api), downstream_watermarks(api)
+        ingest, down = watermarks(api), downstream_watermarks(api)
         return all(down.get(c, {}).get(s, 0) >= n for c in WATCHED_CONSUMERS for s, n in ingest.items())
 
     downstream_caught_up = wait_quietly(downstream_done, args.catchup_timeout)
@@ -630,15 +625,14 @@ def claims(args, remote, stack: ChaosStack, api: AirflowApi, timeline: Timeline,
          "--bootstrap", stack.broker.bootstrap_servers, "--topic", TOPIC, "--kafka-timeout", "60"],
         env=stack.env, capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT)  # fmt: skip
     audit_text = (audit.stdout + audit.stderr).strip()
-    states = {v["key"].removeprefix("ct_state__"): json.loads(v["value"])
-              for v in api.listed("variables", "variables") if v["key"].startswith("ct_state__")}
+    stored = {key.removeprefix("ct_state__"): json.loads(value) for key, value in states(api).items()}
     task_logs = Path(stack.env["AIRFLOW_HOME"]) / "logs"
     leaks = leaked_secrets(stack.env, [task_logs, stack.logs_dir])
     log_files = sum(1 for f in task_logs.rglob("*.log"))
-    roots = lake_roots(stack.lake, {slug: s["tree_size"] for slug, s in states.items()
+    roots = lake_roots(stack.lake, {slug: s["tree_size"] for slug, s in stored.items()
                                     if s.get("next_index") == s.get("tree_size")})
     root_mismatch = {slug: {"lake": roots.get(slug), "verified": s.get("root_hash")}
-                     for slug, s in states.items() if roots.get(slug) != s.get("root_hash")}
+                     for slug, s in stored.items() if roots.get(slug) != s.get("root_hash")}
     tampered = remote.ask("tampered")
     tampered_slug, tampered_index = injector.tampered or (None, None)
     _, served_at, served_times = tampered.get(tampered_slug, (None, None, 0)) if tampered_slug else (None, None, 0)
@@ -686,7 +680,7 @@ def claims(args, remote, stack: ChaosStack, api: AirflowApi, timeline: Timeline,
     result["claims"] = {
         "every entry once in the lake, every key in Kafka, every certificate scored (audit)":
             audit.returncode == 0 and caught_up and downstream_caught_up,
-        "no bad entry: every log's lake hashes to its verified root": not root_mismatch and len(roots) == len(states),
+        "no bad entry: every log's lake hashes to its verified root": not root_mismatch and len(roots) == len(stored),
         "the tampered log has an incident": bool(served_at) and bool(incidents),
         f"lag under {LAG_LIMIT_S:.0f} s within {RECOVERY_LIMIT_S / 60:.0f} min of the last fault":
             recovered is not None and recovered - last_fault_end <= RECOVERY_LIMIT_S,
